@@ -1,0 +1,158 @@
+"""render.rasterize against the brute-force NumPy reference, and its buffer/overflow contract."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from brute_force import rasterize_reference
+from meshes import dome, grid_mesh, merge
+from tfvgan_jax import face3d, render
+
+
+def assert_matches_reference(verts, tris, height, width, min_agreement=0.999, **kwargs):
+  frags = render.rasterize(verts, tris, height, width, **kwargs)
+  ref_id, ref_bary, ref_depth = rasterize_reference(verts, tris, height, width)
+  tri_id = np.asarray(frags.triangle_id)
+  assert not bool(frags.overflow)
+  agree = tri_id == ref_id
+  assert agree.mean() >= min_agreement, f"ids agree on {agree.mean():.5f} of pixels"
+  # Coverage is exact up to edge ties: disagreements are between two triangles, never a hole.
+  assert np.all((tri_id >= 0) == (ref_id >= 0) | ~agree)
+  both = agree & (ref_id >= 0)
+  np.testing.assert_allclose(np.asarray(frags.barycentric)[both], ref_bary[both], atol=1e-4)
+  depth_scale = max(1.0, np.abs(verts[:, 2]).max())
+  np.testing.assert_allclose(np.asarray(frags.depth)[both], ref_depth[both], atol=1e-5 * depth_scale)
+  for i, j in np.argwhere(~agree):
+    # Where ids differ, both triangles cover the pixel at (nearly) the same depth: a tie.
+    ours = np.asarray(frags.depth)[i, j]
+    assert np.isfinite(ours) and np.isfinite(ref_depth[i, j])
+    assert abs(ours - ref_depth[i, j]) <= 1e-3 * depth_scale + 1e-4
+  return frags, ref_id
+
+
+def face_screen(model, pose, size, id_coeffs=None, exp_coeffs=None, scale_frac=0.38):
+  a_id = np.zeros(model.num_id) if id_coeffs is None else id_coeffs
+  a_exp = np.zeros(model.num_exp) if exp_coeffs is None else exp_coeffs
+  verts = face3d.vertices(model, a_id, a_exp)
+  cam = face3d.Camera.create(*pose, scale=scale_frac * size, translation=(size / 2, size / 2))
+  return np.asarray(face3d.project(verts, cam))
+
+
+@pytest.fixture(scope="module")
+def face_model():
+  return face3d.procedural_model(detail="low")
+
+
+@pytest.mark.parametrize("pose", [(0, 0, 0), (0.2, 0.6, 0.1), (-0.3, -1.0, -0.2), (0.1, 1.4, 0.0)])
+def test_procedural_face_matches_reference(face_model, pose):
+  rng = np.random.default_rng(0)
+  verts = face_screen(face_model, pose, 96, rng.normal(size=face_model.num_id), rng.normal(size=face_model.num_exp))
+  frags, ref_id = assert_matches_reference(verts, face_model.triangles, 96, 96)
+  assert (ref_id >= 0).mean() > 0.2
+
+
+def test_big_triangles_cover_without_holes():
+  """A face close to the camera has huge triangles: two triangles fill the image plus a mesh on top."""
+  quad = (np.array([[-10.3, -10.1, 0], [200.2, -10.4, 0], [-10.6, 200.3, 0], [200.1, 200.4, 0]], np.float32),
+          np.array([[0, 1, 2], [1, 3, 2]], np.int32))
+  verts, tris = merge(quad, grid_mesh(9, 9, (20, 100), (30, 110), z=5.0, jitter=2.0))
+  frags, ref_id = assert_matches_reference(verts, tris, 128, 128)
+  assert np.all(np.asarray(frags.triangle_id) >= 0), "the two big triangles cover every pixel"
+
+
+def test_two_occluding_surfaces_nearest_wins():
+  back = grid_mesh(12, 12, (0, 64), (0, 64), z=-3.0, jitter=1.5, seed=1)
+  front = grid_mesh(6, 6, (16, 48), (10, 40), z=4.0, jitter=1.0, seed=2)
+  verts, tris = merge(back, front)
+  frags, _ = assert_matches_reference(verts, tris, 64, 64)
+  tri_id = np.asarray(frags.triangle_id)
+  front_ids = tri_id >= len(back[1])
+  assert front_ids[20:30, 25:40].all(), "the nearer (larger z) surface wins"
+  np.testing.assert_allclose(np.asarray(frags.depth)[front_ids], 4.0, atol=1e-4)
+
+
+def test_intersecting_surfaces():
+  a = grid_mesh(8, 8, (-0.3, 48.2), (0.1, 47.9), z=np.linspace(-10, 10, 8)[None, :].repeat(8, 0), jitter=0.7, seed=3)
+  b = grid_mesh(9, 9, (0.2, 47.7), (-0.4, 48.3), z=np.linspace(10, -10, 9)[None, :].repeat(9, 0), jitter=0.7, seed=4)
+  assert_matches_reference(*merge(a, b), 48, 48)
+
+
+def test_shared_edges_leave_no_holes():
+  """A jittered fine grid spanning beyond the image: every pixel centre is covered exactly."""
+  verts, tris = grid_mesh(41, 37, (-3.3, 70.1), (-2.7, 66.9), jitter=0.6, seed=5)
+  frags = render.rasterize(verts, tris, 64, 64)
+  assert np.all(np.asarray(frags.triangle_id) >= 0)
+  weights = np.asarray(frags.barycentric)
+  assert weights.min() > -1e-4 and np.allclose(weights.sum(-1), 1.0, atol=1e-5)
+
+
+def test_pixel_centres_at_half_integers():
+  """A triangle around (2.5, 1.5) and nothing else covers exactly pixel row 1, column 2."""
+  verts = np.array([[2.2, 1.2, 0], [2.9, 1.3, 0], [2.4, 1.9, 0]], np.float32)
+  frags = render.rasterize(verts, np.array([[0, 1, 2]]), 4, 5)
+  want = np.full((4, 5), -1)
+  want[1, 2] = 0
+  np.testing.assert_array_equal(np.asarray(frags.triangle_id), want)
+  assert np.isneginf(np.asarray(frags.depth)[0, 0]) and not np.asarray(frags.barycentric)[0, 0].any()
+
+
+def test_degenerate_nan_and_offscreen_triangles_are_ignored():
+  verts = np.array([[1, 1, 0], [5, 5, 0], [9, 9, 0], [np.nan, 0, 0], [-50, -50, 0], [-40, -50, 0], [-45, -40, 0]], np.float32)
+  tris = np.array([[0, 1, 2], [0, 1, 3], [4, 5, 6]], np.int32)
+  frags = render.rasterize(verts, tris, 16, 16)
+  assert np.all(np.asarray(frags.triangle_id) == -1)
+
+
+def test_overflow_is_reported_inside_jit_and_never_on_concrete_input():
+  verts, tris = grid_mesh(3, 3, (0, 120), (0, 120), jitter=3.0)
+  fn = jax.jit(lambda v: render.rasterize(v, tris, 128, 128, window=2, capacity=16))
+  small = fn(verts)
+  assert bool(small.overflow)
+  exact, _ = assert_matches_reference(verts, tris, 128, 128, window=2)
+  # The windows it needs is what callers pass as capacity inside jit.
+  need = int(render.windows_needed(verts, tris, 128, 128, 2))
+  sized = jax.jit(lambda v: render.rasterize(v, tris, 128, 128, window=2, capacity=need))(verts)
+  assert not bool(sized.overflow)
+  np.testing.assert_array_equal(np.asarray(sized.triangle_id), np.asarray(exact.triangle_id))
+
+
+@pytest.mark.parametrize("window", [2, 4, 8, 16])
+def test_window_size_does_not_change_the_result(window):
+  verts, tris = dome(15, 64)
+  base = render.rasterize(verts, tris, 64, 64, window=2)
+  other = render.rasterize(verts, tris, 64, 64, window=window)
+  np.testing.assert_array_equal(np.asarray(other.triangle_id), np.asarray(base.triangle_id))
+
+
+@pytest.mark.parametrize("batch_mode", ["map", "vmap"])
+def test_batch_equals_single_frames(batch_mode):
+  verts, tris = dome(12, 48)
+  batch = np.stack([verts, verts + np.array([3.5, -2.0, 0], np.float32), verts * np.array([0.7, 0.8, 1], np.float32)])
+  frags = render.rasterize(batch, tris, 48, 48, batch_mode=batch_mode)
+  assert frags.triangle_id.shape == (3, 48, 48) and frags.overflow.shape == (3,)
+  for b in range(3):
+    single = render.rasterize(batch[b], tris, 48, 48)
+    np.testing.assert_array_equal(np.asarray(frags.triangle_id[b]), np.asarray(single.triangle_id))
+    np.testing.assert_allclose(np.asarray(frags.barycentric[b]), np.asarray(single.barycentric), atol=1e-6)
+
+
+def test_gradients_reach_vertices():
+  verts, tris = dome(8, 32)
+
+  def loss(v):
+    frags = render.rasterize(v, tris, 32, 32)
+    return jnp.sum(jnp.where(frags.mask, frags.depth, 0.0)) + jnp.sum(frags.barycentric[..., 0] ** 2)
+
+  grad = jax.grad(loss)(jnp.asarray(verts))
+  assert np.all(np.isfinite(np.asarray(grad)))
+  assert np.abs(np.asarray(grad)).sum() > 0
+
+
+def test_rejects_bad_shapes():
+  with pytest.raises(ValueError, match=r"\[\.\.\., N, 3\]"):
+    render.rasterize(np.zeros((4, 2)), np.zeros((1, 3), np.int32), 8, 8)
+  with pytest.raises(ValueError, match=r"\[F, 3\]"):
+    render.rasterize(np.zeros((4, 3)), np.zeros((1, 4), np.int32), 8, 8)
+  with pytest.raises(ValueError, match="positive"):
+    render.rasterize(np.zeros((4, 3)), np.zeros((1, 3), np.int32), 0, 8)

@@ -1,0 +1,109 @@
+"""The render R (texture transfer, DESIGN.md choice 5), the mask M^ and the hint M."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tfvgan_jax import face3d, render
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def face_model():
+  return face3d.procedural_model(detail="low")
+
+
+def screen(model, cam, id_coeffs=None, exp_coeffs=None):
+  a_id = np.zeros(model.num_id) if id_coeffs is None else id_coeffs
+  a_exp = np.zeros(model.num_exp) if exp_coeffs is None else exp_coeffs
+  return face3d.project(face3d.vertices(model, a_id, a_exp), cam)
+
+
+def camera(yaw=0.0, pitch=0.0):
+  return face3d.Camera.create(pitch=pitch, yaw=yaw, scale=0.38 * SIZE, translation=(SIZE / 2, SIZE / 2))
+
+
+def smooth_image(seed=0):
+  rng = np.random.default_rng(seed)
+  cols, rows = np.meshgrid(np.arange(SIZE) + 0.5, np.arange(SIZE) + 0.5)
+  freqs = rng.uniform(0.05, 0.3, size=(3, 2))
+  return np.stack([np.sin(cols * fx + rows * fy) for fx, fy in freqs], -1).astype(np.float32)
+
+
+def test_identity_frame_as_target_reproduces_the_identity_image(face_model):
+  image = smooth_image()
+  verts = screen(face_model, camera(yaw=0.3))
+  out = render.render_face(verts, verts, face_model.triangles, image, SIZE, SIZE)
+  mask = np.asarray(out.face_mask)[..., 0] > 0
+  valid = np.asarray(out.texture_valid)
+  assert valid.sum() >= 0.99 * mask.sum() and mask.sum() > 0.2 * SIZE * SIZE
+  np.testing.assert_allclose(np.asarray(out.render)[valid], image[valid], atol=1e-4)
+  assert np.all(np.asarray(out.render)[~mask] == 0)
+
+
+def test_points_hidden_in_the_identity_frame_have_no_texture(face_model):
+  image = smooth_image()
+  identity = screen(face_model, camera(yaw=1.1))  # the subject's right cheek is turned away
+  target = screen(face_model, camera(yaw=-0.4))
+  out = render.render_face(target, identity, face_model.triangles, image, SIZE, SIZE)
+  mask = np.asarray(out.face_mask)[..., 0] > 0
+  valid = np.asarray(out.texture_valid)
+  hidden = mask & ~valid
+  assert hidden.sum() > 0.05 * mask.sum()
+  # Hidden pixels lie on the side facing away from the identity camera (screen left at yaw -0.4).
+  cols = np.nonzero(hidden)[1]
+  assert np.median(cols) < SIZE / 2
+
+
+def test_recombined_expression_is_textured_from_the_identity(face_model):
+  """Changing only the expression of the target keeps the texture the identity image gives."""
+  image = smooth_image(1)
+  identity = screen(face_model, camera())
+  exp = np.zeros(face_model.num_exp)
+  exp[0] = 2.0  # jaw open
+  target = screen(face_model, camera(), exp_coeffs=exp)
+  out = render.render_face(target, identity, face_model.triangles, image, SIZE, SIZE)
+  valid = np.asarray(out.texture_valid)
+  same = valid & (np.asarray(out.fragments.triangle_id) == np.asarray(render.rasterize(identity, face_model.triangles, SIZE, SIZE).triangle_id))
+  assert same.sum() > 0
+  np.testing.assert_allclose(np.asarray(out.render)[same][:, 0], image[same][:, 0], atol=0.05)
+
+
+def test_mask_and_appearance_hint(face_model):
+  image = smooth_image()
+  verts = screen(face_model, camera())
+  frags = render.rasterize(verts, face_model.triangles, SIZE, SIZE)
+  mask = render.face_mask(frags)
+  assert mask.shape == (SIZE, SIZE, 1) and set(np.unique(np.asarray(mask))) == {0.0, 1.0}
+  hint = np.asarray(render.appearance_hint(image, mask))
+  inside = np.asarray(mask)[..., 0] > 0
+  assert np.all(hint[inside] == 0)
+  np.testing.assert_array_equal(hint[~inside], image[~inside])
+
+
+def test_gradients_reach_identity_image_and_vertices(face_model):
+  image = jnp.asarray(smooth_image())
+  identity = screen(face_model, camera(yaw=0.2))
+  target = screen(face_model, camera(yaw=-0.2))
+
+  def loss(target_v, identity_v, img):
+    out = render.render_face(target_v, identity_v, face_model.triangles, img, SIZE, SIZE)
+    return jnp.mean((out.render - 0.3) ** 2)
+
+  grads = jax.grad(loss, argnums=(0, 1, 2))(target, identity, image)
+  for g in grads:
+    g = np.asarray(g)
+    assert np.all(np.isfinite(g)) and np.abs(g).sum() > 0
+
+
+def test_render_face_under_jit_and_vmap(face_model):
+  image = jnp.asarray(np.stack([smooth_image(0), smooth_image(1)]))
+  verts = jnp.stack([screen(face_model, camera(yaw=0.2)), screen(face_model, camera(yaw=-0.3))])
+  fn = jax.jit(jax.vmap(lambda v, img: render.render_face(v, v, face_model.triangles, img, SIZE, SIZE)))
+  out = fn(verts, image)
+  assert out.render.shape == (2, SIZE, SIZE, 3) and out.face_mask.shape == (2, SIZE, SIZE, 1)
+  assert not np.asarray(out.fragments.overflow).any()
+  single = render.render_face(verts[1], verts[1], face_model.triangles, image[1], SIZE, SIZE)
+  np.testing.assert_allclose(np.asarray(out.render[1]), np.asarray(single.render), atol=1e-5)

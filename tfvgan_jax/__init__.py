@@ -1,0 +1,8 @@
+"""tfvgan_jax: temporally consistent facial video editing with a 3D morphable model.
+
+Layers, each importing only the ones listed before it:
+  face3d  -- morphable model, camera, model files
+  render  -- rasterizer, texture transfer, masks, dense 3D flow, warp
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,22 @@
+"""Pure-JAX rendering: rasterizer -> fragments; texture transfer; masks; dense 3D flow; warp.
+
+Everything here is a pure function of arrays (jit- and vmap-safe, static shapes) and knows nothing
+of models, data or training.
+"""
+
+from tfvgan_jax.render.flow import dense_flow, vertex_displacement, warp
+from tfvgan_jax.render.rasterize import (
+    BACKGROUND_ID, Fragments, default_capacity, default_window, depth_at, interpolate_at_pixels,
+    map_over_batch, rasterize, visible, windows_needed,
+)
+from tfvgan_jax.render.sampling import bilinear_sample, pixel_centers
+from tfvgan_jax.render.texture import (
+    FaceRender, appearance_hint, face_mask, render_face, surface_points, transfer_texture,
+)
+
+__all__ = [
+    "BACKGROUND_ID", "FaceRender", "Fragments", "appearance_hint", "bilinear_sample", "default_capacity",
+    "default_window", "dense_flow", "depth_at", "face_mask", "interpolate_at_pixels", "map_over_batch", "pixel_centers",
+    "rasterize", "render_face", "surface_points", "transfer_texture", "vertex_displacement", "visible",
+    "warp", "windows_needed",
+]

@@ -1,0 +1,435 @@
+"""Rasterization of triangle meshes in screen space into per-pixel fragments, in pure JAX.
+
+Screen space (DESIGN.md): x to the right, y down, pixel (row i, column j) has its centre at
+(j + 0.5, i + 0.5); depth z grows TOWARD the camera and the z-buffer keeps the LARGEST z.
+
+How it works, with static shapes throughout:
+  1. Each triangle's bounding box of covered pixel centres is cut into windows of K x K pixels.
+     Every triangle owns one window slot (its first window); triangles larger than one window put
+     their further windows into an "extra" buffer of fixed capacity. When the extra windows do not
+     fit, `Fragments.overflow` is set: pixels are never dropped silently.
+  2. Every pixel of every window is tested against its triangle with edge functions computed the
+     same way for both triangles of a shared edge (endpoints in vertex-index order), so the exact
+     same value decides both sides and a shared edge leaves no hole.
+  3. Visibility is resolved with ONE scatter-max of a packed uint32 key: depth quantized to the
+     mesh's depth range in the high bits, triangle id + 1 in the low bits. A single resolve
+     cannot disagree with itself the way a depth pass followed by a match pass can.
+  4. Barycentrics and depth of the winning triangle are recomputed from its vertices with
+     differentiable operations, so gradients reach the vertices.
+
+`rasterize` on concrete arrays counts the windows first and sizes the extra buffer to a
+power-of-two bucket that fits, so it is exact for any mesh and recompiles only when a mesh needs the
+next bucket. Inside `jit`, `window` and `capacity` are static and an
+overflow is reported in the result.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+BACKGROUND_ID = -1
+
+
+class Fragments(NamedTuple):
+  """Per-pixel result of rasterization. Leading dims [...] are a batch.
+
+  Attributes:
+    triangle_id: [..., H, W] int32, the visible triangle, -1 for background.
+    barycentric: [..., H, W, 3] float32 weights of its vertices at the pixel centre (0 on background).
+    depth: [..., H, W] float32 interpolated screen depth (larger = nearer); -inf on background.
+    overflow: [...] bool, True when the window buffer was too small and pixels are missing.
+  """
+
+  triangle_id: jax.Array
+  barycentric: jax.Array
+  depth: jax.Array
+  overflow: jax.Array
+
+  @property
+  def mask(self) -> jax.Array:
+    """[..., H, W] bool: pixels covered by the mesh."""
+    return self.triangle_id >= 0
+
+
+def default_window(num_triangles: int, height: int, width: int) -> int:
+  """Window side K for a mesh of this size (a power of two in [2, 16]).
+
+  About half the side of an average triangle's box, assuming the mesh covers the image: most
+  small triangles then fit their first window and big ones cut into few extra windows (K = 2 for
+  ~75k triangles and K = 4 for ~1k at 256 x 256).
+  """
+  side = math.sqrt(max(height * width, 1) / max(num_triangles, 1))
+  return int(min(16, max(2, 2 ** round(math.log2(max(side / 2, 1.0))))))
+
+
+def default_capacity(num_triangles: int, height: int, width: int, window: int) -> int:
+  """Extra-window capacity used inside jit when none is given.
+
+  Enough for a mesh whose triangles' bounding boxes add up to four times the image area, which
+  covers a face filling the frame several times over; `Fragments.overflow` reports anything larger.
+  """
+  cells = (height // window + 1) * (width // window + 1)
+  return _round_up(4 * cells + num_triangles // 4, 256)
+
+
+def _round_up(n: int, multiple: int) -> int:
+  return max(multiple, -(-n // multiple) * multiple)
+
+
+def _corners(screen_vertices: jax.Array, triangles: jax.Array):
+  """Corner coordinates of triangles as separate arrays (x, y, z per corner).
+
+  Structure of arrays on purpose: XLA on CPU reduces and selects along a trailing axis of size 3
+  several times slower than it combines separate arrays elementwise.
+
+  Args:
+    screen_vertices: [N, 3]; triangles: [..., 3] vertex indices.
+
+  Returns:
+    xs, ys, zs: three tuples of three [...] arrays (one per corner).
+  """
+  # mode="clip": out-of-range indices are rejected by validation upstream; the default "fill"
+  # mode would re-check every index wherever XLA fuses the gather.
+  flat = jnp.take(screen_vertices, triangles.reshape(-1), axis=0, mode="clip").reshape(triangles.shape + (3,))
+  return tuple(tuple(flat[..., k, c] for k in range(3)) for c in range(3))
+
+
+def _min3(a, b, c):
+  return jnp.minimum(jnp.minimum(a, b), c)
+
+
+def _max3(a, b, c):
+  return jnp.maximum(jnp.maximum(a, b), c)
+
+
+def _pixel_range(coords, size: int):
+  """Inclusive range of pixel indices whose centres lie within [min, max] of three coordinates.
+
+  Returns:
+    first, last: int32 arrays; empty where last < first (also for non-finite corners).
+  """
+  lo, hi = _min3(*coords), _max3(*coords)
+  # Centre c = j + 0.5 lies in [lo, hi]  <=>  ceil(lo - 0.5) <= j <= floor(hi - 0.5).
+  first = jnp.ceil(jnp.clip(lo - 0.5, -1.0, float(size)))
+  last = jnp.floor(jnp.clip(hi - 0.5, -1.0, float(size)))
+  first = jnp.maximum(first, 0.0).astype(jnp.int32)
+  last = jnp.minimum(last, float(size - 1)).astype(jnp.int32)
+  return first, jnp.where(jnp.isfinite(lo) & jnp.isfinite(hi), last, -1)
+
+
+def _window_counts(xs, ys, height: int, width: int, window: int):
+  """Per triangle: pixel ranges and the number of K x K windows covering them (0 if empty)."""
+  col0, col1 = _pixel_range(xs, width)
+  row0, row1 = _pixel_range(ys, height)
+  empty = (col1 < col0) | (row1 < row0)
+  windows_x = jnp.where(empty, 0, (col1 - col0 + window) // window)
+  windows_y = jnp.where(empty, 0, (row1 - row0 + window) // window)
+  return col0, col1, row0, row1, windows_x, windows_x * windows_y
+
+
+def _signed_area2(xs, ys):
+  """Twice the signed screen area of triangles (positive = clockwise on screen, y down)."""
+  return (xs[1] - xs[0]) * (ys[2] - ys[0]) - (ys[1] - ys[0]) * (xs[2] - xs[0])
+
+
+def _cross_to(start_x, start_y, dir_x, dir_y, px, py):
+  """cross(dir, p - start): the edge function of the edge from `start` along `dir` at p."""
+  return dir_x * (py - start_y) - dir_y * (px - start_x)
+
+
+def _edge_equations(xs, ys, origin_x: float, origin_y: float):
+  """Per edge k (opposite corner k) the edge equation E_k(p) = c_k + g_k . p, up to orientation.
+
+  E_k(p) = cross(b - a, p - a) for the edge's endpoints a = corner k+1, b = corner k+2, expanded
+  as (a_x b_y - a_y b_x) + p_x (a_y - b_y) + p_y (b_x - a_x). Every term changes sign exactly
+  (bitwise) when a and b swap, so the two triangles sharing an edge see exactly opposite values
+  and a pixel centre near the edge cannot be rejected by both: no holes, whatever the rounding.
+  Coordinates are taken relative to `origin` (the image centre) to keep the products small.
+
+  Returns:
+    three tuples (c, g_x, g_y) of [F] arrays; E_k / area2 is the barycentric weight of corner k.
+  """
+  edges = []
+  for k in range(3):
+    a, b = (k + 1) % 3, (k + 2) % 3
+    ax, ay = xs[a] - origin_x, ys[a] - origin_y
+    bx, by = xs[b] - origin_x, ys[b] - origin_y
+    edges.append((ax * by - ay * bx, ay - by, bx - ax))
+  return tuple(edges)
+
+
+def _rasterize_single(screen_vertices, triangles, height: int, width: int, window: int, capacity: int):
+  """The kernel for one mesh [N, 3]; see `rasterize`."""
+  num_tri = triangles.shape[0]
+  id_bits = int(num_tri).bit_length()
+  depth_bits = 32 - id_bits
+  if depth_bits < 8:
+    raise ValueError(f"{num_tri} triangles leave only {depth_bits} bits of depth in the packed key")
+  num_pixels = height * width
+
+  verts = jax.lax.stop_gradient(screen_vertices.astype(jnp.float32))
+  xs, ys, zs = _corners(verts, triangles)
+  col0, col1, row0, row1, windows_x, num_windows = _window_counts(xs, ys, height, width, window)
+  area2 = _signed_area2(xs, ys)
+  usable = (area2 != 0) & jnp.isfinite(area2) & jnp.isfinite(_min3(*zs))
+  num_windows = jnp.where(usable, num_windows, 0)
+  orientation = jnp.sign(area2)
+  origin_x, origin_y = width / 2, height / 2
+  edges = _edge_equations(xs, ys, origin_x, origin_y)
+  inv_area = 1.0 / jnp.where(usable, jnp.abs(area2), 1.0)
+
+  finite_z = jnp.where(jnp.isfinite(verts[:, 2]), verts[:, 2], 0.0)
+  z_min, z_max = jnp.min(finite_z), jnp.max(finite_z)
+  levels = float(2 ** depth_bits - 1)
+  z_scale = jnp.where(z_max > z_min, levels / (z_max - z_min), 0.0)
+
+  # Everything a window needs from its triangle, as [F] arrays: one gather each for extra windows.
+  per_triangle = [col0, col1, row0, row1, windows_x, num_windows]
+  for k, (c, g_x, g_y) in enumerate(edges):
+    # Oriented so that E >= 0 inside for either winding (multiplying by +-1 is exact).
+    per_triangle += [c * orientation, g_x * orientation, g_y * orientation, zs[k] * inv_area]
+  # Materialized once: left to fusion, XLA recomputes these (gathers included) per candidate pixel.
+  per_triangle = jax.lax.optimization_barrier(per_triangle)
+  offs = jnp.arange(window, dtype=jnp.int32)
+
+  def candidates(tri, win, fields):
+    """Packed keys and pixel indices for window `win` of triangles `tri` ([M] each) -> [M*K*K]."""
+    c0, c1, r0, r1, nx, nw = fields[:6]
+    nx = jnp.maximum(nx, 1)
+    px = (c0 + (win % nx) * window)[:, None, None] + offs[None, None, :]
+    py = (r0 + (win // nx) * window)[:, None, None] + offs[None, :, None]
+    inside = (win < nw)[:, None, None] & (px <= c1[:, None, None]) & (py <= r1[:, None, None])
+    cx = px.astype(jnp.float32) + (0.5 - origin_x)
+    cy = py.astype(jnp.float32) + (0.5 - origin_y)
+    depth = 0.0
+    for k in range(3):
+      c, g_x, g_y, z_over_area = (f[:, None, None] for f in fields[6 + 4 * k:10 + 4 * k])
+      e = c + g_x * cx + g_y * cy
+      inside &= e >= 0
+      depth = depth + e * z_over_area
+    quantized = jnp.clip(jnp.floor((depth - z_min) * z_scale), 0, levels).astype(jnp.uint32)
+    key = (quantized << id_bits) | (tri[:, None, None] + 1).astype(jnp.uint32)
+    index = jnp.where(inside, py * width + px, num_pixels)
+    return key.reshape(-1), index.reshape(-1)
+
+  all_tri = jnp.arange(num_tri, dtype=jnp.int32)
+  key, index = candidates(all_tri, jnp.zeros_like(all_tri), per_triangle)
+  zbuffer = jnp.zeros((num_pixels,), jnp.uint32).at[index].max(key, mode="drop")
+
+  extra = jnp.maximum(num_windows - 1, 0)
+  overflow = jnp.sum(extra) > capacity
+  if capacity > 0:
+    extra_end = jnp.cumsum(extra)
+    slot = jnp.arange(capacity, dtype=jnp.int32)
+    owner = jnp.minimum(jnp.searchsorted(extra_end, slot, side="right"), num_tri - 1).astype(jnp.int32)
+    win = 1 + slot - (extra_end[owner] - extra[owner])
+    win = jnp.where(slot < extra_end[-1], win, jnp.iinfo(jnp.int32).max)
+    key, index = candidates(owner, win, [f[owner] for f in per_triangle])
+    zbuffer = zbuffer.at[index].max(key, mode="drop")
+
+  triangle_id = (zbuffer & jnp.uint32((1 << id_bits) - 1)).astype(jnp.int32) - 1
+  triangle_id = triangle_id.reshape(height, width)
+  barycentric, depth = interpolate_at_pixels(screen_vertices, triangles, triangle_id)
+  return Fragments(triangle_id, barycentric, depth, overflow)
+
+
+def _plane_weights(xs, ys, px, py, hit):
+  """Barycentric weights of points (px, py) in triangles given by corner arrays (differentiable).
+
+  Returns:
+    three arrays w0, w1, w2 (zero where `hit` is False or the triangle is degenerate).
+  """
+  area2 = _signed_area2(xs, ys)
+  ok = hit & (area2 != 0)
+  inv_area = 1.0 / jnp.where(ok, area2, 1.0)
+  weights = []
+  for k in range(3):
+    a, b = (k + 1) % 3, (k + 2) % 3
+    w = _cross_to(xs[a], ys[a], xs[b] - xs[a], ys[b] - ys[a], px, py) * inv_area
+    weights.append(jnp.where(ok, w, 0.0))
+  return weights
+
+
+def interpolate_at_pixels(screen_vertices: jax.Array, triangles: jax.Array, triangle_id: jax.Array):
+  """Barycentrics and depth of each pixel centre in its triangle, differentiable in the vertices.
+
+  Args:
+    screen_vertices: [N, 3] screen positions and depths.
+    triangles: [F, 3] int32.
+    triangle_id: [H, W] int32, -1 for background.
+
+  Returns:
+    barycentric [H, W, 3] (zeros on background) and depth [H, W] (-inf on background).
+  """
+  height, width = triangle_id.shape
+  hit = triangle_id >= 0
+  xs, ys, zs = _corners(screen_vertices, triangles[jnp.maximum(triangle_id, 0)])
+  px = jnp.arange(width, dtype=jnp.float32)[None, :] + 0.5
+  py = jnp.arange(height, dtype=jnp.float32)[:, None] + 0.5
+  weights = _plane_weights(xs, ys, px, py, hit)
+  depth = weights[0] * zs[0] + weights[1] * zs[1] + weights[2] * zs[2]
+  return jnp.stack(weights, axis=-1), jnp.where(hit, depth, -jnp.inf)
+
+
+@functools.partial(jax.jit, static_argnames=("height", "width", "window"))
+def windows_needed(screen_vertices: jax.Array, triangles: jax.Array, height: int, width: int, window: int) -> jax.Array:
+  """Extra windows (beyond one per triangle) a mesh needs: the `capacity` that avoids overflow.
+
+  Args:
+    screen_vertices: [..., N, 3]; triangles: [F, 3].
+
+  Returns:
+    [...] int32.
+  """
+
+  def one(verts):
+    xs, ys, _ = _corners(verts, triangles)
+    num_windows = _window_counts(xs, ys, height, width, window)[-1]
+    return jnp.sum(jnp.maximum(num_windows - 1, 0))
+
+  flat = screen_vertices.reshape((-1,) + screen_vertices.shape[-2:])
+  return jax.vmap(one)(flat).reshape(screen_vertices.shape[:-2])
+
+
+@functools.partial(jax.jit, static_argnames=("height", "width", "window", "capacity", "batch_mode"))
+def _rasterize_jit(screen_vertices, triangles, height, width, window, capacity, batch_mode):
+  kernel = functools.partial(_rasterize_single, height=height, width=width, window=window, capacity=capacity)
+  return _map_batch(lambda v: kernel(v, triangles), screen_vertices, batch_mode)
+
+
+def _map_batch(fn, screen_vertices, batch_mode):
+  """Applies `fn` to each [N, 3] mesh of [..., N, 3]."""
+  batch_shape = screen_vertices.shape[:-2]
+  if not batch_shape:
+    return fn(screen_vertices)
+  flat = screen_vertices.reshape((-1,) + screen_vertices.shape[-2:])
+  out = map_over_batch(fn, flat, batch_mode=batch_mode)
+  return jax.tree.map(lambda x: x.reshape(batch_shape + x.shape[1:]), out)
+
+
+def map_over_batch(fn, *args, batch_mode: Optional[str] = None):
+  """fn applied to each slice along the leading axis of every argument (pytrees allowed).
+
+  'map' runs a loop (`lax.map`): on CPU, a loop of scatters is faster per frame than one batched
+  scatter. 'vmap' batches everything, the better choice on accelerators. Default:
+  `default_batch_mode()`.
+  """
+  batch_mode = batch_mode or default_batch_mode()
+  if batch_mode == "map":
+    return jax.lax.map(lambda a: fn(*a), args)
+  if batch_mode == "vmap":
+    return jax.vmap(fn)(*args)
+  raise ValueError(f"batch_mode must be 'map' or 'vmap', got {batch_mode!r}")
+
+
+def default_batch_mode() -> str:
+  """'map' on CPU, where a loop of scatters beats a batched scatter; 'vmap' on accelerators."""
+  return "map" if jax.default_backend() == "cpu" else "vmap"
+
+
+def _is_concrete(*arrays) -> bool:
+  return not any(isinstance(a, jax.core.Tracer) for a in arrays)
+
+
+def rasterize(
+    screen_vertices: jax.Array,
+    triangles: jax.Array,
+    height: int,
+    width: int,
+    *,
+    window: Optional[int] = None,
+    capacity: Optional[int] = None,
+    batch_mode: Optional[str] = None,
+) -> Fragments:
+  """Rasterizes a mesh (or a batch of meshes sharing triangles) with an exact z-buffer.
+
+  The nearest surface (largest depth z) wins each pixel centre; a pixel centre exactly on a shared
+  edge belongs to one of the two triangles. Depth is compared after quantization to
+  2^(32 - bits(F)) levels over the mesh's depth range (2^15 levels for 75k triangles), so two
+  surfaces closer than that in depth at a pixel are a tie, broken by the larger triangle id.
+
+  Args:
+    screen_vertices: [..., N, 3] screen x, y (pixels) and depth z (see `face3d.project`).
+    triangles: [F, 3] int32 vertex indices.
+    height, width: image size in pixels.
+    window: window side K (static). Default: `default_window(F, height, width)`.
+    capacity: extra-window buffer size (static). Default: on concrete inputs, sized to fit (the
+      result is then exact for any mesh); under a transformation (jit, grad, vmap),
+      `default_capacity(...)`, with `Fragments.overflow` set if a mesh needs more.
+    batch_mode: 'map' or 'vmap' over leading batch dims; default `default_batch_mode()`.
+
+  Returns:
+    Fragments with leading dims [...].
+  """
+  triangles = jnp.asarray(triangles, jnp.int32)
+  screen_vertices = jnp.asarray(screen_vertices, jnp.float32)
+  if screen_vertices.ndim < 2 or screen_vertices.shape[-1] != 3:
+    raise ValueError(f"screen_vertices must be [..., N, 3], got {screen_vertices.shape}")
+  if triangles.ndim != 2 or triangles.shape[1] != 3 or triangles.shape[0] == 0:
+    raise ValueError(f"triangles must be [F, 3] with F >= 1, got {triangles.shape}")
+  if height <= 0 or width <= 0:
+    raise ValueError(f"image size must be positive, got {height}x{width}")
+  window = window or default_window(triangles.shape[0], height, width)
+  batch_mode = batch_mode or default_batch_mode()
+  if batch_mode not in ("map", "vmap"):
+    raise ValueError(f"batch_mode must be 'map' or 'vmap', got {batch_mode!r}")
+  if capacity is None and _is_concrete(screen_vertices, triangles):
+    needed = int(np.max(np.asarray(windows_needed(screen_vertices, triangles, height, width, window)), initial=0))
+    capacity = 0 if needed == 0 else 1 << max(8, (needed - 1).bit_length())
+  elif capacity is None:
+    capacity = default_capacity(triangles.shape[0], height, width, window)
+  return _rasterize_jit(screen_vertices, triangles, height, width, window, capacity, batch_mode)
+
+
+def depth_at(fragments: Fragments, screen_vertices: jax.Array, triangles: jax.Array, points_xy: jax.Array) -> jax.Array:
+  """The z-buffer read at sub-pixel positions: the plane of the triangle visible in the pixel that
+  contains each point, evaluated at the point itself.
+
+  Reading the plane rather than the depth stored at the pixel centre removes the half-pixel slope
+  error on tilted surfaces, so a point of the visible surface reads back its own depth.
+
+  Args:
+    fragments: single-image fragments [H, W].
+    screen_vertices: [N, 3] the vertices the fragments were rasterized from.
+    triangles: [F, 3].
+    points_xy: [..., 2] screen positions.
+
+  Returns:
+    [...] depth, -inf where the point is outside the image or on background.
+  """
+  height, width = fragments.triangle_id.shape
+  col = jnp.floor(points_xy[..., 0]).astype(jnp.int32)
+  row = jnp.floor(points_xy[..., 1]).astype(jnp.int32)
+  inside = (col >= 0) & (col < width) & (row >= 0) & (row < height) & jnp.all(jnp.isfinite(points_xy), -1)
+  tri = fragments.triangle_id[jnp.clip(row, 0, height - 1), jnp.clip(col, 0, width - 1)]
+  hit = inside & (tri >= 0)
+  xs, ys, zs = _corners(screen_vertices, triangles[jnp.maximum(tri, 0)])
+  w0, w1, w2 = _plane_weights(xs, ys, points_xy[..., 0], points_xy[..., 1], hit)
+  z = w0 * zs[0] + w1 * zs[1] + w2 * zs[2]
+  return jnp.where(hit, z, -jnp.inf)
+
+
+def visible(fragments: Fragments, screen_vertices: jax.Array, triangles: jax.Array, points: jax.Array,
+            tolerance: float = 0.5) -> jax.Array:
+  """Whether surface points are the visible surface of a rendered frame (TFVGAN eq. 11/13,
+  UniFaceGAN eq. 13/15): Q_z >= Z(Q_x, Q_y) - tolerance, with Z from `depth_at`.
+
+  Args:
+    fragments: single-image fragments [H, W].
+    screen_vertices: [N, 3] the vertices the fragments were rasterized from.
+    triangles: [F, 3].
+    points: [..., 3] screen x, y and depth z of the points.
+    tolerance: depth slack in pixels (depth is in pixel units), for surfaces that curve between a
+      point and the plane it is compared with. Occluders are many pixels nearer.
+
+  Returns:
+    [...] bool; False outside the image and on background.
+  """
+  z_buffer = depth_at(fragments, screen_vertices, triangles, points[..., :2])
+  return jnp.isfinite(z_buffer) & (points[..., 2] >= z_buffer - tolerance)
