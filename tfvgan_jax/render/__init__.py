@@ -7,7 +7,7 @@ of models, data or training.
 from tfvgan_jax.render.flow import dense_flow, vertex_displacement, warp
 from tfvgan_jax.render.rasterize import (
     BACKGROUND_ID, Fragments, default_capacity, default_window, depth_at, interpolate_at_pixels,
-    map_over_batch, rasterize, visible, windows_needed,
+    gather_corners, map_over_batch, rasterize, visible, windows_needed,
 )
 from tfvgan_jax.render.sampling import bilinear_sample, pixel_centers
 from tfvgan_jax.render.texture import (
@@ -16,7 +16,7 @@ from tfvgan_jax.render.texture import (
 
 __all__ = [
     "BACKGROUND_ID", "FaceRender", "Fragments", "appearance_hint", "bilinear_sample", "default_capacity",
-    "default_window", "dense_flow", "depth_at", "face_mask", "interpolate_at_pixels", "map_over_batch", "pixel_centers",
+    "default_window", "dense_flow", "depth_at", "face_mask", "gather_corners", "interpolate_at_pixels", "map_over_batch", "pixel_centers",
     "rasterize", "render_face", "surface_points", "transfer_texture", "vertex_displacement", "visible",
     "warp", "windows_needed",
 ]

@@ -82,22 +82,30 @@ def _round_up(n: int, multiple: int) -> int:
   return max(multiple, -(-n // multiple) * multiple)
 
 
-def _corners(screen_vertices: jax.Array, triangles: jax.Array):
-  """Corner coordinates of triangles as separate arrays (x, y, z per corner).
+def gather_corners(values: jax.Array, triangles: jax.Array, triangle_id: jax.Array) -> jax.Array:
+  """Per-vertex values at the corners of the given triangles.
+
+  Args:
+    values: [N, C] per-vertex values (e.g. screen vertices).
+    triangles: [F, 3] (a NumPy array or a JAX array).
+    triangle_id: [...] int32; -1 (background) reads triangle 0.
+
+  Returns:
+    [..., 3, C].
+  """
+  corner_ids = jnp.take(jnp.asarray(triangles), jnp.maximum(triangle_id, 0), axis=0, mode="clip")
+  # mode="clip": indices are validated upstream; the default "fill" mode would re-check every
+  # index wherever XLA fuses the gather.
+  return jnp.take(values, corner_ids, axis=0, mode="clip")
+
+
+def _split_corners(corners: jax.Array):
+  """[..., 3, 3] corners -> xs, ys, zs: three tuples of three [...] arrays (one per corner).
 
   Structure of arrays on purpose: XLA on CPU reduces and selects along a trailing axis of size 3
   several times slower than it combines separate arrays elementwise.
-
-  Args:
-    screen_vertices: [N, 3]; triangles: [..., 3] vertex indices.
-
-  Returns:
-    xs, ys, zs: three tuples of three [...] arrays (one per corner).
   """
-  # mode="clip": out-of-range indices are rejected by validation upstream; the default "fill"
-  # mode would re-check every index wherever XLA fuses the gather.
-  flat = jnp.take(screen_vertices, triangles.reshape(-1), axis=0, mode="clip").reshape(triangles.shape + (3,))
-  return tuple(tuple(flat[..., k, c] for k in range(3)) for c in range(3))
+  return tuple(tuple(corners[..., k, c] for k in range(3)) for c in range(3))
 
 
 def _min3(a, b, c):
@@ -174,7 +182,7 @@ def _rasterize_single(screen_vertices, triangles, height: int, width: int, windo
   num_pixels = height * width
 
   verts = jax.lax.stop_gradient(screen_vertices.astype(jnp.float32))
-  xs, ys, zs = _corners(verts, triangles)
+  xs, ys, zs = _split_corners(jnp.take(verts, triangles, axis=0, mode="clip"))
   col0, col1, row0, row1, windows_x, num_windows = _window_counts(xs, ys, height, width, window)
   area2 = _signed_area2(xs, ys)
   usable = (area2 != 0) & jnp.isfinite(area2) & jnp.isfinite(_min3(*zs))
@@ -269,7 +277,7 @@ def interpolate_at_pixels(screen_vertices: jax.Array, triangles: jax.Array, tria
   """
   height, width = triangle_id.shape
   hit = triangle_id >= 0
-  xs, ys, zs = _corners(screen_vertices, triangles[jnp.maximum(triangle_id, 0)])
+  xs, ys, zs = _split_corners(gather_corners(screen_vertices, triangles, triangle_id))
   px = jnp.arange(width, dtype=jnp.float32)[None, :] + 0.5
   py = jnp.arange(height, dtype=jnp.float32)[:, None] + 0.5
   weights = _plane_weights(xs, ys, px, py, hit)
@@ -289,7 +297,7 @@ def windows_needed(screen_vertices: jax.Array, triangles: jax.Array, height: int
   """
 
   def one(verts):
-    xs, ys, _ = _corners(verts, triangles)
+    xs, ys, _ = _split_corners(jnp.take(verts, triangles, axis=0, mode="clip"))
     num_windows = _window_counts(xs, ys, height, width, window)[-1]
     return jnp.sum(jnp.maximum(num_windows - 1, 0))
 
@@ -409,7 +417,7 @@ def depth_at(fragments: Fragments, screen_vertices: jax.Array, triangles: jax.Ar
   inside = (col >= 0) & (col < width) & (row >= 0) & (row < height) & jnp.all(jnp.isfinite(points_xy), -1)
   tri = fragments.triangle_id[jnp.clip(row, 0, height - 1), jnp.clip(col, 0, width - 1)]
   hit = inside & (tri >= 0)
-  xs, ys, zs = _corners(screen_vertices, triangles[jnp.maximum(tri, 0)])
+  xs, ys, zs = _split_corners(gather_corners(screen_vertices, triangles, tri))
   w0, w1, w2 = _plane_weights(xs, ys, points_xy[..., 0], points_xy[..., 1], hit)
   z = w0 * zs[0] + w1 * zs[1] + w2 * zs[2]
   return jnp.where(hit, z, -jnp.inf)

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from tfvgan_jax.render.rasterize import Fragments, rasterize, visible
+from tfvgan_jax.render.rasterize import Fragments, gather_corners, rasterize, visible
 from tfvgan_jax.render.sampling import bilinear_sample
 
 
@@ -46,7 +46,7 @@ def surface_points(fragments: Fragments, screen_vertices: jax.Array, triangles: 
   Returns:
     [H, W, 3] screen x, y, depth in that frame (meaningless where `fragments.mask` is False).
   """
-  corners = screen_vertices[triangles[jnp.maximum(fragments.triangle_id, 0)]]  # [H, W, 3, 3]
+  corners = gather_corners(screen_vertices, triangles, fragments.triangle_id)  # [H, W, 3, 3]
   return jnp.einsum("hwk,hwkc->hwc", fragments.barycentric, corners)
 
 
