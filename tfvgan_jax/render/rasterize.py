@@ -155,10 +155,13 @@ def _edge_equations(xs, ys, origin_x: float, origin_y: float):
   """Per edge k (opposite corner k) the edge equation E_k(p) = c_k + g_k . p, up to orientation.
 
   E_k(p) = cross(b - a, p - a) for the edge's endpoints a = corner k+1, b = corner k+2, expanded
-  as (a_x b_y - a_y b_x) + p_x (a_y - b_y) + p_y (b_x - a_x). Every term changes sign exactly
-  (bitwise) when a and b swap, so the two triangles sharing an edge see exactly opposite values
-  and a pixel centre near the edge cannot be rejected by both: no holes, whatever the rounding.
-  Coordinates are taken relative to `origin` (the image centre) to keep the products small.
+  as c + p_x (a_y - b_y) + p_y (b_x - a_x) with c = a_x b_y - a_y b_x. The two triangles sharing
+  an edge see it with a and b swapped, and every term then changes sign exactly (bitwise), so a
+  pixel centre near the edge cannot be rejected by both: no holes, whatever the rounding. The
+  constant is written as ((a_x b_y - a_y b_x) - (b_x a_y - b_y a_x)) / 2: the compiler may fuse
+  a product and a difference into one fused multiply-add, which rounds the two products
+  differently; in this form a swap of a and b only swaps the two halves, so it still negates c
+  exactly. Coordinates are taken relative to `origin` (the image centre) to keep products small.
 
   Returns:
     three tuples (c, g_x, g_y) of [F] arrays; E_k / area2 is the barycentric weight of corner k.
@@ -168,7 +171,8 @@ def _edge_equations(xs, ys, origin_x: float, origin_y: float):
     a, b = (k + 1) % 3, (k + 2) % 3
     ax, ay = xs[a] - origin_x, ys[a] - origin_y
     bx, by = xs[b] - origin_x, ys[b] - origin_y
-    edges.append((ax * by - ay * bx, ay - by, bx - ax))
+    c = ((ax * by - ay * bx) - (bx * ay - by * ax)) * 0.5
+    edges.append((c, ay - by, bx - ax))
   return tuple(edges)
 
 
@@ -183,7 +187,7 @@ def _rasterize_single(screen_vertices, triangles, height: int, width: int, windo
 
   verts = jax.lax.stop_gradient(screen_vertices.astype(jnp.float32))
   xs, ys, zs = _split_corners(jnp.take(verts, triangles, axis=0, mode="clip"))
-  col0, col1, row0, row1, windows_x, num_windows = _window_counts(xs, ys, height, width, window)
+  col0, _, row0, _, windows_x, num_windows = _window_counts(xs, ys, height, width, window)
   area2 = _signed_area2(xs, ys)
   usable = (area2 != 0) & jnp.isfinite(area2) & jnp.isfinite(_min3(*zs))
   num_windows = jnp.where(usable, num_windows, 0)
@@ -198,36 +202,35 @@ def _rasterize_single(screen_vertices, triangles, height: int, width: int, windo
   z_scale = jnp.where(z_max > z_min, levels / (z_max - z_min), 0.0)
 
   # Everything a window needs from its triangle, as [F] arrays: one gather each for extra windows.
-  per_triangle = [col0, col1, row0, row1, windows_x, num_windows]
+  # Unusable triangles get c = -1, so no pixel passes their edge tests. A pixel centre outside a
+  # triangle's box fails them too, so windows need no bounds but the image's.
+  per_triangle = []
   for k, (c, g_x, g_y) in enumerate(edges):
     # Oriented so that E >= 0 inside for either winding (multiplying by +-1 is exact).
-    per_triangle += [c * orientation, g_x * orientation, g_y * orientation, zs[k] * inv_area]
-  # Materialized once: left to fusion, XLA recomputes these (gathers included) per candidate pixel.
-  per_triangle = jax.lax.optimization_barrier(per_triangle)
+    per_triangle += [jnp.where(usable, c * orientation, -1.0), g_x * orientation, g_y * orientation, zs[k] * inv_area]
   offs = jnp.arange(window, dtype=jnp.int32)
 
-  def candidates(tri, win, fields):
-    """Packed keys and pixel indices for window `win` of triangles `tri` ([M] each) -> [M*K*K]."""
-    c0, c1, r0, r1, nx, nw = fields[:6]
-    nx = jnp.maximum(nx, 1)
-    px = (c0 + (win % nx) * window)[:, None, None] + offs[None, None, :]
-    py = (r0 + (win // nx) * window)[:, None, None] + offs[None, :, None]
-    inside = (win < nw)[:, None, None] & (px <= c1[:, None, None]) & (py <= r1[:, None, None])
+  def candidates(tri, x0, y0, fields):
+    """Packed keys (0 = no hit) and pixel indices of the K x K windows at (x0, y0) -> [M*K*K]."""
+    px = x0[:, None, None] + offs[None, None, :]
+    py = y0[:, None, None] + offs[None, :, None]
+    inside = (px < width) & (py < height)
     cx = px.astype(jnp.float32) + (0.5 - origin_x)
     cy = py.astype(jnp.float32) + (0.5 - origin_y)
     depth = 0.0
     for k in range(3):
-      c, g_x, g_y, z_over_area = (f[:, None, None] for f in fields[6 + 4 * k:10 + 4 * k])
+      c, g_x, g_y, z_over_area = (f[:, None, None] for f in fields[4 * k:4 * k + 4])
       e = c + g_x * cx + g_y * cy
       inside &= e >= 0
       depth = depth + e * z_over_area
     quantized = jnp.clip(jnp.floor((depth - z_min) * z_scale), 0, levels).astype(jnp.uint32)
-    key = (quantized << id_bits) | (tri[:, None, None] + 1).astype(jnp.uint32)
-    index = jnp.where(inside, py * width + px, num_pixels)
+    key = jnp.where(inside, (quantized << id_bits) | (tri[:, None, None] + 1).astype(jnp.uint32), 0)
+    # The index reads the key rather than `inside`, so the edge tests are computed once.
+    index = jnp.where(key != 0, py * width + px, num_pixels)
     return key.reshape(-1), index.reshape(-1)
 
   all_tri = jnp.arange(num_tri, dtype=jnp.int32)
-  key, index = candidates(all_tri, jnp.zeros_like(all_tri), per_triangle)
+  key, index = candidates(all_tri, col0, row0, per_triangle)
   zbuffer = jnp.zeros((num_pixels,), jnp.uint32).at[index].max(key, mode="drop")
 
   extra = jnp.maximum(num_windows - 1, 0)
@@ -237,8 +240,11 @@ def _rasterize_single(screen_vertices, triangles, height: int, width: int, windo
     slot = jnp.arange(capacity, dtype=jnp.int32)
     owner = jnp.minimum(jnp.searchsorted(extra_end, slot, side="right"), num_tri - 1).astype(jnp.int32)
     win = 1 + slot - (extra_end[owner] - extra[owner])
-    win = jnp.where(slot < extra_end[-1], win, jnp.iinfo(jnp.int32).max)
-    key, index = candidates(owner, win, [f[owner] for f in per_triangle])
+    windows_x_owner = jnp.maximum(windows_x[owner], 1)
+    # Unused slots are sent past the image's right edge.
+    x0 = jnp.where(slot < extra_end[-1], col0[owner] + (win % windows_x_owner) * window, width)
+    y0 = row0[owner] + (win // windows_x_owner) * window
+    key, index = candidates(owner, x0, y0, [f[owner] for f in per_triangle])
     zbuffer = zbuffer.at[index].max(key, mode="drop")
 
   triangle_id = (zbuffer & jnp.uint32((1 << id_bits) - 1)).astype(jnp.int32) - 1
@@ -277,7 +283,9 @@ def interpolate_at_pixels(screen_vertices: jax.Array, triangles: jax.Array, tria
   """
   height, width = triangle_id.shape
   hit = triangle_id >= 0
-  xs, ys, zs = _split_corners(gather_corners(screen_vertices, triangles, triangle_id))
+  # Materialized once: fused into each use, the random-access gather would run once per output.
+  corners = jax.lax.optimization_barrier(gather_corners(screen_vertices, triangles, triangle_id))
+  xs, ys, zs = _split_corners(corners)
   px = jnp.arange(width, dtype=jnp.float32)[None, :] + 0.5
   py = jnp.arange(height, dtype=jnp.float32)[:, None] + 0.5
   weights = _plane_weights(xs, ys, px, py, hit)
