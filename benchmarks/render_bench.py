@@ -6,8 +6,8 @@
 Meshes are the procedural face ('low' ~1k and 'high' ~75k triangles) filling the crop as in
 training, turned a little. Compile time is reported apart from the steady-state time (median of
 --reps runs). The brute-force NumPy rasterizer of the tests is timed on one frame per size for the
-speed ratio. Inside jit the extra-window capacity is a static argument: it is sized here the way a
-caller would, from `render.windows_needed` on representative data.
+speed ratio. Inside jit the extra-chunk capacity is a static argument: it is sized here the way a
+caller would, from `render.chunks_needed` on representative data.
 """
 
 from __future__ import annotations
@@ -74,14 +74,14 @@ def main():
     model = face3d.procedural_model(detail=detail)
     tris = jnp.asarray(model.triangles)
     for size in sizes:
-      window = render.default_window(model.num_triangles, size, size)
+      chunk = render.default_chunk(model.num_triangles, size, size)
       ref_ratio = None
       for batch in batches:
         reps = max(2, args.reps // max(1, batch // 8))
         screen_t, screen_prev = posed_meshes(model, size, batch)
-        capacity = bucket(np.max(np.asarray(render.windows_needed(jnp.concatenate([screen_t, screen_prev]), tris, size, size, window))))
+        capacity = bucket(np.max(np.asarray(render.chunks_needed(jnp.concatenate([screen_t, screen_prev]), tris, size, size, chunk))))
         image = jnp.asarray(np.random.default_rng(1).uniform(-1, 1, (batch, size, size, 3)), jnp.float32)
-        kwargs = dict(window=window, capacity=capacity)
+        kwargs = dict(chunk=chunk, capacity=capacity)
 
         raster = jax.jit(lambda v: render.rasterize(v, tris, size, size, **kwargs))
 
@@ -94,10 +94,10 @@ def main():
         def flow_one(v_t, v_prev, f_t, f_prev):
           return render.dense_flow(v_t, v_prev, tris, f_t, f_prev)
 
-        frags_t, frags_prev = raster(screen_t), raster(screen_prev)
-        assert not np.asarray(frags_t.overflow).any()
-        flow_fn = jax.jit(lambda *a: render.map_over_batch(flow_one, *a))
         c_r, t_r = timed(raster, screen_t, reps=reps)
+        frags_t, frags_prev = raster(screen_t), raster(screen_prev)
+        assert not np.asarray(frags_t.overflow).any() and not np.asarray(frags_prev.overflow).any()
+        flow_fn = jax.jit(lambda *a: render.map_over_batch(flow_one, *a))
         c_rd, t_rd = timed(render_fn, screen_t, screen_prev, image, reps=reps)
         c_f, t_f = timed(flow_fn, screen_t, screen_prev, frags_t, frags_prev, reps=reps)
         if ref_ratio is None and not args.no_reference:

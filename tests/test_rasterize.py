@@ -120,22 +120,22 @@ def test_degenerate_nan_and_offscreen_triangles_are_ignored():
 
 def test_overflow_is_reported_inside_jit_and_never_on_concrete_input():
   verts, tris = grid_mesh(3, 3, (0, 120), (0, 120), jitter=3.0)
-  fn = jax.jit(lambda v: render.rasterize(v, tris, 128, 128, window=2, capacity=16))
+  fn = jax.jit(lambda v: render.rasterize(v, tris, 128, 128, chunk=4, capacity=16))
   small = fn(verts)
   assert bool(small.overflow)
-  exact, _ = assert_matches_reference(verts, tris, 128, 128, window=2)
-  # The windows it needs is what callers pass as capacity inside jit.
-  need = int(render.windows_needed(verts, tris, 128, 128, 2))
-  sized = jax.jit(lambda v: render.rasterize(v, tris, 128, 128, window=2, capacity=need))(verts)
+  exact, _ = assert_matches_reference(verts, tris, 128, 128, chunk=4)
+  # The chunks it needs is what callers pass as capacity inside jit.
+  need = int(render.chunks_needed(verts, tris, 128, 128, 4))
+  sized = jax.jit(lambda v: render.rasterize(v, tris, 128, 128, chunk=4, capacity=need))(verts)
   assert not bool(sized.overflow)
   np.testing.assert_array_equal(np.asarray(sized.triangle_id), np.asarray(exact.triangle_id))
 
 
-@pytest.mark.parametrize("window", [2, 4, 8, 16])
-def test_window_size_does_not_change_the_result(window):
+@pytest.mark.parametrize("chunk", [1, 3, 4, 16, 64])
+def test_chunk_size_does_not_change_the_result(chunk):
   verts, tris = dome(15, 64)
-  base = render.rasterize(verts, tris, 64, 64, window=2)
-  other = render.rasterize(verts, tris, 64, 64, window=window)
+  base = render.rasterize(verts, tris, 64, 64, chunk=2)
+  other = render.rasterize(verts, tris, 64, 64, chunk=chunk)
   np.testing.assert_array_equal(np.asarray(other.triangle_id), np.asarray(base.triangle_id))
 
 

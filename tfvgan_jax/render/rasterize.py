@@ -4,23 +4,25 @@ Screen space (DESIGN.md): x to the right, y down, pixel (row i, column j) has it
 (j + 0.5, i + 0.5); depth z grows TOWARD the camera and the z-buffer keeps the LARGEST z.
 
 How it works, with static shapes throughout:
-  1. Each triangle's bounding box of covered pixel centres is cut into windows of K x K pixels.
-     Every triangle owns one window slot (its first window); triangles larger than one window put
-     their further windows into an "extra" buffer of fixed capacity. When the extra windows do not
-     fit, `Fragments.overflow` is set: pixels are never dropped silently.
-  2. Every pixel of every window is tested against its triangle with edge functions computed the
-     same way for both triangles of a shared edge (endpoints in vertex-index order), so the exact
-     same value decides both sides and a shared edge leaves no hole.
+  1. Each triangle's bounding box of covered pixel centres, read in row-major order, is cut into
+     chunks of Q consecutive pixels (Q static, e.g. 4 for ~75k triangles at 256 px). Every
+     triangle owns one chunk slot (its first chunk); triangles whose box holds more than Q pixels
+     put their further chunks into an "extra" buffer of fixed capacity. Chunks follow the box's
+     rows, so only the last chunk of a triangle is partly empty, whatever the box's shape. When
+     the extra chunks do not fit, `Fragments.overflow` is set: pixels are never dropped silently.
+  2. Every pixel of every chunk is tested against its triangle with edge equations whose values
+     for the two triangles of a shared edge are exact (bitwise) negatives of each other, so a
+     pixel centre on or near a shared edge always belongs to one of them: no holes.
   3. Visibility is resolved with ONE scatter-max of a packed uint32 key: depth quantized to the
      mesh's depth range in the high bits, triangle id + 1 in the low bits. A single resolve
      cannot disagree with itself the way a depth pass followed by a match pass can.
   4. Barycentrics and depth of the winning triangle are recomputed from its vertices with
      differentiable operations, so gradients reach the vertices.
 
-`rasterize` on concrete arrays counts the windows first and sizes the extra buffer to a
+`rasterize` on concrete arrays counts the chunks first and sizes the extra buffer to a
 power-of-two bucket that fits, so it is exact for any mesh and recompiles only when a mesh needs the
-next bucket. Inside `jit`, `window` and `capacity` are static and an
-overflow is reported in the result.
+next bucket. Inside `jit`, `chunk` and `capacity` are static and an overflow is reported in the
+result.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ class Fragments(NamedTuple):
     triangle_id: [..., H, W] int32, the visible triangle, -1 for background.
     barycentric: [..., H, W, 3] float32 weights of its vertices at the pixel centre (0 on background).
     depth: [..., H, W] float32 interpolated screen depth (larger = nearer); -inf on background.
-    overflow: [...] bool, True when the window buffer was too small and pixels are missing.
+    overflow: [...] bool, True when the extra-chunk buffer was too small and pixels are missing.
   """
 
   triangle_id: jax.Array
@@ -57,25 +59,25 @@ class Fragments(NamedTuple):
     return self.triangle_id >= 0
 
 
-def default_window(num_triangles: int, height: int, width: int) -> int:
-  """Window side K for a mesh of this size (a power of two in [2, 16]).
+def default_chunk(num_triangles: int, height: int, width: int) -> int:
+  """Pixels per chunk Q for a mesh of this size (a power of two in [4, 64]).
 
-  About half the side of an average triangle's box, assuming the mesh covers the image: most
-  small triangles then fit their first window and big ones cut into few extra windows (K = 2 for
-  ~75k triangles and K = 4 for ~1k at 256 x 256).
+  About the mean number of pixel centres in a triangle's bounding box, estimated as
+  1.6 H W / F for a face filling the crop (measured on the procedural face): most triangles then
+  fit their first chunk, while the extra buffer, whose slots cost more than a tested pixel, stays
+  small. Q = 4 for ~75k triangles at 256 px, 64 for ~1k.
   """
-  side = math.sqrt(max(height * width, 1) / max(num_triangles, 1))
-  return int(min(16, max(2, 2 ** round(math.log2(max(side / 2, 1.0))))))
+  mean_box = 1.6 * height * width / max(num_triangles, 1)
+  return int(min(64, max(4, 2 ** math.ceil(math.log2(max(mean_box, 1.0))))))
 
 
-def default_capacity(num_triangles: int, height: int, width: int, window: int) -> int:
-  """Extra-window capacity used inside jit when none is given.
+def default_capacity(num_triangles: int, height: int, width: int, chunk: int) -> int:
+  """Extra-chunk capacity used inside jit when none is given.
 
-  Enough for a mesh whose triangles' bounding boxes add up to four times the image area, which
-  covers a face filling the frame several times over; `Fragments.overflow` reports anything larger.
+  Enough for bounding boxes that add up to four times the image area, which covers a face
+  filling the frame twice over; `Fragments.overflow` reports anything larger.
   """
-  cells = (height // window + 1) * (width // window + 1)
-  return _round_up(4 * cells + num_triangles // 4, 256)
+  return _round_up(4 * height * width // chunk + num_triangles // 4, 256)
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -131,14 +133,13 @@ def _pixel_range(coords, size: int):
   return first, jnp.where(jnp.isfinite(lo) & jnp.isfinite(hi), last, -1)
 
 
-def _window_counts(xs, ys, height: int, width: int, window: int):
-  """Per triangle: pixel ranges and the number of K x K windows covering them (0 if empty)."""
+def _chunk_counts(xs, ys, height: int, width: int, chunk: int):
+  """Per triangle: first pixel (col0, row0), box width, pixel count and number of chunks."""
   col0, col1 = _pixel_range(xs, width)
   row0, row1 = _pixel_range(ys, height)
-  empty = (col1 < col0) | (row1 < row0)
-  windows_x = jnp.where(empty, 0, (col1 - col0 + window) // window)
-  windows_y = jnp.where(empty, 0, (row1 - row0 + window) // window)
-  return col0, col1, row0, row1, windows_x, windows_x * windows_y
+  box_width = jnp.maximum(col1 - col0 + 1, 0)
+  box_pixels = box_width * jnp.maximum(row1 - row0 + 1, 0)
+  return col0, row0, box_width, box_pixels, (box_pixels + chunk - 1) // chunk
 
 
 def _signed_area2(xs, ys):
@@ -176,7 +177,7 @@ def _edge_equations(xs, ys, origin_x: float, origin_y: float):
   return tuple(edges)
 
 
-def _rasterize_single(screen_vertices, triangles, height: int, width: int, window: int, capacity: int):
+def _rasterize_single(screen_vertices, triangles, height: int, width: int, chunk: int, capacity: int):
   """The kernel for one mesh [N, 3]; see `rasterize`."""
   num_tri = triangles.shape[0]
   id_bits = int(num_tri).bit_length()
@@ -187,10 +188,10 @@ def _rasterize_single(screen_vertices, triangles, height: int, width: int, windo
 
   verts = jax.lax.stop_gradient(screen_vertices.astype(jnp.float32))
   xs, ys, zs = _split_corners(jnp.take(verts, triangles, axis=0, mode="clip"))
-  col0, _, row0, _, windows_x, num_windows = _window_counts(xs, ys, height, width, window)
+  col0, row0, box_width, box_pixels, num_chunks = _chunk_counts(xs, ys, height, width, chunk)
   area2 = _signed_area2(xs, ys)
   usable = (area2 != 0) & jnp.isfinite(area2) & jnp.isfinite(_min3(*zs))
-  num_windows = jnp.where(usable, num_windows, 0)
+  num_chunks = jnp.where(usable, num_chunks, 0)
   orientation = jnp.sign(area2)
   origin_x, origin_y = width / 2, height / 2
   edges = _edge_equations(xs, ys, origin_x, origin_y)
@@ -201,50 +202,60 @@ def _rasterize_single(screen_vertices, triangles, height: int, width: int, windo
   levels = float(2 ** depth_bits - 1)
   z_scale = jnp.where(z_max > z_min, levels / (z_max - z_min), 0.0)
 
-  # Everything a window needs from its triangle, as [F] arrays: one gather each for extra windows.
-  # Unusable triangles get c = -1, so no pixel passes their edge tests. A pixel centre outside a
-  # triangle's box fails them too, so windows need no bounds but the image's.
-  per_triangle = []
+  # Everything a chunk needs from its triangle, as [F] arrays: one gather each for extra chunks.
+  # Unusable triangles get c = -1, so no pixel passes their edge tests.
+  per_triangle = [col0, row0, box_width.astype(jnp.float32), box_pixels]
   for k, (c, g_x, g_y) in enumerate(edges):
     # Oriented so that E >= 0 inside for either winding (multiplying by +-1 is exact).
     per_triangle += [jnp.where(usable, c * orientation, -1.0), g_x * orientation, g_y * orientation, zs[k] * inv_area]
-  offs = jnp.arange(window, dtype=jnp.int32)
+  offs = jnp.arange(chunk, dtype=jnp.int32)
 
-  def candidates(tri, x0, y0, fields):
-    """Packed keys (0 = no hit) and pixel indices of the K x K windows at (x0, y0) -> [M*K*K]."""
-    px = x0[:, None, None] + offs[None, None, :]
-    py = y0[:, None, None] + offs[None, :, None]
-    inside = (px < width) & (py < height)
+  def candidates(tri, first, fields):
+    """Packed keys (0 = no hit) and pixel indices of the chunks starting at box pixel `first`.
+
+    Args:
+      tri, first: [M] triangle and row-major index of the chunk's first pixel in its box.
+      fields: the `per_triangle` arrays for these M triangles.
+
+    Returns:
+      key, index: [M * Q].
+    """
+    c0, r0, w, n = (f[:, None] for f in fields[:4])
+    linear = first[:, None] + offs[None, :]
+    # Exact: (l + 0.5) / w lies at least 0.5 / w from an integer, far more than float32 rounding
+    # for boxes under 2^22 pixels (2048 x 2048).
+    row = jnp.floor((linear.astype(jnp.float32) + 0.5) / w).astype(jnp.int32)
+    px = c0 + linear - row * w.astype(jnp.int32)
+    py = r0 + row
+    inside = linear < n
     cx = px.astype(jnp.float32) + (0.5 - origin_x)
     cy = py.astype(jnp.float32) + (0.5 - origin_y)
     depth = 0.0
     for k in range(3):
-      c, g_x, g_y, z_over_area = (f[:, None, None] for f in fields[4 * k:4 * k + 4])
+      c, g_x, g_y, z_over_area = (f[:, None] for f in fields[4 + 4 * k:8 + 4 * k])
       e = c + g_x * cx + g_y * cy
       inside &= e >= 0
       depth = depth + e * z_over_area
     quantized = jnp.clip(jnp.floor((depth - z_min) * z_scale), 0, levels).astype(jnp.uint32)
-    key = jnp.where(inside, (quantized << id_bits) | (tri[:, None, None] + 1).astype(jnp.uint32), 0)
+    key = jnp.where(inside, (quantized << id_bits) | (tri[:, None] + 1).astype(jnp.uint32), 0)
     # The index reads the key rather than `inside`, so the edge tests are computed once.
     index = jnp.where(key != 0, py * width + px, num_pixels)
     return key.reshape(-1), index.reshape(-1)
 
   all_tri = jnp.arange(num_tri, dtype=jnp.int32)
-  key, index = candidates(all_tri, col0, row0, per_triangle)
+  key, index = candidates(all_tri, jnp.zeros_like(all_tri), per_triangle)
   zbuffer = jnp.zeros((num_pixels,), jnp.uint32).at[index].max(key, mode="drop")
 
-  extra = jnp.maximum(num_windows - 1, 0)
+  extra = jnp.maximum(num_chunks - 1, 0)
   overflow = jnp.sum(extra) > capacity
   if capacity > 0:
     extra_end = jnp.cumsum(extra)
     slot = jnp.arange(capacity, dtype=jnp.int32)
     owner = jnp.minimum(jnp.searchsorted(extra_end, slot, side="right"), num_tri - 1).astype(jnp.int32)
-    win = 1 + slot - (extra_end[owner] - extra[owner])
-    windows_x_owner = jnp.maximum(windows_x[owner], 1)
-    # Unused slots are sent past the image's right edge.
-    x0 = jnp.where(slot < extra_end[-1], col0[owner] + (win % windows_x_owner) * window, width)
-    y0 = row0[owner] + (win // windows_x_owner) * window
-    key, index = candidates(owner, x0, y0, [f[owner] for f in per_triangle])
+    chunk_index = 1 + slot - (extra_end[owner] - extra[owner])
+    # Unused slots start past their owner's last pixel, so none of their pixels is tested.
+    first = jnp.where(slot < extra_end[-1], chunk_index * chunk, jnp.iinfo(jnp.int32).max // 2)
+    key, index = candidates(owner, first, [f[owner] for f in per_triangle])
     zbuffer = zbuffer.at[index].max(key, mode="drop")
 
   triangle_id = (zbuffer & jnp.uint32((1 << id_bits) - 1)).astype(jnp.int32) - 1
@@ -293,9 +304,9 @@ def interpolate_at_pixels(screen_vertices: jax.Array, triangles: jax.Array, tria
   return jnp.stack(weights, axis=-1), jnp.where(hit, depth, -jnp.inf)
 
 
-@functools.partial(jax.jit, static_argnames=("height", "width", "window"))
-def windows_needed(screen_vertices: jax.Array, triangles: jax.Array, height: int, width: int, window: int) -> jax.Array:
-  """Extra windows (beyond one per triangle) a mesh needs: the `capacity` that avoids overflow.
+@functools.partial(jax.jit, static_argnames=("height", "width", "chunk"))
+def chunks_needed(screen_vertices: jax.Array, triangles: jax.Array, height: int, width: int, chunk: int) -> jax.Array:
+  """Extra chunks (beyond one per triangle) a mesh needs: the `capacity` that avoids overflow.
 
   Args:
     screen_vertices: [..., N, 3]; triangles: [F, 3].
@@ -306,16 +317,16 @@ def windows_needed(screen_vertices: jax.Array, triangles: jax.Array, height: int
 
   def one(verts):
     xs, ys, _ = _split_corners(jnp.take(verts, triangles, axis=0, mode="clip"))
-    num_windows = _window_counts(xs, ys, height, width, window)[-1]
-    return jnp.sum(jnp.maximum(num_windows - 1, 0))
+    num_chunks = _chunk_counts(xs, ys, height, width, chunk)[-1]
+    return jnp.sum(jnp.maximum(num_chunks - 1, 0))
 
   flat = screen_vertices.reshape((-1,) + screen_vertices.shape[-2:])
   return jax.vmap(one)(flat).reshape(screen_vertices.shape[:-2])
 
 
-@functools.partial(jax.jit, static_argnames=("height", "width", "window", "capacity", "batch_mode"))
-def _rasterize_jit(screen_vertices, triangles, height, width, window, capacity, batch_mode):
-  kernel = functools.partial(_rasterize_single, height=height, width=width, window=window, capacity=capacity)
+@functools.partial(jax.jit, static_argnames=("height", "width", "chunk", "capacity", "batch_mode"))
+def _rasterize_jit(screen_vertices, triangles, height, width, chunk, capacity, batch_mode):
+  kernel = functools.partial(_rasterize_single, height=height, width=width, chunk=chunk, capacity=capacity)
   return _map_batch(lambda v: kernel(v, triangles), screen_vertices, batch_mode)
 
 
@@ -359,7 +370,7 @@ def rasterize(
     height: int,
     width: int,
     *,
-    window: Optional[int] = None,
+    chunk: Optional[int] = None,
     capacity: Optional[int] = None,
     batch_mode: Optional[str] = None,
 ) -> Fragments:
@@ -374,8 +385,8 @@ def rasterize(
     screen_vertices: [..., N, 3] screen x, y (pixels) and depth z (see `face3d.project`).
     triangles: [F, 3] int32 vertex indices.
     height, width: image size in pixels.
-    window: window side K (static). Default: `default_window(F, height, width)`.
-    capacity: extra-window buffer size (static). Default: on concrete inputs, sized to fit (the
+    chunk: pixels per chunk Q (static). Default: `default_chunk(F, height, width)`.
+    capacity: extra-chunk buffer size (static). Default: on concrete inputs, sized to fit (the
       result is then exact for any mesh); under a transformation (jit, grad, vmap),
       `default_capacity(...)`, with `Fragments.overflow` set if a mesh needs more.
     batch_mode: 'map' or 'vmap' over leading batch dims; default `default_batch_mode()`.
@@ -391,16 +402,16 @@ def rasterize(
     raise ValueError(f"triangles must be [F, 3] with F >= 1, got {triangles.shape}")
   if height <= 0 or width <= 0:
     raise ValueError(f"image size must be positive, got {height}x{width}")
-  window = window or default_window(triangles.shape[0], height, width)
+  chunk = chunk or default_chunk(triangles.shape[0], height, width)
   batch_mode = batch_mode or default_batch_mode()
   if batch_mode not in ("map", "vmap"):
     raise ValueError(f"batch_mode must be 'map' or 'vmap', got {batch_mode!r}")
   if capacity is None and _is_concrete(screen_vertices, triangles):
-    needed = int(np.max(np.asarray(windows_needed(screen_vertices, triangles, height, width, window)), initial=0))
+    needed = int(np.max(np.asarray(chunks_needed(screen_vertices, triangles, height, width, chunk)), initial=0))
     capacity = 0 if needed == 0 else 1 << max(8, (needed - 1).bit_length())
   elif capacity is None:
-    capacity = default_capacity(triangles.shape[0], height, width, window)
-  return _rasterize_jit(screen_vertices, triangles, height, width, window, capacity, batch_mode)
+    capacity = default_capacity(triangles.shape[0], height, width, chunk)
+  return _rasterize_jit(screen_vertices, triangles, height, width, chunk, capacity, batch_mode)
 
 
 def depth_at(fragments: Fragments, screen_vertices: jax.Array, triangles: jax.Array, points_xy: jax.Array) -> jax.Array:
