@@ -66,7 +66,7 @@ def main():
   args = parser.parse_args()
   sizes = [int(s) for s in args.sizes.split(",")]
   batches = [int(b) for b in args.batches.split(",")]
-  print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), batch mode {render.default_batch_mode()}")
+  print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()})")
   header = f"{'tris':>6} {'px':>4} {'batch':>5} | {'raster ms/fr':>12} {'render ms/fr':>12} {'flow ms/fr':>10} | {'compile s (r/rd/fl)':>19} | {'ref x':>7}"
   print(header)
   print("-" * len(header))

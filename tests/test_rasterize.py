@@ -139,16 +139,40 @@ def test_chunk_size_does_not_change_the_result(chunk):
   np.testing.assert_array_equal(np.asarray(other.triangle_id), np.asarray(base.triangle_id))
 
 
-@pytest.mark.parametrize("batch_mode", ["map", "vmap"])
-def test_batch_equals_single_frames(batch_mode):
+@pytest.mark.parametrize("group", [1, 2, 3])
+def test_batch_equals_single_frames(group):
   verts, tris = dome(12, 48)
   batch = np.stack([verts, verts + np.array([3.5, -2.0, 0], np.float32), verts * np.array([0.7, 0.8, 1], np.float32)])
-  frags = render.rasterize(batch, tris, 48, 48, batch_mode=batch_mode)
-  assert frags.triangle_id.shape == (3, 48, 48) and frags.overflow.shape == (3,)
+  frags = render.rasterize(batch.reshape(3, 1, -1, 3), tris, 48, 48, group=group)
+  assert frags.triangle_id.shape == (3, 1, 48, 48) and frags.overflow.shape == (3, 1)
   for b in range(3):
     single = render.rasterize(batch[b], tris, 48, 48)
-    np.testing.assert_array_equal(np.asarray(frags.triangle_id[b]), np.asarray(single.triangle_id))
-    np.testing.assert_allclose(np.asarray(frags.barycentric[b]), np.asarray(single.barycentric), atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(frags.triangle_id[b, 0]), np.asarray(single.triangle_id))
+    np.testing.assert_allclose(np.asarray(frags.barycentric[b, 0]), np.asarray(single.barycentric), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(frags.depth[b, 0]), np.asarray(single.depth), atol=1e-5)
+
+
+def test_batch_overflow_is_reported_per_frame():
+  """Frames share a pool of batch * capacity extra chunks; only frames past its end overflow."""
+  small, tris = grid_mesh(9, 9, (10, 30), (10, 30))
+  big = grid_mesh(9, 9, (0, 128), (0, 128))[0]
+  need_small = int(render.chunks_needed(small, tris, 128, 128, 4))
+  need_big = int(render.chunks_needed(big, tris, 128, 128, 4))
+  capacity = (need_small + need_big) // 2 + 1  # the pool of 2 fits both when the small frame is first
+  fn = jax.jit(lambda v: render.rasterize(v, tris, 128, 128, chunk=4, capacity=capacity, group=2))
+  assert not np.asarray(fn(np.stack([small, big])).overflow).any()
+  tight = jax.jit(lambda v: render.rasterize(v, tris, 128, 128, chunk=4, capacity=need_small, group=2))
+  out = tight(np.stack([small, big]))
+  np.testing.assert_array_equal(np.asarray(out.overflow), [False, True])
+  np.testing.assert_array_equal(np.asarray(out.triangle_id[0]), np.asarray(render.rasterize(small, tris, 128, 128).triangle_id))
+
+
+def test_vmap_of_rasterize_matches_the_batch():
+  verts, tris = dome(10, 32)
+  batch = np.stack([verts, verts + np.array([1.5, 2.0, 0], np.float32)])
+  mapped = jax.vmap(lambda v: render.rasterize(v, tris, 32, 32))(batch)
+  direct = render.rasterize(batch, tris, 32, 32)
+  np.testing.assert_array_equal(np.asarray(mapped.triangle_id), np.asarray(direct.triangle_id))
 
 
 def test_gradients_reach_vertices():

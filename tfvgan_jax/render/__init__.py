@@ -6,8 +6,8 @@ of models, data or training.
 
 from tfvgan_jax.render.flow import dense_flow, vertex_displacement, warp
 from tfvgan_jax.render.rasterize import (
-    BACKGROUND_ID, Fragments, default_batch_mode, default_capacity, default_chunk, depth_at, interpolate_at_pixels,
-    gather_corners, map_over_batch, rasterize, visible, chunks_needed,
+    BACKGROUND_ID, Fragments, default_capacity, default_chunk, default_group, depth_at, interpolate_at_pixels,
+    gather_corners, interpolate_attributes, map_over_batch, rasterize, visible, chunks_needed,
 )
 from tfvgan_jax.render.sampling import bilinear_sample, pixel_centers
 from tfvgan_jax.render.texture import (
@@ -15,9 +15,8 @@ from tfvgan_jax.render.texture import (
 )
 
 __all__ = [
-    "BACKGROUND_ID", "FaceRender", "Fragments", "appearance_hint", "bilinear_sample", "default_batch_mode",
-    "default_capacity",
-    "default_chunk", "dense_flow", "depth_at", "face_mask", "gather_corners", "interpolate_at_pixels", "map_over_batch", "pixel_centers",
+    "BACKGROUND_ID", "FaceRender", "Fragments", "appearance_hint", "bilinear_sample", "default_capacity",
+    "default_chunk", "default_group", "dense_flow", "depth_at", "face_mask", "gather_corners", "interpolate_attributes", "interpolate_at_pixels", "map_over_batch", "pixel_centers",
     "rasterize", "render_face", "surface_points", "transfer_texture", "vertex_displacement", "visible",
     "warp", "chunks_needed",
 ]

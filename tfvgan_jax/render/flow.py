@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from tfvgan_jax.render.rasterize import Fragments, gather_corners, visible
+from tfvgan_jax.render.rasterize import Fragments, interpolate_attributes, visible
 from tfvgan_jax.render.sampling import bilinear_sample, pixel_centers
 
 
@@ -25,8 +25,7 @@ def vertex_displacement(fragments_t: Fragments, screen_t: jax.Array, screen_prev
   Returns:
     [H, W, 3] screen-space displacement (x, y, depth); zero on background.
   """
-  motion = gather_corners(screen_t - screen_prev, triangles, fragments_t.triangle_id)  # [H, W, 3, 3]
-  return jnp.einsum("hwk,hwkc->hwc", fragments_t.barycentric, motion)
+  return interpolate_attributes(fragments_t, screen_t - screen_prev, triangles)
 
 
 def dense_flow(

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from tfvgan_jax.render.rasterize import Fragments, gather_corners, rasterize, visible
+from tfvgan_jax.render.rasterize import Fragments, interpolate_attributes, rasterize, visible
 from tfvgan_jax.render.sampling import bilinear_sample
 
 
@@ -44,10 +44,9 @@ def surface_points(fragments: Fragments, screen_vertices: jax.Array, triangles: 
     triangles: [F, 3].
 
   Returns:
-    [H, W, 3] screen x, y, depth in that frame (meaningless where `fragments.mask` is False).
+    [H, W, 3] screen x, y, depth in that frame (zero where `fragments.mask` is False).
   """
-  corners = gather_corners(screen_vertices, triangles, fragments.triangle_id)  # [H, W, 3, 3]
-  return jnp.einsum("hwk,hwkc->hwc", fragments.barycentric, corners)
+  return interpolate_attributes(fragments, screen_vertices, triangles)
 
 
 def transfer_texture(
