@@ -85,11 +85,11 @@ def main():
 
         raster = jax.jit(lambda v: render.rasterize(v, tris, size, size, **kwargs))
 
-        def render_one(target, identity, img):
+        def render_batch(target, identity, img):
           out = render.render_face(target, identity, tris, img, size, size, **kwargs)
           return out.render, out.face_mask
 
-        render_fn = jax.jit(lambda t, i, img: render.map_over_batch(render_one, t, i, img))
+        render_fn = jax.jit(render_batch)
 
         def flow_one(v_t, v_prev, f_t, f_prev):
           return render.dense_flow(v_t, v_prev, tris, f_t, f_prev)

@@ -10,6 +10,7 @@ density.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -108,17 +109,25 @@ def render_face(
 ) -> FaceRender:
   """Rasterizes the recombined face, textures it from X_i and returns R, M^ and the fragments.
 
+  Leading batch dims [...] are allowed on every array input (the same on all of them); the
+  meshes are rasterized as one batch (see `rasterize`).
+
   Args:
-    target_screen: [N, 3] recombined mesh S projected with C^p.
-    identity_screen: [N, 3] identity frame's own mesh S^i projected with C^i.
+    target_screen: [..., N, 3] recombined mesh S projected with C^p.
+    identity_screen: [..., N, 3] identity frame's own mesh S^i projected with C^i.
     triangles: [F, 3].
-    identity_image: [Hi, Wi, C] X_i.
+    identity_image: [..., Hi, Wi, C] X_i.
     height, width: size of the target frame.
     tolerance, fill: see `transfer_texture`.
-    **raster_kwargs: passed to `rasterize` (window, capacity, batch_mode).
+    **raster_kwargs: passed to `rasterize` (chunk, capacity, group).
   """
+  batch_shape = target_screen.shape[:-2]
   fragments = rasterize(target_screen, triangles, height, width, **raster_kwargs)
-  ih, iw = identity_image.shape[:2]
+  ih, iw = identity_image.shape[-3:-1]
   identity_fragments = rasterize(identity_screen, triangles, ih, iw, **raster_kwargs)
-  render, valid = transfer_texture(fragments, identity_screen, triangles, identity_image, identity_fragments, tolerance, fill)
+  transfer = functools.partial(transfer_texture, triangles=triangles, tolerance=tolerance, fill=fill)
+  for _ in batch_shape:
+    transfer = jax.vmap(transfer)
+  render, valid = transfer(fragments, identity_screen=identity_screen, identity_image=identity_image,
+                           identity_fragments=identity_fragments)
   return FaceRender(render, face_mask(fragments), valid, fragments)
