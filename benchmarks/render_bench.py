@@ -4,8 +4,10 @@
     python benchmarks/render_bench.py --sizes=256 --batches=1 --details=low,high
 
 Meshes are the procedural face ('low' ~1k and 'high' ~75k triangles) filling the crop as in
-training, turned a little. Compile time is reported apart from the steady-state time (median of
---reps runs). The brute-force NumPy rasterizer of the tests is timed on one frame per size for the
+training, turned a little. Times are ms per frame, the median of --reps runs with the minimum in
+brackets (a shared 2-core machine is noisy); compile time is reported apart. "render" is R and M^
+for one sample: two rasterizations (target and identity frame) and the texture transfer. "flow"
+is dense_flow on given fragments. The brute-force NumPy rasterizer of the tests is timed on one frame per size for the
 speed ratio. Inside jit the extra-chunk capacity is a static argument: it is sized here the way a
 caller would, from `render.chunks_needed` on representative data.
 """
@@ -41,6 +43,7 @@ def posed_meshes(model, size, batch, seed=0):
 
 
 def timed(fn, *args, reps):
+  """Compile (first call) seconds, then the median and the minimum of `reps` steady calls."""
   start = time.perf_counter()
   jax.block_until_ready(fn(*args))
   compile_s = time.perf_counter() - start
@@ -49,7 +52,7 @@ def timed(fn, *args, reps):
     start = time.perf_counter()
     jax.block_until_ready(fn(*args))
     times.append(time.perf_counter() - start)
-  return compile_s, float(np.median(times))
+  return compile_s, float(np.median(times)), float(np.min(times))
 
 
 def bucket(n):
@@ -67,7 +70,8 @@ def main():
   sizes = [int(s) for s in args.sizes.split(",")]
   batches = [int(b) for b in args.batches.split(",")]
   print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()})")
-  header = f"{'tris':>6} {'px':>4} {'batch':>5} | {'raster ms/fr':>12} {'render ms/fr':>12} {'flow ms/fr':>10} | {'compile s (r/rd/fl)':>19} | {'ref x':>7}"
+  header = (f"{'tris':>6} {'px':>4} {'batch':>5} {'Q':>3} | {'raster ms/fr':>13} {'render ms/fr':>13} {'flow ms/fr':>13} "
+            f"| {'compile s (r/rd/fl)':>19} | {'ref x':>7}")
   print(header)
   print("-" * len(header))
   for detail in args.details.split(","):
@@ -94,19 +98,20 @@ def main():
         def flow_one(v_t, v_prev, f_t, f_prev):
           return render.dense_flow(v_t, v_prev, tris, f_t, f_prev)
 
-        c_r, t_r = timed(raster, screen_t, reps=reps)
+        c_r, t_r, m_r = timed(raster, screen_t, reps=reps)
         frags_t, frags_prev = raster(screen_t), raster(screen_prev)
         assert not np.asarray(frags_t.overflow).any() and not np.asarray(frags_prev.overflow).any()
         flow_fn = jax.jit(lambda *a: render.map_over_batch(flow_one, *a))
-        c_rd, t_rd = timed(render_fn, screen_t, screen_prev, image, reps=reps)
-        c_f, t_f = timed(flow_fn, screen_t, screen_prev, frags_t, frags_prev, reps=reps)
+        c_rd, t_rd, m_rd = timed(render_fn, screen_t, screen_prev, image, reps=reps)
+        c_f, t_f, m_f = timed(flow_fn, screen_t, screen_prev, frags_t, frags_prev, reps=reps)
         if ref_ratio is None and not args.no_reference:
           start = time.perf_counter()
           rasterize_reference(np.asarray(screen_t[0]), np.asarray(tris), size, size)
           ref_ratio = (time.perf_counter() - start) / (t_r / batch)
         ratio = f"{ref_ratio:7.0f}" if (ref_ratio is not None and batch == batches[0]) else " " * 7
-        print(f"{model.num_triangles:>6} {size:>4} {batch:>5} | {1e3 * t_r / batch:12.2f} {1e3 * t_rd / batch:12.2f} "
-              f"{1e3 * t_f / batch:10.2f} | {c_r:5.1f} {c_rd:6.1f} {c_f:6.1f} | {ratio}", flush=True)
+        per_frame = lambda med, low: f"{1e3 * med / batch:6.2f} ({1e3 * low / batch:5.2f})"
+        print(f"{model.num_triangles:>6} {size:>4} {batch:>5} {chunk:>3} | {per_frame(t_r, m_r)} {per_frame(t_rd, m_rd)} "
+              f"{per_frame(t_f, m_f)} | {c_r:5.1f} {c_rd:6.1f} {c_f:6.1f} | {ratio}", flush=True)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ Screen space (DESIGN.md): x to the right, y down, pixel (row i, column j) has it
 
 How it works, with static shapes throughout:
   1. Each triangle's bounding box of covered pixel centres, read in row-major order, is cut into
-     chunks of Q consecutive pixels (Q static, e.g. 4 for ~75k triangles at 256 px). Every
+     chunks of Q consecutive pixels (Q static, e.g. 2 for ~75k triangles at 256 px). Every
      triangle owns one chunk slot (its first chunk); triangles whose box holds more than Q pixels
      put their further chunks into an "extra" buffer of fixed capacity. Chunks follow the box's
      rows, so only the last chunk of a triangle is partly empty, whatever the box's shape. When
@@ -60,15 +60,16 @@ class Fragments(NamedTuple):
 
 
 def default_chunk(num_triangles: int, height: int, width: int) -> int:
-  """Pixels per chunk Q for a mesh of this size (a power of two in [4, 64]).
+  """Pixels per chunk Q for a mesh of this size (a power of two in [1, 64]).
 
   About the mean number of pixel centres in a triangle's bounding box, estimated as
   1.6 H W / F for a face filling the crop (measured on the procedural face): most triangles then
   fit their first chunk, while the extra buffer, whose slots cost more than a tested pixel, stays
-  small. Q = 4 for ~75k triangles at 256 px, 64 for ~1k.
+  small. For the procedural face: Q = 1 for ~75k triangles at 128 px, 2 at 256 px, 8 at 512 px;
+  64 for ~1k triangles at 256 px and above.
   """
   mean_box = 1.6 * height * width / max(num_triangles, 1)
-  return int(min(64, max(4, 2 ** math.ceil(math.log2(max(mean_box, 1.0))))))
+  return int(min(64, 2 ** math.ceil(math.log2(max(mean_box, 1.0)))))
 
 
 def default_capacity(num_triangles: int, height: int, width: int, chunk: int) -> int:
@@ -356,17 +357,18 @@ def chunks_needed(screen_vertices: jax.Array, triangles: jax.Array, height: int,
   return jax.vmap(one)(flat).reshape(screen_vertices.shape[:-2])
 
 
-def default_group(num_triangles: int, batch: int) -> int:
+def default_group(num_triangles: int, batch: int, height: int, width: int) -> int:
   """Frames per flat pass of a batch.
 
-  On CPU, a flat pass over more than ~128k triangles outgrows the caches (8 frames of 75k
-  triangles took twice as long per frame as one), while loops over frames (lax.map, fori_loop)
-  ran 2.3x slower per frame than straight-line code: so a batch is cut into groups of at most
-  ~128k triangles, each a separate flat pass. Accelerators take the whole batch at once.
+  On CPU, a flat pass over more than ~128k triangles or ~256k pixels outgrows the caches (8
+  frames of 75k triangles at 256 px, or of 1k triangles at 512 px, took twice as long per frame
+  as one), while loops over frames (lax.map, fori_loop) ran 2.3x slower per frame than
+  straight-line code: so a batch is cut into groups within both limits, each a separate flat
+  pass. Accelerators take the whole batch at once.
   """
   if jax.default_backend() != "cpu":
     return max(batch, 1)
-  return max(1, min(batch, (1 << 17) // max(num_triangles, 1)))
+  return max(1, min(batch, (1 << 17) // max(num_triangles, 1), (1 << 18) // max(height * width, 1)))
 
 
 @functools.partial(jax.jit, static_argnames=("height", "width", "chunk", "capacity", "group"))
@@ -423,7 +425,7 @@ def rasterize(
       Default: on concrete inputs, sized to fit (the result is then exact for any mesh); under a
       transformation (jit, grad, vmap), `default_capacity(...)`, with `Fragments.overflow` set on
       the frames that did not fit.
-    group: frames per flat pass of a batch (static); default `default_group(F, batch)`. Frames of
+    group: frames per flat pass of a batch (static); default `default_group(F, batch, H, W)`. Frames of
       one pass share a pool of group * capacity extra chunks.
 
   Returns:
@@ -444,7 +446,7 @@ def rasterize(
   elif capacity is None:
     capacity = default_capacity(triangles.shape[0], height, width, chunk)
   batch = math.prod(screen_vertices.shape[:-2])
-  group = group or default_group(triangles.shape[0], batch)
+  group = group or default_group(triangles.shape[0], batch, height, width)
   return _rasterize_jit(screen_vertices, triangles, height, width, chunk, capacity, group)
 
 
