@@ -1,0 +1,146 @@
+"""Dynamic Training Sample Selection (DTSS): which frames make one training sample.
+
+A sample has three roles, each at two times t and t-k (k = 1 in the papers; larger k is their
+long-term variant): identity X_i, appearance (pose and background) X_p and expression X_e. A
+sampler draws, from a per-sample random generator, the frames of all six slots and a branch:
+
+  INTRA  one video supplies all three roles (UniFaceGAN eq. 1; TFVGAN's video clips). Ground truth
+         exists (self-reenactment): L_rec and L_tmp apply.
+  INTER  three different sources supply the roles (UniFaceGAN eq. 2: three videos; TFVGAN: three
+         images of an image set, where t and t-k are the same image). No ground truth (swapping).
+
+Samplers are chosen by name (`config.data.sampling`), each one function in `SAMPLERS`:
+
+  'intra_inter'  UniFaceGAN: INTRA with probability sigma, else three distinct videos.
+  'video_image'  TFVGAN: INTER from the image set with probability sigma, else an INTRA video clip.
+
+Frames are addressed as (source, video, position): `source` 0 is the video dataset and 1 the image
+set, `video` an index into that source's `FrameIndex`, `position` the frame's place in the video.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Optional
+
+import numpy as np
+
+INTRA, INTER = 0, 1
+ROLES = ("identity", "appearance", "expression")
+TIMES = ("t", "prev")
+VIDEO_SOURCE, IMAGE_SOURCE = 0, 1
+
+
+class FrameIndex(NamedTuple):
+  """Frames of a dataset grouped by video, in frame order.
+
+  Attributes:
+    video_ids: [V] the videos' names.
+    starts: [V] int64 offsets of each video's frames in `records`.
+    lengths: [V] int64 frame counts.
+    records: [sum(lengths)] int64 record indices, video by video, in frame order.
+  """
+
+  video_ids: tuple
+  starts: np.ndarray
+  lengths: np.ndarray
+  records: np.ndarray
+
+  @classmethod
+  def from_videos(cls, videos: dict) -> "FrameIndex":
+    """From {video_id: record indices in frame order}, videos sorted by id for determinism."""
+    ids = tuple(sorted(videos))
+    lengths = np.array([len(videos[v]) for v in ids], np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    records = np.concatenate([np.asarray(videos[v], np.int64) for v in ids]) if ids else np.zeros(0, np.int64)
+    return cls(ids, starts, lengths, records)
+
+  def record(self, video: int, position: int) -> int:
+    return int(self.records[self.starts[video] + position])
+
+
+class Slot(NamedTuple):
+  """One frame of a sample: which source, video and position in the video."""
+
+  source: int
+  video: int
+  position: int
+
+
+class SampleSpec(NamedTuple):
+  """The frames of one sample: slots[role][time] and the branch (INTRA or INTER)."""
+
+  slots: dict
+  branch: int
+
+
+class DatasetTooSmall(ValueError):
+  """The dataset cannot supply the chosen sampling (too few videos, or videos too short)."""
+
+
+def _pick_frame(rng: np.random.Generator, length: int, k: int) -> int:
+  """A position t with t - k still inside the video (UniFaceGAN eq. 1: l in [2, L_n] for k = 1)."""
+  return int(rng.integers(k, length))
+
+
+def _clip_slots(rng, source, video, length, k):
+  t = _pick_frame(rng, length, k)
+  return {"t": Slot(source, video, t), "prev": Slot(source, video, t - k)}
+
+
+def _eligible(index: FrameIndex, k: int) -> np.ndarray:
+  return np.nonzero(index.lengths > k)[0]
+
+
+def check_sampling(sampling: str, videos: FrameIndex, images: Optional[FrameIndex], k: int, name: str = "dataset") -> None:
+  """Raises DatasetTooSmall, naming the dataset, unless the sampler can draw from these sources."""
+  if sampling not in SAMPLERS:
+    raise ValueError(f"unknown data.sampling {sampling!r}; choose one of {sorted(SAMPLERS)}")
+  long_enough = len(_eligible(videos, k))
+  if long_enough < 1:
+    raise DatasetTooSmall(f"{name}: no video has more than k={k} frames, so no (t, t-{k}) pair can be drawn")
+  if sampling == "intra_inter" and long_enough < len(ROLES):
+    raise DatasetTooSmall(f"{name}: 'intra_inter' sampling draws three different videos with more than k={k} frames; "
+                          f"the dataset has {long_enough}")
+  if sampling == "video_image":
+    if images is None or len(images.lengths) < len(ROLES):
+      have = 0 if images is None else len(images.lengths)
+      raise DatasetTooSmall(f"{name}: 'video_image' sampling draws three different images from the image set; it has {have}")
+
+
+def sample_intra_inter(rng: np.random.Generator, videos: FrameIndex, images: Optional[FrameIndex], sigma: float, k: int) -> SampleSpec:
+  """UniFaceGAN eq. 1-2: one video with probability sigma (INTRA), else three distinct videos."""
+  eligible = _eligible(videos, k)
+  if rng.random() < sigma:
+    video = int(rng.choice(eligible))
+    length = int(videos.lengths[video])
+    return SampleSpec({role: _clip_slots(rng, VIDEO_SOURCE, video, length, k) for role in ROLES}, INTRA)
+  chosen = rng.choice(eligible, size=len(ROLES), replace=False)
+  slots = {role: _clip_slots(rng, VIDEO_SOURCE, int(v), int(videos.lengths[v]), k) for role, v in zip(ROLES, chosen)}
+  return SampleSpec(slots, INTER)
+
+
+def sample_video_image(rng: np.random.Generator, videos: FrameIndex, images: Optional[FrameIndex], sigma: float, k: int) -> SampleSpec:
+  """TFVGAN §3.1: three different images of the image set with probability sigma (INTER, with
+  t and t-k the same image), else three frames of one video clip (INTRA)."""
+  if rng.random() < sigma:
+    chosen = rng.choice(len(images.lengths), size=len(ROLES), replace=False)
+    slots = {}
+    for role, v in zip(ROLES, chosen):
+      position = int(rng.integers(0, images.lengths[v]))
+      slots[role] = {"t": Slot(IMAGE_SOURCE, int(v), position), "prev": Slot(IMAGE_SOURCE, int(v), position)}
+    return SampleSpec(slots, INTER)
+  video = int(rng.choice(_eligible(videos, k)))
+  length = int(videos.lengths[video])
+  return SampleSpec({role: _clip_slots(rng, VIDEO_SOURCE, video, length, k) for role in ROLES}, INTRA)
+
+
+SAMPLERS: dict[str, Callable[..., SampleSpec]] = {
+    "intra_inter": sample_intra_inter,
+    "video_image": sample_video_image,
+}
+
+
+def sample_rng(seed: int, index: int) -> np.random.Generator:
+  """The generator of sample `index`: a pure function of (seed, index), so any sample can be
+  drawn again in any order, by any worker, after any restart."""
+  return np.random.default_rng([seed, index])
