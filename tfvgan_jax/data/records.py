@@ -1,0 +1,554 @@
+"""Per-frame training records: a TFDS dataset of ArrayRecord files, written and read without TensorFlow.
+
+One record per video frame (S x S crop, K_id / K_exp coefficients of the dataset's morphable model):
+
+  image           [S, S, 3] uint8 RGB, the aligned crop (stored as JPEG)
+  id_coeffs       [K_id] float32, identity coefficients
+  exp_coeffs      [K_exp] float32, expression coefficients
+  camera          [6] float32: pitch, yaw, roll (radians), scale, tx, ty (pixels of the crop)
+  landmarks       [68, 2] float32, iBUG-68 points in crop pixels (x right, y down)
+  video_id        str, the video the frame belongs to
+  frame_index     int64, the frame's number in its video
+  crop_to_source  [2, 3] float32 affine: source (x, y) = A @ [x, y, 1] for a crop pixel (x, y)
+  source_path     str, the video or image the crop was cut from
+  fit_residual    float32 scalar, the fitter's final error; NaN when the coefficients are ground
+                  truth (synthetic data)
+
+On disk it is a standard TFDS dataset (`tfds.builder_from_directory` and `tfds.data_source` read it):
+
+  <out_dir>/<name>/1.0.0/
+    dataset_info.json, features.json         splits, shard lengths, feature specs (TFDS)
+    metadata.json                            the morphable model (name, content hash), S, K_id,
+                                             K_exp, JPEG settings
+    <name>-<split>.array_record-NNNNN-of-MMMMM   the records, in TFDS's shuffled order
+    video_index-<split>.npz                  video id and frame index of every record (a cache)
+
+TFDS orders records by a hash of their key, so the frames of a video are scattered over the
+files; `video_index` gives them back in frame order.
+
+  path = write_dataset(out_dir, "synthetic", examples, model, image_size=128)
+  frames = open_dataset(path)        # len(frames), frames[i] -> dict; a grain data source
+  check_model(frames, model)         # ValueError when the data was fitted with another model
+  videos = video_index(frames)       # {video_id: record indices in frame order}
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import operator
+import os
+import re
+import tempfile
+import threading
+import types
+import uuid
+import zipfile
+from typing import Iterable, Mapping, Optional, Union
+
+import numpy as np
+import tensorflow_datasets as tfds
+from absl import logging
+from array_record.python import array_record_module
+from etils import epath
+from PIL import Image
+
+from tfvgan_jax import face3d
+
+DATASET_VERSION = "1.0.0"
+NUM_LANDMARKS = 68
+# Quality 95 with full-resolution chroma (4:4:4): crops are small and the colour at the face's
+# edge feeds texture transfer and the masks, so the few extra bytes are worth keeping.
+JPEG_QUALITY = 95
+JPEG_SUBSAMPLING = "4:4:4"
+
+FIELDS = ("image", "id_coeffs", "exp_coeffs", "camera", "landmarks", "video_id", "frame_index",
+          "crop_to_source", "source_path", "fit_residual")
+_METADATA_KEYS = ("model_name", "model_hash", "image_size", "num_id", "num_exp", "jpeg_quality",
+                  "jpeg_subsampling")
+# TFDS file names are "<name>-<split>.<format>-<shard>", so neither name may hold "-" or ".".
+_NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]*")
+# Records are parsed this many at a time when the video index is built.
+_SCAN_BLOCK = 1024
+# Random access reads one record at a time: read-ahead would only fetch bytes that are not used.
+_RANDOM_ACCESS_OPTIONS = "readahead_buffer_size:0"
+
+PathLike = Union[str, os.PathLike]
+
+
+class DatasetError(ValueError):
+  """A frame dataset that cannot be read as written; the message names the file (and record)."""
+
+
+def _features(image_size: int, num_id: int, num_exp: int) -> tfds.features.FeaturesDict:
+  """The record schema; images are handed to TFDS as encoded JPEG bytes, which needs no TF."""
+  return tfds.features.FeaturesDict({
+      "image": tfds.features.Image(shape=(image_size, image_size, 3), encoding_format="jpeg"),
+      "id_coeffs": tfds.features.Tensor(shape=(num_id,), dtype=np.float32),
+      "exp_coeffs": tfds.features.Tensor(shape=(num_exp,), dtype=np.float32),
+      "camera": tfds.features.Tensor(shape=(face3d.CAMERA_SIZE,), dtype=np.float32),
+      "landmarks": tfds.features.Tensor(shape=(NUM_LANDMARKS, 2), dtype=np.float32),
+      "video_id": tfds.features.Text(),
+      "frame_index": tfds.features.Scalar(dtype=np.int64),
+      "crop_to_source": tfds.features.Tensor(shape=(2, 3), dtype=np.float32),
+      "source_path": tfds.features.Text(),
+      "fit_residual": tfds.features.Scalar(dtype=np.float32),
+  })
+
+
+def encode_jpeg(image: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
+  """[S, S, 3] uint8 RGB -> JPEG bytes (4:4:4 chroma)."""
+  buffer = io.BytesIO()
+  Image.fromarray(image).save(buffer, format="JPEG", quality=quality, subsampling=JPEG_SUBSAMPLING)
+  return buffer.getvalue()
+
+
+def _float_array(example: Mapping, key: str, shape: tuple, where: str) -> np.ndarray:
+  value = np.asarray(example[key], np.float32)
+  if value.shape != shape:
+    raise ValueError(f"{where}: {key} must have shape {shape}, got {value.shape}")
+  if not np.all(np.isfinite(value)):
+    raise ValueError(f"{where}: {key} holds non-finite values")
+  return value
+
+
+def _jpeg_image(image, size: int, quality: int, where: str) -> bytes:
+  """The example's image as JPEG bytes, checked to be an RGB S x S picture."""
+  if isinstance(image, bytes):
+    try:
+      with Image.open(io.BytesIO(image)) as decoded:
+        found = (decoded.format, decoded.mode, decoded.size)
+    except OSError as error:
+      raise ValueError(f"{where}: image bytes are not a readable picture ({error})") from error
+    if found != ("JPEG", "RGB", (size, size)):
+      raise ValueError(f"{where}: image must be an RGB {size}x{size} JPEG, got {found[0]} {found[1]} "
+                       f"{found[2][0]}x{found[2][1]}")
+    return image
+  array = np.asarray(image)
+  if array.dtype != np.uint8 or array.shape != (size, size, 3):
+    raise ValueError(f"{where}: image must be uint8 [{size}, {size}, 3] or JPEG bytes, got {array.dtype} "
+                     f"{list(array.shape)}")
+  return encode_jpeg(array, quality)
+
+
+def _encode_example(example: Mapping, number: int, image_size: int, num_id: int, num_exp: int,
+                    jpeg_quality: int) -> dict:
+  """Checks one example dict (fields of the module docstring) and gives TFDS its values."""
+  where = f"example {number}"
+  missing = [key for key in FIELDS if key not in example]
+  unknown = sorted(set(example) - set(FIELDS))
+  if missing or unknown:
+    raise ValueError(f"{where}: missing fields {missing}, unknown fields {unknown}")
+  video_id, frame_index = example["video_id"], example["frame_index"]
+  if not isinstance(video_id, str) or not video_id:
+    raise ValueError(f"{where}: video_id must be a non-empty str, got {video_id!r}")
+  if not isinstance(frame_index, (int, np.integer)) or frame_index < 0:
+    raise ValueError(f"{where}: frame_index must be an integer >= 0, got {frame_index!r}")
+  where = f"example {number} (video {video_id!r}, frame {frame_index})"
+  if not isinstance(example["source_path"], str):
+    raise ValueError(f"{where}: source_path must be a str, got {example['source_path']!r}")
+  fit_residual = np.float32(example["fit_residual"])
+  if np.isinf(fit_residual):
+    raise ValueError(f"{where}: fit_residual must be finite, or NaN for ground-truth coefficients")
+  return {
+      "image": _jpeg_image(example["image"], image_size, jpeg_quality, where),
+      "id_coeffs": _float_array(example, "id_coeffs", (num_id,), where),
+      "exp_coeffs": _float_array(example, "exp_coeffs", (num_exp,), where),
+      "camera": _float_array(example, "camera", (face3d.CAMERA_SIZE,), where),
+      "landmarks": _float_array(example, "landmarks", (NUM_LANDMARKS, 2), where),
+      "video_id": video_id,
+      "frame_index": int(frame_index),
+      "crop_to_source": _float_array(example, "crop_to_source", (2, 3), where),
+      "source_path": example["source_path"],
+      "fit_residual": fit_residual,
+  }
+
+
+class _FrameBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """Writes one split of frame records; `write_dataset` makes a subclass named after the dataset."""
+
+  VERSION = tfds.core.Version(DATASET_VERSION)
+  RELEASE_NOTES = {DATASET_VERSION: "Per-frame crops with 3DMM coefficients, camera, landmarks, source."}
+
+  @tfds.core.utils.classproperty
+  @classmethod
+  def code_path(cls) -> None:
+    # Nothing is downloaded, so there is no checksums file to look for beside this module; the
+    # look-up would also need `importlib_resources`, which TFDS 4.9.10 uses on Python >= 3.9
+    # without declaring it (tensorflow/datasets#11212).
+    return None
+
+  def __init__(self, *, examples: Iterable[Mapping], split: str, metadata: dict, **kwargs):
+    self._examples = examples
+    self._split = split
+    self._metadata = metadata
+    super().__init__(**kwargs)
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    meta = self._metadata
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=(f"Video frames as {meta['image_size']}x{meta['image_size']} aligned crops, fitted "
+                     f"with morphable model {meta['model_name']!r} (content hash {meta['model_hash']})."),
+        features=_features(meta["image_size"], meta["num_id"], meta["num_exp"]),
+        metadata=tfds.core.MetadataDict(meta),
+    )
+
+  def _split_generators(self, dl_manager):
+    del dl_manager  # Everything comes from the examples given.
+    return {self._split: self._generate_examples()}
+
+  def _generate_examples(self):
+    meta = self._metadata
+    seen = {}
+    for number, example in enumerate(self._examples):
+      record = _encode_example(example, number, meta["image_size"], meta["num_id"], meta["num_exp"],
+                               meta["jpeg_quality"])
+      # Checked here: TFDS does refuse a repeated key, but its error path needs TensorFlow.
+      frame = (record["video_id"], record["frame_index"])
+      if frame in seen:
+        raise ValueError(f"examples {seen[frame]} and {number} are both frame {frame[1]} of video {frame[0]!r}")
+      seen[frame] = number
+      yield f"{frame[0]}/{frame[1]}", record
+    if not seen:
+      raise ValueError(f"no examples for split {self._split!r}")
+
+
+def write_dataset(out_dir: PathLike, name: str, examples: Iterable[Mapping], model: face3d.MorphableModel,
+                  image_size: int, split: str = "train", jpeg_quality: int = JPEG_QUALITY,
+                  num_shards: Optional[int] = None, overwrite: bool = False) -> epath.Path:
+  """Writes frame records as a TFDS ArrayRecord dataset (no TensorFlow involved).
+
+  Args:
+    out_dir: the TFDS data dir; the dataset goes to `out_dir/name/1.0.0`.
+    name: dataset name, lower case letters, digits and "_" (TFDS file names use "-" and ".").
+    examples: dicts with exactly the fields of the module docstring. `image` is a uint8
+      [S, S, 3] array (encoded as JPEG at `jpeg_quality`, 4:4:4) or RGB S x S JPEG bytes (kept as
+      they are); arrays are cast to float32. Each (video_id, frame_index) may appear once.
+    model: the morphable model the coefficients belong to; its name and `face3d.content_hash` are
+      recorded, and id_coeffs / exp_coeffs must have its K_id / K_exp entries.
+    image_size: S.
+    split: the split to write (one split per dataset directory).
+    jpeg_quality: JPEG quality for array images.
+    num_shards: how many ArrayRecord files to write; by default TFDS picks it from the size
+      (files of 64 MiB to 1 GiB).
+    overwrite: replace an existing dataset at that path instead of refusing.
+
+  Returns:
+    The dataset directory `out_dir/name/1.0.0`, with its video index already built.
+
+  Raises:
+    ValueError: an invalid name, or an example with a missing, unknown or malformed field (the
+      message gives its position in `examples`, video and frame); no dataset is left on disk.
+    FileExistsError: the dataset exists and `overwrite` is False.
+  """
+  for label, value in (("name", name), ("split", split)):
+    if not _NAME_PATTERN.fullmatch(value):
+      raise ValueError(f"dataset {label} {value!r} must be lower case letters, digits and '_', starting with a letter")
+  target = epath.Path(out_dir) / name / DATASET_VERSION
+  if target.exists():
+    if not overwrite:
+      raise FileExistsError(f"{target} already exists (pass overwrite=True to replace it)")
+    target.rmtree()
+  metadata = {
+      "model_name": model.name,
+      "model_hash": face3d.content_hash(model),
+      "image_size": int(image_size),
+      "num_id": int(model.num_id),
+      "num_exp": int(model.num_exp),
+      "jpeg_quality": int(jpeg_quality),
+      "jpeg_subsampling": JPEG_SUBSAMPLING,
+  }
+  builder_class = types.new_class(f"FrameBuilder_{name}", (_FrameBuilder,), {"skip_registration": True},
+                                  lambda namespace: namespace.update(name=name, __module__=__name__))
+  builder = builder_class(examples=examples, split=split, metadata=metadata, data_dir=os.fspath(out_dir),
+                          file_format="array_record")
+  # Nothing is downloaded, but TFDS makes a download folder; keep it out of `out_dir`.
+  with tempfile.TemporaryDirectory() as download_dir:
+    builder.download_and_prepare(download_dir=download_dir,
+                                 download_config=tfds.download.DownloadConfig(num_shards=num_shards))
+  video_index(FrameDataset(builder.data_path, split))
+  return epath.Path(builder.data_path)
+
+
+def _dataset_dir(path: PathLike) -> epath.Path:
+  """The version directory (holding dataset_info.json) at `path` or its only one under `path`."""
+  path = epath.Path(path)
+  if (path / "dataset_info.json").exists():
+    return path
+  if not path.is_dir():
+    raise FileNotFoundError(f"{path}: no such dataset directory")
+  versions = sorted(child for child in path.iterdir() if (child / "dataset_info.json").exists())
+  if not versions:
+    raise FileNotFoundError(f"{path}: no TFDS dataset here (no dataset_info.json in it or in its subdirectories)")
+  if len(versions) > 1:
+    raise DatasetError(f"{path}: holds several versions {[v.name for v in versions]}; open one of them")
+  return versions[0]
+
+
+def _read_info(path: epath.Path) -> tfds.core.DatasetInfo:
+  try:
+    info = tfds.builder_from_directory(os.fspath(path)).info
+  except Exception as error:
+    raise DatasetError(f"{path}: cannot read the TFDS dataset info ({type(error).__name__}: {error})") from error
+  metadata = info.metadata or {}
+  missing = [key for key in _METADATA_KEYS if key not in metadata]
+  if missing:
+    raise DatasetError(f"{path}: not a frame-record dataset; metadata.json lacks {missing}")
+  return info
+
+
+def _open_reader(path: epath.Path, expected: int, options: str = ""):
+  """Opens one shard, checking it is a whole ArrayRecord file with the records TFDS wrote."""
+  if not path.exists():
+    raise DatasetError(f"{path}: shard file is missing")
+  reader = array_record_module.ArrayRecordReader(os.fspath(path), options)
+  # The reader does not raise on a damaged file: it opens with a bad status and reads nothing.
+  if not reader.ok():
+    raise DatasetError(f"{path}: not a readable ArrayRecord file ({path.stat().length} bytes; truncated or corrupt)")
+  if reader.num_records() != expected:
+    raise DatasetError(f"{path}: holds {reader.num_records()} records, dataset_info.json says {expected}")
+  return reader
+
+
+class FrameDataset:
+  """One split of a frame dataset, read at random: `len(frames)`, `frames[i]` -> decoded record.
+
+  A grain `RandomAccessDataSource` (`grain.MapDataset.source(frames)`, `grain.DataLoader`): it
+  pickles without its open files, which each process reopens on first use, and it may be read
+  from several threads.
+
+  Attributes:
+    path: the dataset's version directory.
+    split: the split read.
+    info: the TFDS `DatasetInfo`.
+    metadata: model_name, model_hash, image_size, num_id, num_exp, jpeg_quality, jpeg_subsampling.
+    files: the split's shard files, in record order.
+    lengths: [len(files)] records per shard.
+  """
+
+  def __init__(self, path: PathLike, split: str = "train"):
+    self.path = _dataset_dir(path)
+    self.split = split
+    self.info = _read_info(self.path)
+    self.metadata = dict(self.info.metadata)
+    if split not in self.info.splits:
+      raise DatasetError(f"{self.path}: no split {split!r}; it has {sorted(self.info.splits.keys())}")
+    split_info = self.info.splits[split]
+    self.files = [epath.Path(f) for f in split_info.filepaths]
+    self.lengths = np.asarray(split_info.shard_lengths, np.int64)
+    self._ends = np.cumsum(self.lengths)
+    self._readers = [_open_reader(f, n, _RANDOM_ACCESS_OPTIONS) for f, n in zip(self.files, self.lengths)]
+    self._lock = threading.Lock()
+
+  @property
+  def image_size(self) -> int:
+    return int(self.metadata["image_size"])
+
+  def __len__(self) -> int:
+    return int(self._ends[-1]) if len(self._ends) else 0
+
+  def __repr__(self) -> str:
+    return f"FrameDataset({os.fspath(self.path)!r}, split={self.split!r}, {len(self)} records)"
+
+  def __getstate__(self):
+    state = self.__dict__.copy()
+    del state["_readers"], state["_lock"]
+    return state
+
+  def __setstate__(self, state):
+    self.__dict__.update(state)
+    self._readers = [None] * len(self.files)
+    self._lock = threading.Lock()
+
+  def locate(self, index: int) -> tuple[int, int]:
+    """The shard (position in `files`) holding record `index`, and the record's position in it."""
+    shard = int(np.searchsorted(self._ends, index, side="right"))
+    return shard, index - (int(self._ends[shard - 1]) if shard else 0)
+
+  def _reader(self, shard: int):
+    if self._readers[shard] is None:
+      with self._lock:
+        if self._readers[shard] is None:
+          self._readers[shard] = _open_reader(self.files[shard], self.lengths[shard], _RANDOM_ACCESS_OPTIONS)
+    return self._readers[shard]
+
+  def read_raw(self, index: int) -> bytes:
+    """The serialized record `index` (a tf.train.Example proto, as TFDS writes it)."""
+    index = operator.index(index)
+    if not 0 <= index < len(self):
+      raise IndexError(f"record {index} out of range: {self.path} split {self.split!r} has {len(self)}")
+    shard, position = self.locate(index)
+    try:
+      return self._reader(shard).read([position])[0]
+    except RuntimeError as error:
+      raise DatasetError(f"{self.files[shard]}: record {position} (dataset index {index}) cannot be read: "
+                         f"{error}") from error
+
+  def __getitem__(self, index: int) -> dict:
+    """Record `index` decoded.
+
+    Returns:
+      image [S, S, 3] uint8; id_coeffs [K_id], exp_coeffs [K_exp], camera [6], landmarks [68, 2],
+      crop_to_source [2, 3] float32; video_id, source_path str; frame_index int64 and
+      fit_residual float32 NumPy scalars.
+    """
+    index = operator.index(index)
+    if index < 0:
+      index += len(self)
+    raw = self.read_raw(index)
+    shard, position = self.locate(index)
+    where = f"{self.files[shard]}: record {position} (dataset index {index})"
+    return _decode(self.info.features, raw, self.image_size, where)
+
+
+def _parse(features: tfds.features.FeaturesDict, raw: bytes, where: str, decoders=None) -> dict:
+  """Deserializes a record with `features` (and TFDS `decoders`); every feature must be present."""
+  try:
+    example = features.deserialize_example_np(raw, decoders=decoders)
+  except Exception as error:
+    raise DatasetError(f"{where}: not a valid record ({type(error).__name__}: {error})") from error
+  # TFDS's NumPy parser fills a field absent from the record with None instead of failing.
+  missing = [key for key in features.keys() if example.get(key) is None]
+  if missing:
+    raise DatasetError(f"{where}: record lacks fields {missing}")
+  return example
+
+
+def _decode(features: tfds.features.FeaturesDict, raw: bytes, image_size: int, where: str) -> dict:
+  # PIL decodes the JPEG here rather than in TFDS, so that a bad image names its record.
+  example = _parse(features, raw, where, decoders={"image": tfds.decode.SkipDecoding()})
+  try:
+    with Image.open(io.BytesIO(example["image"])) as decoded:
+      image = np.asarray(decoded)
+  except OSError as error:
+    raise DatasetError(f"{where}: image is not a readable JPEG ({error})") from error
+  if image.shape != (image_size, image_size, 3):
+    raise DatasetError(f"{where}: image is {list(image.shape)}, the dataset's are [{image_size}, {image_size}, 3]")
+  example["image"] = image
+  for key in ("video_id", "source_path"):
+    example[key] = example[key].decode("utf-8")
+  example["frame_index"] = np.int64(example["frame_index"])
+  example["fit_residual"] = np.float32(example["fit_residual"])
+  return example
+
+
+def open_dataset(path: PathLike, split: str = "train") -> FrameDataset:
+  """Opens a frame dataset for random access, checking every shard file first.
+
+  Args:
+    path: the version directory (`out_dir/name/1.0.0`) or the dataset directory above it.
+    split: the split to read.
+
+  Raises:
+    FileNotFoundError: no dataset at `path`.
+    DatasetError: not a frame dataset, no such split, or a shard file that is missing, truncated,
+      corrupt or holds another number of records than recorded (the message names the file).
+  """
+  return FrameDataset(path, split)
+
+
+def check_model(dataset: Union[FrameDataset, tfds.core.DatasetInfo, PathLike], model: face3d.MorphableModel) -> None:
+  """Refuses a dataset whose coefficients belong to another morphable model.
+
+  Args:
+    dataset: a FrameDataset, its TFDS DatasetInfo, or a dataset path.
+    model: the model the caller will combine the coefficients with.
+
+  Raises:
+    ValueError: the dataset records another model; the message names the dataset's path and both
+      models' names and content hashes.
+  """
+  if isinstance(dataset, FrameDataset):
+    path, metadata = dataset.path, dataset.metadata
+  elif isinstance(dataset, tfds.core.DatasetInfo):
+    path, metadata = dataset.data_dir, dataset.metadata or {}
+    if "model_hash" not in metadata:
+      raise DatasetError(f"{path}: not a frame-record dataset; its metadata has no model_hash")
+  else:
+    path = _dataset_dir(dataset)
+    metadata = _read_info(path).metadata
+  expected = face3d.content_hash(model)
+  if metadata["model_hash"] != expected:
+    raise ValueError(f"{path} was fitted with morphable model {metadata['model_name']!r} (content hash "
+                     f"{metadata['model_hash']}), not with {model.name!r} (content hash {expected}): "
+                     "load the dataset's model or refit the data")
+
+
+def _fingerprint(dataset: FrameDataset) -> str:
+  """Names, sizes and modification times of the split's files: any rewrite changes it."""
+  stats = [(path.name, path.stat().length, path.stat().mtime) for path in dataset.files]
+  return json.dumps({"split": dataset.split, "files": stats})
+
+
+def _scan_fields(dataset: FrameDataset) -> tuple[np.ndarray, np.ndarray]:
+  """[N] video ids (str) and [N] frame indices (int64) of every record, reading only those fields."""
+  features = tfds.features.FeaturesDict({key: dataset.info.features[key] for key in ("video_id", "frame_index")})
+  video_ids, frames = [], []
+  for path, length in zip(dataset.files, dataset.lengths):
+    # A sequential reader of its own: read-ahead pays off when every record is read in order.
+    reader = _open_reader(path, length)
+    try:
+      for start in range(0, int(length), _SCAN_BLOCK):
+        try:
+          block = reader.read(start, min(start + _SCAN_BLOCK, int(length)))
+        except RuntimeError as error:
+          raise DatasetError(f"{path}: records {start}.. cannot be read: {error}") from error
+        for position, raw in enumerate(block, start):
+          example = _parse(features, raw, f"{path}: record {position}")
+          video_ids.append(example["video_id"].decode("utf-8"))
+          frames.append(example["frame_index"])
+    finally:
+      reader.close()
+  return np.array(video_ids, dtype=np.str_), np.array(frames, dtype=np.int64)
+
+
+def _index_fields(dataset: FrameDataset) -> tuple[np.ndarray, np.ndarray]:
+  """`_scan_fields`, cached in `video_index-<split>.npz` beside the records."""
+  cache = dataset.path / f"video_index-{dataset.split}.npz"
+  fingerprint = _fingerprint(dataset)
+  if cache.exists():
+    try:
+      with cache.open("rb") as f, np.load(f, allow_pickle=False) as stored:
+        if str(stored["fingerprint"]) == fingerprint:
+          return stored["video_id"], stored["frame_index"]
+      logging.info("%s: the records changed since it was written; rebuilding it", cache)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+      logging.warning("%s: unreadable (%s); rebuilding it", cache, error)
+  video_ids, frames = _scan_fields(dataset)
+  buffer = io.BytesIO()
+  np.savez(buffer, fingerprint=np.str_(fingerprint), video_id=video_ids, frame_index=frames)
+  # Written aside and renamed, so that concurrent readers never see a partial file.
+  partial = cache.parent / f"{cache.name}.{uuid.uuid4().hex}.tmp"
+  try:
+    partial.write_bytes(buffer.getvalue())
+    partial.replace(cache)
+  except OSError as error:
+    logging.warning("%s: cannot cache the video index (%s); it will be rebuilt on every open", cache, error)
+  return video_ids, frames
+
+
+def video_index(dataset: FrameDataset) -> dict[str, np.ndarray]:
+  """Record indices of each video in frame order.
+
+  Built once from the records' video_id and frame_index and cached beside the data (see
+  `_index_fields`); a cache whose files changed is rebuilt. Frame numbers need not be contiguous.
+
+  Returns:
+    {video_id: [T] int64 record indices sorted by frame_index}, ready for
+    `sampling.FrameIndex.from_videos`.
+
+  Raises:
+    DatasetError: two records are the same frame of the same video, or a record cannot be read.
+  """
+  video_ids, frames = _index_fields(dataset)
+  order = np.lexsort((frames, video_ids))
+  video_ids, frames = video_ids[order], frames[order]
+  same = (video_ids[1:] == video_ids[:-1]) & (frames[1:] == frames[:-1])
+  if np.any(same):
+    first = int(np.argmax(same))
+    raise DatasetError(f"{dataset.path}: records {order[first]} and {order[first + 1]} are both frame "
+                       f"{frames[first]} of video {video_ids[first]!r}")
+  starts = np.flatnonzero(np.concatenate([[True], video_ids[1:] != video_ids[:-1]])) if len(order) else []
+  groups = np.split(order.astype(np.int64), starts[1:])
+  return {str(video_ids[start]): group for start, group in zip(starts, groups)}
