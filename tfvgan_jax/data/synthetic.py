@@ -214,3 +214,40 @@ def render_frames(model: face3d.MorphableModel, appearance: Appearance, id_coeff
   if np.any(np.asarray(overflow)):
     raise RuntimeError(f"rasterizer buffer overflow rendering {model.name!r} at {size} px: the face fills the frame more than twice")
   return np.asarray(frames)
+
+
+def video_seed(seed: int, video: int) -> int:
+  """The seed of video `video` of a corpus built with `seed`."""
+  return int(np.random.default_rng([seed, video]).integers(1 << 31))
+
+
+def video_name(seed: int, video: int) -> str:
+  return f"synthetic_s{seed}_v{video:05d}"
+
+
+def corpus_examples(model: face3d.MorphableModel, num_videos: int, num_frames: int, size: int, seed: int):
+  """Frame records (`records` fields) of a synthetic corpus, video by video, in frame order.
+
+  Video v is `sample_video(model, video_seed(seed, v), num_frames, size)`; its records hold the
+  true coefficients, cameras and projected landmarks, and NaN as fit residual. An image set is a
+  corpus of one-frame videos (one frame per identity).
+  """
+  landmarks = np.asarray(model.landmarks)
+  for v in range(num_videos):
+    video = sample_video(model, video_seed(seed, v), num_frames, size)
+    frames = render_frames(model, video.appearance, video.id_coeffs, video.exp_coeffs, video.cameras, size)
+    verts = face3d.vertices(model, video.id_coeffs, video.exp_coeffs)
+    points = np.asarray(face3d.project(verts[:, landmarks], face3d.Camera.from_vector(video.cameras)))[..., :2]
+    for t in range(num_frames):
+      yield {
+          "image": frames[t],
+          "id_coeffs": video.id_coeffs,
+          "exp_coeffs": video.exp_coeffs[t],
+          "camera": video.cameras[t],
+          "landmarks": points[t],
+          "video_id": video_name(seed, v),
+          "frame_index": t,
+          "crop_to_source": np.array([[1, 0, 0], [0, 1, 0]], np.float32),
+          "source_path": f"synthetic://seed={seed}/video={v}",
+          "fit_residual": np.float32(np.nan),
+      }

@@ -1,0 +1,148 @@
+"""The training input pipeline: grain over frame datasets, with Dynamic Training Sample Selection.
+
+`training_dataset(config.data, model)` returns a grain `IterDataset` of batches. Its iterator's
+`get_state()` / `set_state()` are saved and restored with checkpoints: sample n of the run is a pure
+function of (data.seed, n), so a resumed run sees exactly the batches it would have seen, whatever
+the number of worker processes.
+
+config.data fields:
+  videos        path of the video frame dataset (`records.write_dataset`)
+  images        path of the image-set dataset ('video_image' sampling), or '' / None
+  sampling      'intra_inter' (UniFaceGAN) or 'video_image' (TFVGAN); see `sampling.SAMPLERS`
+  sigma         the sampling's ratio (intra-video ratio, or image-set ratio)
+  frame_gap     k of the (t, t-k) pairs; 1 in the papers
+  batch_size    global batch size; each process reads batch_size / process_count samples
+  seed          seed of the sample sequence
+  num_workers   grain worker processes (0: decode in the main process)
+  num_threads   decoding threads per process
+  prefetch      batches read ahead
+
+A sample is a dict (a batch stacks every leaf along a leading axis):
+
+  identity_t, identity_prev, appearance_t, appearance_prev, expression_t, expression_prev
+      one frame each (role X_i, X_p, X_e at time t and t-k), a dict of
+        image       [S, S, 3] uint8
+        id_coeffs   [K_id] float32      exp_coeffs  [K_exp] float32
+        camera      [6] float32         landmarks   [68, 2] float32
+        source      int32: 0 the video dataset, 1 the image set
+        video       int32: the video's number in its source's `FrameIndex` (ids in `video_ids`)
+        frame_index int32: the frame's number in its video
+  branch   int32: sampling.INTRA (0, one video: self-reenactment) or sampling.INTER (1, three
+           sources: swapping)
+  index    int64: the sample's number in the run
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import grain
+import jax
+import numpy as np
+
+from tfvgan_jax import face3d
+from tfvgan_jax.data import records, sampling
+
+FRAME_FIELDS = ("image", "id_coeffs", "exp_coeffs", "camera", "landmarks")
+# Samples are numbered up to this bound: a run reads far fewer.
+_MAX_SAMPLES = 1 << 48
+
+
+class SampleReader:
+  """Draws sample n (`sampling`) and reads its six frames: a picklable grain map function.
+
+  The frame datasets are opened lazily in each process that uses the reader; the per-video
+  indices are built (or read from their cache) once, in the process that creates it.
+  """
+
+  def __init__(self, data_config, model: Optional[face3d.MorphableModel] = None):
+    self.sampling = data_config.sampling
+    self.sigma = float(data_config.sigma)
+    self.frame_gap = int(data_config.get("frame_gap", 1))
+    self.seed = int(data_config.seed)
+    self.sources = [records.open_dataset(data_config.videos)]
+    images = data_config.get("images")
+    if images:
+      self.sources.append(records.open_dataset(images))
+    for source in self.sources:
+      if model is not None:
+        records.check_model(source, model)
+    sizes = {source.image_size for source in self.sources}
+    if len(sizes) > 1:
+      raise ValueError(f"{data_config.videos} and {images} hold crops of different sizes {sorted(sizes)}")
+    self.indices = [sampling.FrameIndex.from_videos(records.video_index(source)) for source in self.sources]
+    sampling.check_sampling(self.sampling, self.indices[0], self.indices[1] if images else None, self.frame_gap,
+                            name=str(self.sources[0].path))
+    self.sampler = sampling.SAMPLERS[self.sampling]
+
+  @property
+  def image_size(self) -> int:
+    return self.sources[0].image_size
+
+  def spec(self, index: int) -> sampling.SampleSpec:
+    images = self.indices[1] if len(self.indices) > 1 else None
+    return self.sampler(sampling.sample_rng(self.seed, index), self.indices[0], images, self.sigma, self.frame_gap)
+
+  def _frame(self, slot: sampling.Slot) -> dict:
+    frame_index = self.indices[slot.source]
+    record = self.sources[slot.source][frame_index.record(slot.video, slot.position)]
+    out = {key: record[key] for key in FRAME_FIELDS}
+    out.update(source=np.int32(slot.source), video=np.int32(slot.video), frame_index=np.int32(record["frame_index"]))
+    return out
+
+  def __call__(self, index) -> dict:
+    index = int(index)
+    spec = self.spec(index)
+    sample = {f"{role}_{time}": self._frame(spec.slots[role][time]) for role in sampling.ROLES for time in sampling.TIMES}
+    sample["branch"] = np.int32(spec.branch)
+    sample["index"] = np.int64(index)
+    return sample
+
+
+class GlobalNumber:
+  """Position in this process's sample stream -> the sample's number in the run (picklable)."""
+
+  def __init__(self, per_process: int, process_index: int, process_count: int):
+    self.per_process, self.process_index, self.process_count = per_process, process_index, process_count
+
+  def __call__(self, position) -> int:
+    batch, within = divmod(int(position), self.per_process)
+    return (batch * self.process_count + self.process_index) * self.per_process + within
+
+
+def process_slice(batch_size: int, process_index: int, process_count: int) -> int:
+  """Samples per process of a global batch; the global batch must divide evenly."""
+  if batch_size % process_count:
+    raise ValueError(f"data.batch_size={batch_size} is not divisible by the {process_count} processes")
+  return batch_size // process_count
+
+
+def training_dataset(data_config, model: Optional[face3d.MorphableModel] = None, *,
+                     process_index: Optional[int] = None, process_count: Optional[int] = None) -> grain.IterDataset:
+  """The grain dataset of this process's share of each global training batch.
+
+  Global batch b holds samples b * B ... (b + 1) * B - 1; process p reads the p-th of its
+  process_count equal slices. The data order is therefore the same for any number of processes.
+
+  Args:
+    data_config: `config.data` (see the module docstring).
+    model: when given, datasets fitted with another morphable model are refused.
+    process_index, process_count: default `jax.process_index()` / `jax.process_count()`.
+
+  Returns:
+    An IterDataset of batches (dicts of [B / process_count, ...] arrays).
+  """
+  process_index = jax.process_index() if process_index is None else process_index
+  process_count = jax.process_count() if process_count is None else process_count
+  per_process = process_slice(int(data_config.batch_size), process_index, process_count)
+  reader = SampleReader(data_config, model)
+  dataset = grain.MapDataset.range(_MAX_SAMPLES).map(GlobalNumber(per_process, process_index, process_count))
+  dataset = dataset.map(reader)
+  dataset = dataset.batch(per_process, drop_remainder=True)
+  options = grain.ReadOptions(num_threads=int(data_config.get("num_threads", 2)),
+                              prefetch_buffer_size=int(data_config.get("prefetch", 2)))
+  iterable = dataset.to_iter_dataset(options)
+  num_workers = int(data_config.get("num_workers", 0))
+  if num_workers > 0:
+    iterable = iterable.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+  return iterable
