@@ -1,0 +1,323 @@
+"""The training losses of TFVGAN §3.4 / UniFaceGAN §III-D, as pure functions of arrays.
+
+Images are NHWC float32 in [-1, 1]. Terms that the sample selection switches off for some samples
+(L_rec and L_tmp on inter-video samples, DESIGN.md choices 2 and 4) are computed per sample as [B]
+and averaged with a per-sample weight, so that a batch mixing both kinds of samples keeps static
+shapes under jit. `weighted_sum` combines the terms as eq. 18 and keeps each one for logging.
+
+Everything here is jit- and grad-safe; string arguments (loss type, target, region) choose code, so
+they must be static under jit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from tfvgan_jax.render import warp
+
+DEFAULT_WEIGHTS = {"adv": 10.0, "app": 1.0, "rec": 10.0, "tmp": 5.0}
+REC_TARGETS = ("appearance", "identity")
+TMP_REGIONS = ("face", "frame")
+
+
+def weighted_mean(values: jax.Array, sample_weight: jax.Array | None = None) -> jax.Array:
+  """The mean of per-sample losses weighted by `sample_weight`, 0 when every weight is 0.
+
+  Args:
+    values: [B] per-sample losses.
+    sample_weight: [B] bool or float (1 enables a sample, 0 disables it); None weighs all by 1.
+
+  Returns:
+    [] float32.
+  """
+  if sample_weight is None:
+    return jnp.mean(values)
+  weight = jnp.asarray(sample_weight, jnp.float32)
+  total = jnp.sum(weight)
+  # The inner where keeps the division (and its gradient) finite when no sample is enabled.
+  return jnp.where(total > 0, jnp.sum(weight * values) / jnp.where(total > 0, total, 1.0), 0.0)
+
+
+def _per_sample_mean(values: jax.Array) -> jax.Array:
+  """[B, ...] -> [B], the mean over every axis but the first."""
+  return jnp.mean(values.reshape(values.shape[0], -1), axis=1)
+
+
+# Adversarial loss: multi-scale, pix2pixHD style (TFVGAN eq. 8 / UniFaceGAN eq. 10).
+
+
+def discriminator_hinge_loss(real_logits_per_scale: Sequence[jax.Array], fake_logits_per_scale: Sequence[jax.Array]) -> jax.Array:
+  """D's side of the multi-scale adversarial loss (TFVGAN eq. 8 / UniFaceGAN eq. 10) as a hinge.
+
+  (1/K) sum_k mean(relu(1 - D_k(real))) + mean(relu(1 + D_k(fake))), the papers' log-loss replaced by
+  the hinge as UniFaceGAN §III-C states.
+
+  Args:
+    real_logits_per_scale, fake_logits_per_scale: K arrays each, [B, h_k, w_k, 1] patch logits of
+      scale k (any shape per scale; every element counts equally within its scale).
+
+  Returns:
+    [] float32.
+  """
+  terms = [jnp.mean(jax.nn.relu(1.0 - real)) + jnp.mean(jax.nn.relu(1.0 + fake))
+           for real, fake in zip(real_logits_per_scale, fake_logits_per_scale, strict=True)]
+  return jnp.mean(jnp.stack(terms))
+
+
+def generator_hinge_loss(fake_logits_per_scale: Sequence[jax.Array]) -> jax.Array:
+  """G's side of the multi-scale hinge adversarial loss (TFVGAN eq. 8 / UniFaceGAN eq. 10).
+
+  (1/K) sum_k -mean(D_k(fake)).
+
+  Args:
+    fake_logits_per_scale: K arrays, [B, h_k, w_k, 1].
+
+  Returns:
+    [] float32.
+  """
+  return jnp.mean(jnp.stack([-jnp.mean(fake) for fake in fake_logits_per_scale]))
+
+
+def discriminator_non_saturating_loss(real_logits_per_scale: Sequence[jax.Array], fake_logits_per_scale: Sequence[jax.Array]) -> jax.Array:
+  """D's side of the multi-scale adversarial loss in the papers' log form (TFVGAN eq. 8 / UniFaceGAN eq. 10).
+
+  (1/K) sum_k mean(-log sigmoid(D_k(real))) + mean(-log(1 - sigmoid(D_k(fake)))), written with
+  softplus so that large logits do not overflow.
+
+  Args:
+    real_logits_per_scale, fake_logits_per_scale: K arrays each, [B, h_k, w_k, 1].
+
+  Returns:
+    [] float32.
+  """
+  terms = [jnp.mean(jax.nn.softplus(-real)) + jnp.mean(jax.nn.softplus(fake))
+           for real, fake in zip(real_logits_per_scale, fake_logits_per_scale, strict=True)]
+  return jnp.mean(jnp.stack(terms))
+
+
+def generator_non_saturating_loss(fake_logits_per_scale: Sequence[jax.Array]) -> jax.Array:
+  """G's side of the multi-scale log-form adversarial loss (TFVGAN eq. 8 / UniFaceGAN eq. 10).
+
+  (1/K) sum_k mean(-log sigmoid(D_k(fake))): the non-saturating form of minimizing log(1 - D),
+  which keeps G's gradient alive while D rejects its samples confidently.
+
+  Args:
+    fake_logits_per_scale: K arrays, [B, h_k, w_k, 1].
+
+  Returns:
+    [] float32.
+  """
+  return jnp.mean(jnp.stack([jnp.mean(jax.nn.softplus(-fake)) for fake in fake_logits_per_scale]))
+
+
+ADVERSARIAL: dict[str, tuple[Callable[..., jax.Array], Callable[..., jax.Array]]] = {
+    "hinge": (discriminator_hinge_loss, generator_hinge_loss),
+    "non_saturating": (discriminator_non_saturating_loss, generator_non_saturating_loss),
+}
+
+
+def adversarial_losses(loss_type: str) -> tuple[Callable[..., jax.Array], Callable[..., jax.Array]]:
+  """(d_loss_fn, g_loss_fn) for a config string, one of `ADVERSARIAL`."""
+  if loss_type not in ADVERSARIAL:
+    raise ValueError(f"unknown adversarial loss {loss_type!r}; expected one of {sorted(ADVERSARIAL)}")
+  return ADVERSARIAL[loss_type]
+
+
+def feature_matching_loss(real_features_per_scale: Sequence[Sequence[jax.Array]], fake_features_per_scale: Sequence[Sequence[jax.Array]]) -> jax.Array:
+  """pix2pixHD feature matching: L1 between D's intermediate features of real and fake.
+
+  Not one of the papers' terms (its weight is 0 by default, as eq. 18 has no such term); the real
+  features are constants, so the loss only moves G.
+
+  Args:
+    real_features_per_scale, fake_features_per_scale: K sequences (one per scale) of the same
+      number of layer features each, [B, h, w, c] per layer; the final logits are not included.
+
+  Returns:
+    [] float32: mean over scales of the mean over layers of mean |fake - real|.
+  """
+  per_scale = []
+  for real_layers, fake_layers in zip(real_features_per_scale, fake_features_per_scale, strict=True):
+    per_layer = [jnp.mean(jnp.abs(fake - jax.lax.stop_gradient(real)))
+                 for real, fake in zip(real_layers, fake_layers, strict=True)]
+    per_scale.append(jnp.mean(jnp.stack(per_layer)))
+  return jnp.mean(jnp.stack(per_scale))
+
+
+# Appearance preserving and reconstruction losses.
+
+
+def appearance_loss_per_sample(embedding_of_output: jax.Array, embedding_of_appearance: jax.Array) -> jax.Array:
+  """L_app = ||E(Y) - E(X_p)||_1 per sample, as a mean over the embedding (TFVGAN eq. 6 / UniFaceGAN eq. 8).
+
+  Args:
+    embedding_of_output, embedding_of_appearance: [B, ...] appearance features E(Y), E(X_p).
+
+  Returns:
+    [B] float32.
+  """
+  return _per_sample_mean(jnp.abs(embedding_of_output - embedding_of_appearance))
+
+
+def appearance_loss(embedding_of_output: jax.Array, embedding_of_appearance: jax.Array, sample_weight: jax.Array | None = None) -> jax.Array:
+  """L_app (TFVGAN eq. 6 / UniFaceGAN eq. 8) averaged over the enabled samples.
+
+  Args:
+    embedding_of_output, embedding_of_appearance: [B, ...].
+    sample_weight: [B] or None (every sample counts).
+
+  Returns:
+    [] float32.
+  """
+  return weighted_mean(appearance_loss_per_sample(embedding_of_output, embedding_of_appearance), sample_weight)
+
+
+def reconstruction_target(x_identity: jax.Array, x_appearance: jax.Array, rec_target: str) -> jax.Array:
+  """The ground truth of L_rec, chosen by `loss.rec_target` (DESIGN.md choice 1).
+
+  'appearance' (default) is X_p: with X_e = X_p on intra-video samples, Y should equal X_p, as the
+  papers' own self-reenactment figures show; 'identity' is X_i, eq. 7 / 9 as written.
+
+  Args:
+    x_identity, x_appearance: [B, H, W, C].
+    rec_target: one of `REC_TARGETS`.
+
+  Returns:
+    [B, H, W, C].
+  """
+  if rec_target == "appearance":
+    return x_appearance
+  if rec_target == "identity":
+    return x_identity
+  raise ValueError(f"unknown reconstruction target {rec_target!r}; expected one of {list(REC_TARGETS)}")
+
+
+def reconstruction_loss_per_sample(output: jax.Array, target: jax.Array) -> jax.Array:
+  """L_rec = ||Y - target||_1 per sample, as a mean over pixels and channels (TFVGAN eq. 7 / UniFaceGAN eq. 9).
+
+  Args:
+    output, target: [B, H, W, C].
+
+  Returns:
+    [B] float32.
+  """
+  return _per_sample_mean(jnp.abs(output - target))
+
+
+def reconstruction_loss(output: jax.Array, target: jax.Array, sample_weight: jax.Array | None) -> jax.Array:
+  """L_rec (TFVGAN eq. 7 / UniFaceGAN eq. 9) averaged over the samples whose weight is nonzero.
+
+  Inter-video samples have no ground truth, so they carry weight 0; a batch with none enabled
+  gives 0.
+
+  Args:
+    output, target: [B, H, W, C].
+    sample_weight: [B] bool or float.
+
+  Returns:
+    [] float32.
+  """
+  return weighted_mean(reconstruction_loss_per_sample(output, target), sample_weight)
+
+
+# Temporal loss.
+
+
+def temporal_mask(valid: jax.Array, face_mask: jax.Array, region: str) -> jax.Array:
+  """The pixels that L_tmp compares, chosen by `loss.tmp_region` (DESIGN.md choice 2).
+
+  'face': where the flow is valid (visible at t and at t-1). 'frame': those, and every background
+  pixel, where the flow is zero (eq. 14/16) so the background is held static.
+
+  Args:
+    valid: [B, H, W] bool, from `render.dense_flow`.
+    face_mask: [B, H, W] or [B, H, W, 1], bool or float M^ of frame t.
+    region: one of `TMP_REGIONS`.
+
+  Returns:
+    [B, H, W] bool.
+  """
+  valid = jnp.asarray(valid, bool)
+  if region == "face":
+    return valid
+  if region == "frame":
+    return valid | ~(jnp.reshape(face_mask, valid.shape) > 0)
+  raise ValueError(f"unknown temporal loss region {region!r}; expected one of {list(TMP_REGIONS)}")
+
+
+def temporal_loss_per_sample(output_t: jax.Array, output_prev: jax.Array, flow: jax.Array, mask: jax.Array) -> jax.Array:
+  """L_tmp = ||Y^t - warp(Y^{t-1}, F)||_2^2 per sample, as a mean over masked pixels and channels.
+
+  TFVGAN eq. 15 / UniFaceGAN eq. 17 written as a backward warp (DESIGN.md choice 2): Y^{t-1} is
+  sampled at q + F(q) and compared with Y^t at q. Both frames keep their gradients, as both are
+  outputs of G.
+
+  Args:
+    output_t, output_prev: [B, H, W, C] Y^t and Y^{t-1}.
+    flow: [B, H, W, 2] from `render.dense_flow` of frame t.
+    mask: [B, H, W] bool, the pixels compared (`temporal_mask`).
+
+  Returns:
+    [B] float32; 0 for a sample with no masked pixel.
+  """
+  squared = jnp.square(output_t - warp(output_prev, flow))
+  weight = jnp.asarray(mask, jnp.float32)[..., None]
+  count = jnp.sum(weight, axis=(1, 2, 3)) * output_t.shape[-1]
+  total = jnp.sum(weight * squared, axis=(1, 2, 3))
+  return jnp.where(count > 0, total / jnp.maximum(count, 1.0), 0.0)
+
+
+def temporal_loss(
+    output_t: jax.Array,
+    output_prev: jax.Array,
+    flow: jax.Array,
+    valid: jax.Array,
+    face_mask: jax.Array,
+    region: str,
+    sample_weight: jax.Array | None,
+) -> jax.Array:
+  """L_tmp (TFVGAN eq. 15 / UniFaceGAN eq. 17) over `region`, averaged over the enabled samples.
+
+  Args:
+    output_t, output_prev: [B, H, W, C] Y^t and Y^{t-1}.
+    flow: [B, H, W, 2], valid: [B, H, W] bool, both from `render.dense_flow`.
+    face_mask: [B, H, W] or [B, H, W, 1] M^ of frame t.
+    region: 'face' or 'frame' (`temporal_mask`).
+    sample_weight: [B] bool or float; intra-video samples only unless `loss.tmp_on_inter`.
+
+  Returns:
+    [] float32.
+  """
+  mask = temporal_mask(valid, face_mask, region)
+  return weighted_mean(temporal_loss_per_sample(output_t, output_prev, flow, mask), sample_weight)
+
+
+# Total.
+
+
+def weighted_sum(losses: Mapping[str, jax.Array], weights: Mapping[str, float]) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """The total objective alpha L_adv + beta L_app + gamma L_rec + lambda L_tmp (TFVGAN / UniFaceGAN eq. 18).
+
+  Every loss needs a weight and every weight a loss, so that a term the config names cannot be
+  silently left out (or a computed term silently dropped). Feature matching joins as 'fm'.
+
+  Args:
+    losses: name -> [] loss, e.g. {'adv', 'app', 'rec', 'tmp'}.
+    weights: name -> weight, e.g. `DEFAULT_WEIGHTS`.
+
+  Returns:
+    total []: the sum of the weighted terms.
+    terms: name -> weight * loss, for logging each under its own name.
+  """
+  missing_loss = sorted(set(weights) - set(losses))
+  if missing_loss:
+    raise KeyError(f"loss weights given for terms with no loss: {missing_loss}")
+  missing_weight = sorted(set(losses) - set(weights))
+  if missing_weight:
+    raise KeyError(f"losses given with no weight: {missing_weight}")
+  terms = {name: weights[name] * losses[name] for name in sorted(losses)}
+  total = sum(terms.values(), jnp.zeros((), jnp.float32))
+  return total, terms
