@@ -1,0 +1,253 @@
+"""Shapes, exact parameter counts, RCN against a NumPy reference, and differentiability of E, G, D."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from tfvgan_jax.models import (
+    NORMS,
+    AdaptiveInstanceNorm,
+    Generator,
+    InstanceNorm,
+    RegionAwareNorm,
+    SpatiallyAdaptiveNorm,
+    build_models,
+    make_norm,
+)
+
+
+def tiny_config(image_size=32, **overrides):
+  config = ml_collections.ConfigDict(dict(
+      image_size=image_size,
+      emb_width=4, emb_downsamples=2,
+      gen_width=4, gen_downsamples=2, gen_res_blocks=1,
+      norm='rcn', attention=True,
+      disc_width=4, disc_layers=2, disc_scales=3,
+      spectral_norm=True, disc_conditional=True, max_width=16,
+  ))
+  config.update(overrides)
+  return config
+
+
+def inputs(image_size, batch=2, seed=0):
+  """Render R, appearance X_p, hint M in [-1, 1] and a square face mask M^."""
+  keys = jax.random.split(jax.random.key(seed), 3)
+  render, appearance, hint = (jax.random.uniform(k, (batch, image_size, image_size, 3), minval=-1, maxval=1) for k in keys)
+  quarter = image_size // 4
+  mask = jnp.zeros((batch, image_size, image_size, 1)).at[:, quarter:3 * quarter, quarter:3 * quarter].set(1.0)
+  return render, appearance, hint, mask
+
+
+def count_params(module):
+  return sum(x.size for x in jax.tree.leaves(nnx.state(module, nnx.Param)))
+
+
+def conv_params(kernel, cin, cout):
+  return kernel * kernel * cin * cout + cout
+
+
+@nnx.jit
+def forward(models, render, appearance, hint, mask):
+  embedder, generator, discriminator = models
+  p = embedder(appearance, hint)
+  y = generator(render, p, mask)
+  return p, y, discriminator(y, render)
+
+
+@pytest.mark.parametrize('image_size', [32, 64])
+def test_output_shapes(image_size):
+  models = build_models(tiny_config(image_size), nnx.Rngs(0))
+  render, appearance, hint, mask = inputs(image_size)
+  p, y, scales = forward(models, render, appearance, hint, mask)
+  assert p.shape == (2, image_size // 4, image_size // 4, 16)
+  assert y.shape == (2, image_size, image_size, 3)
+  assert len(scales) == 3
+  for scale, (features, logits) in enumerate(scales):
+    side = image_size // 2**scale
+    assert [f.shape for f in features] == [(2, side // 2, side // 2, 4), (2, side // 4, side // 4, 8)]
+    assert logits.shape == (2, side // 4, side // 4, 1)
+
+
+def test_parameter_counts():
+  embedder, generator, discriminator = build_models(tiny_config(32), nnx.Rngs(0))
+  # E: 7x7 conv 6->4, 4x4 convs 4->8->16.
+  assert count_params(embedder) == conv_params(7, 6, 4) + conv_params(4, 4, 8) + conv_params(4, 8, 16) == 3764
+  # G: widths 4, 8, 16; RCN = 1x1 projection from P's 16 channels + alpha + beta; attention on the
+  # 8x8 bottleneck (32 / 4) with 16 channels: query and key 16->2, value 16->16, gamma.
+  rcn = lambda c: conv_params(1, 16, c) + 2 * c
+  attention = 2 * conv_params(1, 16, 2) + conv_params(1, 16, 16) + 1
+  expected_g = (
+      conv_params(7, 3, 4) + conv_params(3, 4, 8) + conv_params(3, 8, 16)
+      + 2 * conv_params(3, 16, 16)
+      + conv_params(3, 16, 8) + rcn(8) + conv_params(3, 8, 4) + rcn(4)
+      + conv_params(7, 4, 3) + attention)
+  assert count_params(generator) == expected_g == 9308
+  # D: 3 scales of 4x4 convs (6 -> 4 -> 8) and 4x4 logits 8 -> 1.
+  assert count_params(discriminator) == 3 * (conv_params(4, 6, 4) + conv_params(4, 4, 8) + conv_params(4, 8, 1)) == 3111
+
+
+def numpy_rcn(u, t, h, a, b, eps=1e-5):
+  """DESIGN.md choice 3 in NumPy, after batch norm (batch statistics, no affine)."""
+  def batch_norm(x):
+    return (x - x.mean(axis=(0, 1, 2))) / np.sqrt(x.var(axis=(0, 1, 2)) + eps)
+
+  def moments(x, region):
+    w = region.sum(axis=(1, 2), keepdims=True) + eps
+    mean = (region * x).sum(axis=(1, 2), keepdims=True) / w
+    var = (region * (x - mean) ** 2).sum(axis=(1, 2), keepdims=True) / w
+    return mean, np.sqrt(var + eps)
+
+  def transfer(x, region_x, y, region_y):
+    mx, sx = moments(x, region_x)
+    my, sy = moments(y, region_y)
+    return (x - mx) / sx * sy + my
+
+  u, t = batch_norm(u), batch_norm(t)
+  hb = 1 - h
+  return h * (a * transfer(u, h, t, hb) + (1 - a) * u) + hb * (b * transfer(t, hb, u, h) + (1 - b) * t)
+
+
+def identity_projection_rcn(channels):
+  layer = RegionAwareNorm(channels, channels, rngs=nnx.Rngs(0))
+  layer.project.kernel[...] = jnp.eye(channels)[None, None]
+  return layer
+
+
+@pytest.mark.parametrize('weights', ['init', 'other'])
+def test_rcn_matches_numpy(weights):
+  rng = np.random.default_rng(0)
+  channels = 5
+  u = rng.normal(1.0, 2.0, (3, 8, 8, channels)).astype(np.float32)
+  t = rng.normal(-0.5, 0.7, (3, 8, 8, channels)).astype(np.float32)
+  h = (rng.uniform(size=(3, 8, 8, 1)) < 0.4).astype(np.float32)
+  h[:, 0, 0], h[:, 0, 1] = 1.0, 0.0
+  layer = identity_projection_rcn(channels)
+  if weights == 'init':
+    a, b = np.full(channels, 0.8), np.full(channels, 0.1)
+  else:
+    a, b = rng.uniform(size=channels), rng.uniform(size=channels)
+    layer.alpha_logit[...] = jnp.log(a / (1 - a))
+    layer.beta_logit[...] = jnp.log(b / (1 - b))
+  np.testing.assert_allclose(np.asarray(layer.mixing_weights()[0]), a, rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(layer(u, t, h)), numpy_rcn(u, t, h, a, b), rtol=1e-4, atol=1e-4)
+
+
+def test_rcn_mixing_weights_stay_in_unit_interval():
+  layer = identity_projection_rcn(4)
+  optimizer = nnx.Optimizer(layer, optax.sgd(1e5), wrt=nnx.Param)
+  u, t = jax.random.normal(jax.random.key(1), (2, 2, 6, 6, 4))
+  h = jnp.zeros((2, 6, 6, 1)).at[:, :3].set(1.0)
+
+  def loss(layer):
+    # Any loss will do: with a learning rate of 1e5 one step moves the logits far past where a
+    # plain parameter would leave [0, 1].
+    out = layer(u, t, h)
+    return -jnp.sum(out[..., :2] * jnp.sign(out[..., :2])) + jnp.sum(out[..., 2:] ** 2)
+
+  @nnx.jit
+  def step(layer, optimizer):
+    optimizer.update(layer, nnx.grad(loss)(layer))
+
+  before = layer.mixing_weights()
+  for _ in range(3):
+    step(layer, optimizer)
+  after = layer.mixing_weights()
+  assert any(not np.allclose(x, y) for x, y in zip(before, after))
+  for w in after:
+    assert np.all((np.asarray(w) >= 0) & (np.asarray(w) <= 1))
+
+
+@pytest.mark.parametrize('name, cls', [
+    ('rcn', RegionAwareNorm), ('adain', AdaptiveInstanceNorm),
+    ('spade', SpatiallyAdaptiveNorm), ('instance', InstanceNorm)])
+def test_norms_selectable_by_name(name, cls):
+  assert NORMS[name] is cls
+  generator = Generator(32, 16, width=4, downsamples=2, res_blocks=1, norm=name, attention=False, rngs=nnx.Rngs(0))
+  assert all(isinstance(norm, cls) for norm in generator.up_norms)
+  render, _, _, mask = inputs(32)
+  y = nnx.jit(lambda g, r, p, m: g(r, p, m))(generator, render, jnp.ones((2, 8, 8, 16)), mask)
+  assert y.shape == (2, 32, 32, 3)
+
+
+def test_unknown_norm_is_a_clear_error():
+  with pytest.raises(ValueError, match=r"unknown norm 'batch'.*'adain'.*'instance'.*'rcn'.*'spade'"):
+    make_norm('batch', 4, 4, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match='unknown norm'):
+    build_models(tiny_config(norm='batch'), nnx.Rngs(0))
+
+
+def test_adain_and_instance_against_numpy():
+  rng = np.random.default_rng(2)
+  u = rng.normal(2.0, 3.0, (2, 6, 6, 3)).astype(np.float32)
+  t = rng.normal(-1.0, 0.5, (2, 6, 6, 3)).astype(np.float32)
+  h = np.ones((2, 6, 6, 1), np.float32)
+  normalized = (u - u.mean(axis=(1, 2), keepdims=True)) / np.sqrt(u.var(axis=(1, 2), keepdims=True) + 1e-5)
+  np.testing.assert_allclose(np.asarray(make_norm('instance', 3, 3, rngs=nnx.Rngs(0))(u, t, h)), normalized, atol=1e-4)
+  adain = make_norm('adain', 3, 3, rngs=nnx.Rngs(0))
+  adain.project.kernel[...] = jnp.eye(3)[None, None]
+  expected = normalized * np.sqrt(t.var(axis=(1, 2), keepdims=True) + 1e-5) + t.mean(axis=(1, 2), keepdims=True)
+  np.testing.assert_allclose(np.asarray(adain(u, t, h)), expected, atol=1e-4)
+
+
+def test_generator_output_range_and_finite_gradients():
+  embedder, generator, discriminator = build_models(tiny_config(32), nnx.Rngs(0))
+  render, appearance, hint, mask = inputs(32)
+  # Large inputs saturate tanh: the output must still stay in [-1, 1].
+  y = nnx.jit(lambda g, e: g(10 * render, e(appearance, hint), mask))(generator, embedder)
+  assert float(jnp.min(y)) >= -1.0 and float(jnp.max(y)) <= 1.0
+
+  # Every module enters each loss as an argument so that nnx tracks their batch statistics.
+  def generator_loss(modules, discriminator):
+    embedder, generator = modules
+    fake = generator(render, embedder(appearance, hint), mask)
+    return sum(-jnp.mean(logits) for _, logits in discriminator(fake, render))
+
+  def discriminator_loss(discriminator, fake):
+    real = discriminator(appearance, render)
+    fake = discriminator(fake, render)
+    return sum(jnp.mean(jax.nn.relu(1 - r[1])) + jnp.mean(jax.nn.relu(1 + f[1])) for r, f in zip(real, fake))
+
+  @nnx.jit
+  def gradients(embedder, generator, discriminator):
+    grads_g = nnx.grad(generator_loss)((embedder, generator), discriminator)
+    fake = jax.lax.stop_gradient(generator(render, embedder(appearance, hint), mask))
+    return grads_g, nnx.grad(discriminator_loss)(discriminator, fake)
+
+  grads_g, grads_d = gradients(embedder, generator, discriminator)
+  for grads in (grads_g, grads_d):
+    leaves = jax.tree.leaves(grads)
+    assert leaves and all(bool(jnp.all(jnp.isfinite(g))) for g in leaves)
+    assert any(float(jnp.max(jnp.abs(g))) > 0 for g in leaves)
+
+
+def test_jit_forward_in_eval_mode():
+  embedder, generator, _ = build_models(tiny_config(32), nnx.Rngs(0))
+  generator.eval()
+  render, appearance, hint, mask = inputs(32)
+  p = nnx.jit(lambda e: e(appearance, hint))(embedder)
+  graphdef, state = nnx.split(generator)
+  forward_g = jax.jit(lambda state, r, p, m: nnx.merge(graphdef, state)(r, p, m))
+  y = forward_g(state, render, p, mask)
+  np.testing.assert_allclose(np.asarray(y), np.asarray(nnx.jit(lambda g: g(render, p, mask))(generator)), atol=1e-5)
+  # With running statistics, a sample's output does not depend on the rest of its batch.
+  alone = forward_g(state, render[:1], p[:1], mask[:1])
+  np.testing.assert_allclose(np.asarray(alone), np.asarray(y[:1]), atol=1e-5)
+
+
+def test_spectral_norm_tracks_largest_singular_value():
+  _, _, discriminator = build_models(tiny_config(32), nnx.Rngs(0))
+  layer = discriminator.scales[0].convs[1]
+  for _ in range(50):
+    layer(jnp.zeros((1, 8, 8, 4)))
+  kernel = np.asarray(layer.conv.kernel[...]).reshape(-1, 8)
+  u = np.asarray(layer.u[...])
+  v = kernel @ u / np.linalg.norm(kernel @ u)
+  np.testing.assert_allclose(v @ kernel @ u, np.linalg.svd(kernel, compute_uv=False)[0], rtol=1e-3)
+  discriminator.eval()
+  frozen = np.asarray(layer.u[...])
+  layer(jnp.zeros((1, 8, 8, 4)))
+  np.testing.assert_array_equal(np.asarray(layer.u[...]), frozen)

@@ -1,0 +1,86 @@
+"""The networks: appearance embedder E, generator G, multi-scale discriminator D, and the
+conditional normalization layers of G chosen by name (`norms.NORMS`).
+
+`build_models(config, rngs)` reads these config fields:
+  image_size        side of the square frames.
+  emb_width, emb_downsamples           E's first width and number of stride-2 convs.
+  gen_width, gen_downsamples, gen_res_blocks   G's first width, stride-2 convs, bottleneck blocks.
+  norm              G's upsampling norm: 'rcn' | 'adain' | 'spade' | 'instance'.
+  attention         whether G has a self-attention block (see `generator.attention_resolution`).
+  disc_width, disc_layers, disc_scales  D's first width, stride-2 convs per scale, scales.
+  spectral_norm     spectral normalization on every conv of D.
+  disc_conditional  optional, default True: D sees (Y, X_i) concatenated, as in both papers.
+  max_width         optional, default 512: cap on every channel width.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from flax import nnx
+
+from tfvgan_jax.models.discriminator import MultiScaleDiscriminator, PatchDiscriminator, SpectralNormConv
+from tfvgan_jax.models.embedder import AppearanceEmbedder
+from tfvgan_jax.models.generator import Generator, ResidualBlock, SelfAttention, attention_resolution
+from tfvgan_jax.models.norms import (
+    NORMS,
+    AdaptiveInstanceNorm,
+    InstanceNorm,
+    RegionAwareNorm,
+    SpatiallyAdaptiveNorm,
+    make_norm,
+)
+
+
+class Models(NamedTuple):
+  embedder: AppearanceEmbedder
+  generator: Generator
+  discriminator: MultiScaleDiscriminator
+
+
+def build_models(config, rngs: nnx.Rngs) -> Models:
+  """E, G and D as the model config describes them (fields in the module docstring)."""
+  max_width = config.get('max_width', 512)
+  embedder = AppearanceEmbedder(
+      width=config.emb_width, downsamples=config.emb_downsamples, max_width=max_width, rngs=rngs)
+  generator = Generator(
+      config.image_size,
+      embedder.out_features,
+      width=config.gen_width,
+      downsamples=config.gen_downsamples,
+      res_blocks=config.gen_res_blocks,
+      norm=config.norm,
+      attention=config.attention,
+      max_width=max_width,
+      rngs=rngs,
+  )
+  discriminator = MultiScaleDiscriminator(
+      6 if config.get('disc_conditional', True) else 3,
+      width=config.disc_width,
+      layers=config.disc_layers,
+      scales=config.disc_scales,
+      max_width=max_width,
+      spectral_norm=config.spectral_norm,
+      rngs=rngs,
+  )
+  return Models(embedder, generator, discriminator)
+
+
+__all__ = [
+    'NORMS',
+    'AdaptiveInstanceNorm',
+    'AppearanceEmbedder',
+    'Generator',
+    'InstanceNorm',
+    'Models',
+    'MultiScaleDiscriminator',
+    'PatchDiscriminator',
+    'RegionAwareNorm',
+    'ResidualBlock',
+    'SelfAttention',
+    'SpatiallyAdaptiveNorm',
+    'SpectralNormConv',
+    'attention_resolution',
+    'build_models',
+    'make_norm',
+]

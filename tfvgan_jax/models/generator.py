@@ -1,0 +1,137 @@
+"""Generator G(R, P, M^) (UniFaceGAN §III-C, TFVGAN §3.3): pix2pixHD's encoder-decoder whose
+upsampling stages are normalized by a conditional layer from `norms.NORMS`."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from tfvgan_jax.models.embedder import stage_widths
+from tfvgan_jax.models.norms import instance_normalize, make_norm
+
+
+def attention_resolution(image_size: int) -> int:
+  """Side of the feature map that carries self-attention: 64, or image_size / 4 below 256 px."""
+  return 64 if image_size >= 256 else image_size // 4
+
+
+class SelfAttention(nnx.Module):
+  """SAGAN self-attention (Zhang et al. 2019): x + gamma * softmax(q k^T) v over all pixels.
+
+  gamma starts at 0, so the block begins as the identity and the network learns how much
+  long-range context to mix in.
+  """
+
+  def __init__(self, features: int, *, rngs: nnx.Rngs):
+    inner = max(features // 8, 1)
+    self.query = nnx.Conv(features, inner, (1, 1), rngs=rngs)
+    self.key = nnx.Conv(features, inner, (1, 1), rngs=rngs)
+    self.value = nnx.Conv(features, features, (1, 1), rngs=rngs)
+    self.gamma = nnx.Param(jnp.zeros(()))
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """[B, H, W, C] -> [B, H, W, C]."""
+    batch, height, width, features = x.shape
+    q = self.query(x).reshape(batch, height * width, -1)
+    k = self.key(x).reshape(batch, height * width, -1)
+    v = self.value(x).reshape(batch, height * width, features)
+    attention = jax.nn.softmax(jnp.einsum('bic,bjc->bij', q, k), axis=-1)
+    return x + self.gamma[...] * jnp.einsum('bij,bjc->bic', attention, v).reshape(x.shape)
+
+
+class ResidualBlock(nnx.Module):
+  """pix2pixHD residual block: x + IN(conv(ReLU(IN(conv(x)))))."""
+
+  def __init__(self, features: int, *, rngs: nnx.Rngs):
+    self.conv1 = nnx.Conv(features, features, (3, 3), rngs=rngs)
+    self.conv2 = nnx.Conv(features, features, (3, 3), rngs=rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """[B, H, W, C] -> [B, H, W, C]."""
+    y = jax.nn.relu(instance_normalize(self.conv1(x)))
+    return x + instance_normalize(self.conv2(y))
+
+
+def _resize(x: jax.Array, height: int, width: int) -> jax.Array:
+  """Bilinear resize of [B, h, w, C] to [B, height, width, C] (antialiased when shrinking)."""
+  return jax.image.resize(x, (x.shape[0], height, width, x.shape[-1]), 'bilinear')
+
+
+class Generator(nnx.Module):
+  """Y = G(R, P, M^).
+
+  Encoder: a 7x7 conv and `downsamples` 3x3 stride-2 convs, each with instance norm and ReLU;
+  `res_blocks` residual blocks at the bottleneck; decoder: per stage, a 2x nearest upsample and a
+  3x3 conv (no transposed conv, which leaves checkerboard artifacts), the conditional norm `norm`
+  with T_l = P and H_l = M^ resized to the stage, and ReLU; a 7x7 conv and tanh. With `attention`,
+  a SelfAttention block follows the stage (or the bottleneck) whose side is
+  `attention_resolution(image_size)`.
+  """
+
+  def __init__(
+      self,
+      image_size: int,
+      appearance_features: int,
+      *,
+      width: int = 64,
+      downsamples: int = 4,
+      res_blocks: int = 9,
+      norm: str = 'rcn',
+      attention: bool = True,
+      max_width: int = 512,
+      rngs: nnx.Rngs,
+  ):
+    if image_size % 2**downsamples:
+      raise ValueError(f"image_size {image_size} is not divisible by 2^{downsamples}")
+    widths = stage_widths(width, downsamples, max_width)
+    self.stem = nnx.Conv(3, widths[0], (7, 7), rngs=rngs)
+    self.down = nnx.List([
+        nnx.Conv(widths[i], widths[i + 1], (3, 3), strides=2, rngs=rngs) for i in range(downsamples)
+    ])
+    self.res = nnx.List([ResidualBlock(widths[-1], rngs=rngs) for _ in range(res_blocks)])
+    decoder_widths = widths[::-1]
+    self.up = nnx.List([
+        nnx.Conv(decoder_widths[i], decoder_widths[i + 1], (3, 3), rngs=rngs) for i in range(downsamples)
+    ])
+    self.up_norms = nnx.List([
+        make_norm(norm, decoder_widths[i + 1], appearance_features, rngs=rngs) for i in range(downsamples)
+    ])
+    self.head = nnx.Conv(widths[0], 3, (7, 7), rngs=rngs)
+    # Index into decoder_widths of the feature map that gets attention: 0 is the bottleneck, i the
+    # output of decoder stage i.
+    self.attention_stage = None
+    if attention:
+      sides = [image_size // 2**(downsamples - i) for i in range(downsamples + 1)]
+      side = attention_resolution(image_size)
+      if side not in sides:
+        raise ValueError(f"no generator feature map is {side} px wide (sides {sides}) for attention")
+      self.attention_stage = sides.index(side)
+      self.attention = SelfAttention(decoder_widths[self.attention_stage], rngs=rngs)
+
+  def __call__(self, render: jax.Array, appearance: jax.Array, face_mask: jax.Array) -> jax.Array:
+    """G(R, P, M^).
+
+    Args:
+      render: R [B, H, W, 3] in [-1, 1].
+      appearance: P [B, h, w, C_p] from the appearance embedder.
+      face_mask: M^ [B, H, W, 1], 1 on the rendered face.
+
+    Returns:
+      Y [B, H, W, 3] in [-1, 1].
+    """
+    x = jax.nn.relu(instance_normalize(self.stem(render)))
+    for conv in self.down:
+      x = jax.nn.relu(instance_normalize(conv(x)))
+    for block in self.res:
+      x = block(x)
+    if self.attention_stage == 0:
+      x = self.attention(x)
+    for stage, (conv, norm) in enumerate(zip(self.up, self.up_norms), start=1):
+      x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+      x = conv(x)
+      height, width = x.shape[1:3]
+      x = jax.nn.relu(norm(x, _resize(appearance, height, width), _resize(face_mask, height, width)))
+      if self.attention_stage == stage:
+        x = self.attention(x)
+    return jnp.tanh(self.head(x))
