@@ -64,8 +64,8 @@ class SampleReader:
     images = data_config.get("images")
     if images:
       self.sources.append(records.open_dataset(images))
-    for source in self.sources:
-      if model is not None:
+    if model is not None:
+      for source in self.sources:
         records.check_model(source, model)
     sizes = {source.image_size for source in self.sources}
     if len(sizes) > 1:

@@ -297,12 +297,24 @@ def _rasterize_batch(screen_vertices, triangles, height: int, width: int, chunk:
   return Fragments(triangle_id, barycentric, depth, overflow)
 
 
-def _plane_weights(xs, ys, px, py, hit):
-  """Barycentric weights of points (px, py) in triangles given by corner arrays (differentiable).
+def _plane_at(screen_vertices, triangles, tri, px, py, hit):
+  """Barycentric weights and depth of points (px, py) in the planes of triangles `tri`.
+
+  Differentiable in the vertices. The corner gather is materialized once: fused into each use,
+  the random-access gather would run once per output.
+
+  Args:
+    screen_vertices: [N, 3]; triangles: [F, 3].
+    tri: [...] int32 triangle per point (-1 reads triangle 0, masked by `hit`).
+    px, py: screen coordinates broadcastable to tri's shape.
+    hit: [...] bool, points that have a triangle.
 
   Returns:
-    three arrays w0, w1, w2 (zero where `hit` is False or the triangle is degenerate).
+    weights: three [...] arrays (zero where `hit` is False or the triangle is degenerate);
+    depth: [...], -inf where `hit` is False.
   """
+  corners = jax.lax.optimization_barrier(gather_corners(screen_vertices, triangles, tri))
+  xs, ys, zs = _split_corners(corners)
   area2 = _signed_area2(xs, ys)
   ok = hit & (area2 != 0)
   inv_area = 1.0 / jnp.where(ok, area2, 1.0)
@@ -311,7 +323,8 @@ def _plane_weights(xs, ys, px, py, hit):
     a, b = (k + 1) % 3, (k + 2) % 3
     w = _cross_to(xs[a], ys[a], xs[b] - xs[a], ys[b] - ys[a], px, py) * inv_area
     weights.append(jnp.where(ok, w, 0.0))
-  return weights
+  depth = weights[0] * zs[0] + weights[1] * zs[1] + weights[2] * zs[2]
+  return weights, jnp.where(hit, depth, -jnp.inf)
 
 
 def interpolate_at_pixels(screen_vertices: jax.Array, triangles: jax.Array, triangle_id: jax.Array):
@@ -326,15 +339,10 @@ def interpolate_at_pixels(screen_vertices: jax.Array, triangles: jax.Array, tria
     barycentric [H, W, 3] (zeros on background) and depth [H, W] (-inf on background).
   """
   height, width = triangle_id.shape
-  hit = triangle_id >= 0
-  # Materialized once: fused into each use, the random-access gather would run once per output.
-  corners = jax.lax.optimization_barrier(gather_corners(screen_vertices, triangles, triangle_id))
-  xs, ys, zs = _split_corners(corners)
   px = jnp.arange(width, dtype=jnp.float32)[None, :] + 0.5
   py = jnp.arange(height, dtype=jnp.float32)[:, None] + 0.5
-  weights = _plane_weights(xs, ys, px, py, hit)
-  depth = weights[0] * zs[0] + weights[1] * zs[1] + weights[2] * zs[2]
-  return jnp.stack(weights, axis=-1), jnp.where(hit, depth, -jnp.inf)
+  weights, depth = _plane_at(screen_vertices, triangles, triangle_id, px, py, triangle_id >= 0)
+  return jnp.stack(weights, axis=-1), depth
 
 
 @functools.partial(jax.jit, static_argnames=("height", "width", "chunk"))
@@ -471,11 +479,8 @@ def depth_at(fragments: Fragments, screen_vertices: jax.Array, triangles: jax.Ar
   row = jnp.floor(points_xy[..., 1]).astype(jnp.int32)
   inside = (col >= 0) & (col < width) & (row >= 0) & (row < height) & jnp.all(jnp.isfinite(points_xy), -1)
   tri = fragments.triangle_id[jnp.clip(row, 0, height - 1), jnp.clip(col, 0, width - 1)]
-  hit = inside & (tri >= 0)
-  xs, ys, zs = _split_corners(jax.lax.optimization_barrier(gather_corners(screen_vertices, triangles, tri)))
-  w0, w1, w2 = _plane_weights(xs, ys, points_xy[..., 0], points_xy[..., 1], hit)
-  z = w0 * zs[0] + w1 * zs[1] + w2 * zs[2]
-  return jnp.where(hit, z, -jnp.inf)
+  _, depth = _plane_at(screen_vertices, triangles, tri, points_xy[..., 0], points_xy[..., 1], inside & (tri >= 0))
+  return depth
 
 
 def visible(fragments: Fragments, screen_vertices: jax.Array, triangles: jax.Array, points: jax.Array,
