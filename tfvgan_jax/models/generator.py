@@ -28,7 +28,7 @@ class SelfAttention(nnx.Module):
     self.query = nnx.Conv(features, inner, (1, 1), rngs=rngs)
     self.key = nnx.Conv(features, inner, (1, 1), rngs=rngs)
     self.value = nnx.Conv(features, features, (1, 1), rngs=rngs)
-    self.gamma = nnx.Param(jnp.zeros(()))
+    self.gamma = nnx.Param(jnp.zeros((), jnp.float32))
 
   def __call__(self, x: jax.Array) -> jax.Array:
     """[B, H, W, C] -> [B, H, W, C]."""

@@ -105,8 +105,8 @@ class RegionAwareNorm(nnx.Module):
     self.project = nnx.Conv(appearance_features, num_features, (1, 1), rngs=rngs)
     self.norm_u = _parameter_free_batch_norm(num_features, rngs)
     self.norm_t = _parameter_free_batch_norm(num_features, rngs)
-    self.alpha_logit = nnx.Param(jnp.full((num_features,), _logit(0.8)))
-    self.beta_logit = nnx.Param(jnp.full((num_features,), _logit(0.1)))
+    self.alpha_logit = nnx.Param(jnp.full((num_features,), _logit(0.8), jnp.float32))
+    self.beta_logit = nnx.Param(jnp.full((num_features,), _logit(0.1), jnp.float32))
 
   def mixing_weights(self) -> tuple[jax.Array, jax.Array]:
     """alpha, beta: [C] each, in (0, 1)."""
