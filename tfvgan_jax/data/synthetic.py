@@ -21,14 +21,18 @@ Camera vectors are [pitch, yaw, roll, scale, tx, ty] in pixels of the S x S fram
 from __future__ import annotations
 
 import functools
+import shutil
+import tempfile
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 from PIL import Image
 
 from tfvgan_jax import face3d, render
+from tfvgan_jax.data import records
 
 FPS = 25.0
 SUPERSAMPLE = 2
@@ -251,3 +255,34 @@ def corpus_examples(model: face3d.MorphableModel, num_videos: int, num_frames: i
           "source_path": f"synthetic://seed={seed}/video={v}",
           "fit_residual": np.float32(np.nan),
       }
+
+
+def cached_corpus(cache_dir, model: face3d.MorphableModel, num_videos: int, num_frames: int, size: int,
+                  seed: int, log=print):
+  """The synthetic corpus as a frame dataset in `cache_dir`, built on first use.
+
+  The dataset's name encodes every argument, so a changed setting builds a new corpus beside the
+  old one instead of silently reusing it. It is written to a temporary folder and renamed into
+  place, so a build that is interrupted leaves nothing that a later run would mistake for a corpus.
+
+  Returns:
+    The dataset directory (for `records.open_dataset` or `config.data.videos`).
+  """
+  name = f"synthetic_v{num_videos}_f{num_frames}_s{size}_seed{seed}_{model.name}_{face3d.content_hash(model)[:8]}"
+  cache_dir = epath.Path(cache_dir)
+  final = cache_dir / name
+  dataset = final / "synthetic" / records.DATASET_VERSION
+  if final.exists():
+    return dataset
+  cache_dir.mkdir(parents=True, exist_ok=True)
+  log(f"building the synthetic corpus {name} ({num_videos} videos x {num_frames} frames at {size} px) "
+      f"in {cache_dir} (once)")
+  staging = epath.Path(tempfile.mkdtemp(prefix=f".{name}-", dir=cache_dir))
+  try:
+    examples = corpus_examples(model, num_videos, num_frames, size, seed)
+    records.write_dataset(staging, "synthetic", examples, model, size)
+    staging.rename(final)
+  finally:
+    if staging.exists():
+      shutil.rmtree(staging, ignore_errors=True)
+  return dataset

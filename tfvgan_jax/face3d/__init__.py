@@ -3,10 +3,10 @@
 from tfvgan_jax.face3d.camera import CAMERA_SIZE, Camera, euler_to_matrix, matrix_to_euler, project
 from tfvgan_jax.face3d.io import ModelFileError, content_hash, export_mesh, load, save, validate_arrays
 from tfvgan_jax.face3d.model import MorphableModel, vertices
-from tfvgan_jax.face3d.procedural import EXPRESSION_NAMES, IDENTITY_NAMES, procedural_model
+from tfvgan_jax.face3d.procedural import EXPRESSION_NAMES, IDENTITY_NAMES, load_model, procedural_model
 
 __all__ = [
     "CAMERA_SIZE", "Camera", "EXPRESSION_NAMES", "IDENTITY_NAMES", "ModelFileError", "MorphableModel", "content_hash", "euler_to_matrix",
-    "export_mesh", "load", "matrix_to_euler", "procedural_model", "project", "save",
+    "export_mesh", "load", "load_model", "matrix_to_euler", "procedural_model", "project", "save",
     "validate_arrays", "vertices",
 ]

@@ -831,3 +831,24 @@ def procedural_model(seed: int = 0, detail="low") -> MorphableModel:
     array.flags.writeable = False
   name = f"{NAME}-{detail}" if seed == 0 else f"{NAME}-{detail}-seed{seed}"
   return MorphableModel(*arrays, name=name, licence=LICENCE)
+
+
+def load_model(spec: str) -> MorphableModel:
+  """The morphable model a config names: 'procedural', 'procedural:<detail>' or a native `.npz` path.
+
+  `<detail>` is 'low', 'medium', 'high' or a triangle count (see `procedural_model`).
+
+  Raises:
+    ModelFileError: `spec` is a path that is missing or not a valid model file.
+    ValueError: an empty spec or an unknown procedural detail.
+  """
+  from tfvgan_jax.face3d import io  # io is independent of this module; imported here to keep it so.
+
+  spec = str(spec or "").strip()
+  if not spec:
+    raise ValueError("no morphable model given: set it to 'procedural:medium' (built in) or the path of a "
+                     ".npz written by `python -m data_prep.convert_face_model`")
+  if spec == "procedural" or spec.startswith("procedural:"):
+    detail = spec.partition(":")[2] or "low"
+    return procedural_model(detail=int(detail) if detail.isdigit() else detail)
+  return io.load(spec)
