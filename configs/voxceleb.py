@@ -1,0 +1,104 @@
+"""UniFaceGAN on VoxCeleb2: intra/inter-video sampling (sigma = 0.5), 256 px, batch 24.
+
+    python -m tfvgan_jax.main --config=configs/voxceleb.py --workdir=gs://BUCKET/runs/voxceleb \\
+        --config.face_model=/data/bfm_3ddfa.npz --config.data.videos=/data/records/voxceleb2_train \\
+        --config.eval.videos=/data/records/voxceleb2_test
+
+The morphable model and the records are required settings:
+  face_model   a native .npz: `python -m data_prep.convert_face_model --format=3ddfa_v2 ...`
+  data.videos  frame records of the training videos, fitted with that model (README, 'Preparing
+               your own videos'); eval.videos the same for held-out test videos.
+
+Variants: `:res=128` (halves the widths' cost), `:runlocal` (a few steps at 64 px on a laptop).
+The networks are sized as in the papers (64-wide first stages, 4 downsamplings, 9 residual blocks),
+the loss weights are eq. 18's (adv 10, app 1, rec 10, tmp 5) and the learning rates DESIGN.md
+choice 7's (G and E 1e-4, D 4e-4, betas 0.5 / 0.999).
+"""
+
+import ml_collections
+
+
+def get_config(arg=None):
+  variant = dict(part.split("=") if "=" in part else (part, True) for part in (arg or "").split(",") if part)
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.face_model = ""
+
+  config.data = ml_collections.ConfigDict()
+  config.data.videos = ""
+  config.data.images = ""
+  config.data.sampling = "intra_inter"
+  config.data.sigma = 0.5
+  config.data.frame_gap = 1
+  config.data.batch_size = 24
+  config.data.seed = 0
+  config.data.num_workers = 8
+  config.data.num_threads = 4
+  config.data.prefetch = 4
+
+  config.model = ml_collections.ConfigDict()
+  config.model.image_size = int(variant.get("res", 256))
+  config.model.emb_width = 64
+  config.model.emb_downsamples = 4
+  config.model.gen_width = 64
+  config.model.gen_downsamples = 4
+  config.model.gen_res_blocks = 9
+  config.model.norm = "rcn"
+  config.model.attention = True
+  config.model.disc_width = 64
+  config.model.disc_layers = 3
+  config.model.disc_scales = 3
+  config.model.spectral_norm = True
+  config.model.disc_conditional = True
+  config.model.max_width = 512
+
+  config.render = ml_collections.ConfigDict()
+  config.render.tolerance = 0.5
+
+  config.loss = ml_collections.ConfigDict()
+  config.loss.adversarial = "hinge"
+  config.loss.weights = {"adv": 10.0, "app": 1.0, "rec": 10.0, "tmp": 5.0, "fm": 0.0}
+  config.loss.rec_target = "appearance"
+  config.loss.tmp_region = "face"
+  config.loss.tmp_on_inter = False
+
+  config.optim = ml_collections.ConfigDict()
+  config.optim.gen_lr = 1e-4
+  config.optim.disc_lr = 4e-4
+  config.optim.b1 = 0.5
+  config.optim.b2 = 0.999
+  config.optim.warmup_steps = 0
+  config.optim.ema_decay = 0.999
+
+  config.mesh = ml_collections.ConfigDict()
+  config.mesh.data = -1
+  config.mesh.fsdp = 1
+  config.distributed = False
+
+  config.train = ml_collections.ConfigDict()
+  config.train.num_steps = 500_000
+  config.train.log_every = 100
+  config.train.eval_every = 5_000
+  config.train.checkpoint_every = 5_000
+  config.train.keep_checkpoints = 5
+  config.train.async_checkpoints = True
+  config.train.eval_at_start = True
+
+  config.eval = ml_collections.ConfigDict()
+  config.eval.videos = ""
+  config.eval.num_videos = 16
+  config.eval.num_frames = 8
+  config.eval.grid_rows = 8
+
+  if variant.get("runlocal"):
+    config.model.image_size = 64
+    config.model.gen_width = config.model.emb_width = config.model.disc_width = 16
+    config.model.gen_downsamples = 3
+    config.model.emb_downsamples = 2
+    config.model.gen_res_blocks = 2
+    config.data.batch_size = 4
+    config.data.num_workers = 0
+    config.train.num_steps = 20
+    config.train.log_every = config.train.eval_every = config.train.checkpoint_every = 10
+    config.eval.num_videos = 2
+  return config
