@@ -70,11 +70,13 @@ def restore_params(workdir, step):
 
 
 def test_one_and_eight_devices_give_the_same_first_loss(tmp_path, cache_dir):
-  one, eight = tmp_path / "one", tmp_path / "eight"
+  one, eight, fsdp = tmp_path / "one", tmp_path / "eight", tmp_path / "fsdp"
   run_main(one, cache_dir, "--config.mesh.data=1", devices=8)
   run_main(eight, cache_dir, "--config.mesh.data=8", devices=8)
+  # Parameters split over 2 devices, the batch over all 8.
+  run_main(fsdp, cache_dir, "--config.mesh.data=4", "--config.mesh.fsdp=2", devices=8)
   first = {}
-  for workdir in (one, eight):
+  for workdir in (one, eight, fsdp):
     values, accumulator = scalars(workdir, "loss/generator")
     assert sorted(values) == [1, 2]
     first[workdir.name] = values[1]
@@ -88,6 +90,7 @@ def test_one_and_eight_devices_give_the_same_first_loss(tmp_path, cache_dir):
     assert (workdir / "images" / "grid_000002.png").exists() and (workdir / "images" / "grid_000000.png").exists()
   assert np.isfinite(first["one"])
   np.testing.assert_allclose(first["eight"], first["one"], rtol=1e-5)
+  np.testing.assert_allclose(first["fsdp"], first["one"], rtol=1e-5)
 
 
 def test_run_killed_with_sigkill_resumes_to_the_same_parameters(tmp_path, cache_dir):
