@@ -98,17 +98,9 @@ def ssim_per_sample(
   return jnp.mean(luminance * structure, axis=(1, 2, 3))
 
 
-def ssim(
-    x: jax.Array,
-    y: jax.Array,
-    max_value: float = 1.0,
-    filter_size: int = 11,
-    filter_sigma: float = 1.5,
-    k1: float = 0.01,
-    k2: float = 0.03,
-) -> jax.Array:
+def ssim(x: jax.Array, y: jax.Array, **options) -> jax.Array:
   """The batch mean of `ssim_per_sample` (same arguments), [] float32."""
-  return jnp.mean(ssim_per_sample(x, y, max_value, filter_size, filter_sigma, k1, k2))
+  return jnp.mean(ssim_per_sample(x, y, **options))
 
 
 # Temporal warping error (Lai et al. 2018, "Learning blind video temporal consistency"; TFVGAN [37]).
