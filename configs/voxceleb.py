@@ -6,10 +6,11 @@
 
 The morphable model and the records are required settings:
   face_model   a native .npz: `python -m data_prep.convert_face_model --format=3ddfa_v2 ...`
-  data.videos  frame records of the training videos, fitted with that model (README, 'Preparing
-               your own videos'); eval.videos the same for held-out test videos.
+  data.videos  frame records of the training videos, fitted with that model:
+               `python -m data_prep.build --input='DIR/**/*.mp4' --out=DIR --face_model=PATH`;
+               eval.videos the same for held-out test videos.
 
-Variants: `:res=128` (halves the widths' cost), `:runlocal` (a few steps at 64 px on a laptop).
+Variants: `:res=128` (a quarter of the pixels), `:runlocal` (a few steps at 64 px on a laptop).
 The networks are sized as in the papers (64-wide first stages, 4 downsamplings, 9 residual blocks),
 the loss weights are eq. 18's (adv 10, app 1, rec 10, tmp 5) and the learning rates DESIGN.md
 choice 7's (G and E 1e-4, D 4e-4, betas 0.5 / 0.999).

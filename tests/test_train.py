@@ -165,5 +165,5 @@ def test_required_settings_name_the_commands_that_make_them(tmp_path):
   with pytest.raises(ValueError, match=r"missing\.npz.*no such file"):
     train.train_and_evaluate(config, tmp_path)
   config.face_model = "procedural:low"
-  with pytest.raises(ValueError, match=r"data\.videos is required.*data_prep\.prepare_videos.*data_prep\.synthetic"):
+  with pytest.raises(ValueError, match=r"data\.videos is required.*data_prep\.build.*data_prep\.synthetic"):
     train.train_and_evaluate(config, tmp_path)

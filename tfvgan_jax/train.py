@@ -548,8 +548,8 @@ def resolve_data(config, face_model: face3d.MorphableModel, log=logging.info) ->
   if not data_config.videos:
     raise ValueError(
         "config.data.videos is required: the path of a frame dataset (ArrayRecord frames with fitted "
-        "coefficients). Make one from your videos with `python -m data_prep.prepare_videos` (see README, "
-        "'Preparing your own videos'), or a synthetic one with `python -m data_prep.synthetic --out=DIR`.")
+        "coefficients). Make one from your videos with `python -m data_prep.build --input='DIR/**/*.mp4' "
+        "--out=DIR --face_model=PATH`, or a synthetic one with `python -m data_prep.synthetic --out=DIR`.")
   return data_config, eval_path
 
 
