@@ -103,6 +103,16 @@ def step_batch(batch: dict) -> dict:
   return out
 
 
+def at_t(frames: jax.Array) -> jax.Array:
+  """The rows of frame t of a [2B, ...] scene array: [B, ...]."""
+  return frames[0::2]
+
+
+def at_prev(frames: jax.Array) -> jax.Array:
+  """The rows of frame t-1 of a [2B, ...] scene array: [B, ...]."""
+  return frames[1::2]
+
+
 def build_scene(face_model: face3d.MorphableModel, batch: dict, tolerance: float) -> Scene:
   """Recombines, renders and computes the flow for a batch (on one device's samples).
 
@@ -112,8 +122,9 @@ def build_scene(face_model: face3d.MorphableModel, batch: dict, tolerance: float
     tolerance: depth slack of the visibility tests, in pixels (`render.visible`).
   """
 
-  def both_times(role: str, field: str) -> jax.Array:
-    return jnp.concatenate([batch[f"{role}_t"][field], batch[f"{role}_prev"][field]], axis=0)
+  def both_times(role: str, field: str) -> jax.Array:  # rows alternate t, t-1 (see `Scene`)
+    pair = jnp.stack([batch[f"{role}_t"][field], batch[f"{role}_prev"][field]], axis=1)
+    return pair.reshape(-1, *pair.shape[2:])
 
   identity = to_model_range(both_times("identity", "image"))
   appearance = to_model_range(both_times("appearance", "image"))
@@ -126,31 +137,14 @@ def build_scene(face_model: face3d.MorphableModel, batch: dict, tolerance: float
   identity_screen = face3d.project(own, face3d.Camera.from_vector(both_times("identity", "camera")))
   face = render.render_face(target_screen, identity_screen, face_model.triangles, identity, size, size,
                             tolerance=tolerance)
-  b = batch["branch"].shape[0]
-  now = jax.tree.map(lambda a: a[:b], face.fragments)
-  before = jax.tree.map(lambda a: a[b:], face.fragments)
   flow, valid = jax.vmap(render.dense_flow, in_axes=(0, 0, None, 0, 0, None))(
-      target_screen[:b], target_screen[b:], face_model.triangles, now, before, tolerance)
+      at_t(target_screen), at_prev(target_screen), face_model.triangles, jax.tree.map(at_t, face.fragments),
+      jax.tree.map(at_prev, face.fragments), tolerance)
   intra = batch["branch"] == sampling.INTRA
-  hint_source = jnp.where(jnp.tile(intra, 2)[:, None, None, None], identity, appearance)
-  hint = render.appearance_hint(hint_source, face.face_mask)
-
-  def interleave(x):  # [t-block; prev-block] -> rows alternating t, t-1
-    return x.reshape(2, b, *x.shape[1:]).swapaxes(0, 1).reshape(x.shape)
-
-  return Scene(identity=interleave(identity), appearance=interleave(appearance), render=interleave(face.render),
-               face_mask=interleave(face.face_mask), hint=interleave(hint), flow=flow, flow_valid=valid,
+  hint_source = jnp.where(jnp.repeat(intra, 2)[:, None, None, None], identity, appearance)
+  return Scene(identity=identity, appearance=appearance, render=face.render, face_mask=face.face_mask,
+               hint=render.appearance_hint(hint_source, face.face_mask), flow=flow, flow_valid=valid,
                intra=intra, overflow=jnp.sum(face.fragments.overflow.astype(jnp.int32)))
-
-
-def at_t(frames: jax.Array) -> jax.Array:
-  """The rows of frame t of a [2B, ...] scene array: [B, ...]."""
-  return frames[0::2]
-
-
-def at_prev(frames: jax.Array) -> jax.Array:
-  """The rows of frame t-1 of a [2B, ...] scene array: [B, ...]."""
-  return frames[1::2]
 
 
 def sharded_scene(mesh: jax.sharding.Mesh, face_model, batch: dict, tolerance: float) -> Scene:
