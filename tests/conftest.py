@@ -18,3 +18,13 @@ def testdata():
   if not TESTDATA.is_dir():
     pytest.skip(f"real-face test data not found at {TESTDATA}")
   return TESTDATA
+
+
+@pytest.fixture(scope="session")
+def mediapipe_models():
+  """The MediaPipe face models (`python -m data_prep.models fetch`); tests skip where they are absent."""
+  from tfvgan_jax.prep import model_files
+  try:
+    return model_files.find_models()
+  except model_files.ModelFilesError as error:
+    pytest.skip(f"MediaPipe face models not available ({error})")
