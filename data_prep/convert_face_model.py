@@ -5,10 +5,19 @@
       --params=3DDFA_V2/configs/param_mean_std_62d_120x120.pkl \\
       --tri=3DDFA_V2/configs/tri.pkl \\
       --out=bfm_3ddfa_v2.npz
+  python -m data_prep.convert_face_model --format=deep3d_bfm \\
+      --mat=Deep3DFaceRecon_pytorch/BFM/BFM_model_front.mat --out=bfm09_deep3d.npz
+  python -m data_prep.convert_face_model --format=sfm \\
+      --sfm_model=eos/share/sfm_shape_3448.bin \\
+      --sfm_blendshapes=eos/share/expression_blendshapes_3448.bin \\
+      --sfm_landmarks=eos/share/ibug_to_sfm.txt --out=sfm_3448.npz
+
+The sfm format needs eos-py (`pip install eos-py`) to read eos's binary files.
 
 Prints what it read, writes the model, reads the file back to verify it, and prints the model's
-sizes and licence. The converted model stays under its source's licence: the Basel Face Model is for
-academic, non-commercial use only. Exits with status 1, and a one-line message, on a missing or
+sizes and licence. The converted model stays under its source's licence: the Basel Face Model (with
+the FaceWarehouse-derived expressions of deep3d_bfm) and the Surrey Face Model are for non-commercial
+research only. Exits with status 1, and a one-line message, on a missing or
 malformed input.
 """
 
@@ -27,9 +36,22 @@ def _convert_3ddfa_v2(args) -> face3d.MorphableModel:
   return converters.convert_3ddfa_bfm(args.bfm, args.params, args.tri)
 
 
+def _convert_deep3d_bfm(args) -> face3d.MorphableModel:
+  print(converters.describe_deep3d_bfm(args.mat))
+  return converters.convert_deep3d_bfm(args.mat, recenter=not args.no_recenter)
+
+
+def _convert_sfm(args) -> face3d.MorphableModel:
+  print(converters.describe_sfm(args.sfm_model, args.sfm_blendshapes, args.sfm_landmarks))
+  print(f"expression axes: each blendshape times {args.blendshape_std} (the std assumed for its weight)")
+  return converters.convert_sfm(args.sfm_model, args.sfm_blendshapes, args.sfm_landmarks, args.blendshape_std)
+
+
 # Format name -> (its required flags, the conversion printing what it reads).
 FORMATS = {
     "3ddfa_v2": (("bfm", "params"), _convert_3ddfa_v2),
+    "deep3d_bfm": (("mat",), _convert_deep3d_bfm),
+    "sfm": (("sfm_model", "sfm_blendshapes", "sfm_landmarks"), _convert_sfm),
 }
 
 
@@ -44,12 +66,26 @@ def parse_args(argv=None) -> argparse.Namespace:
       "--tri",
       help="3ddfa_v2: the triangles, configs/tri.pkl; 3DDFA_V2 uses them in place of bfm_noneck_v3.pkl's "
       "own 'tri', so give them with that file")
+  parser.add_argument("--mat", help="deep3d_bfm: Deep3DFaceRecon's BFM/BFM_model_front.mat")
+  parser.add_argument(
+      "--no_recenter", action="store_true",
+      help="deep3d_bfm: keep the file's origin instead of moving the mean's centroid to it (Deep3DFaceRecon "
+      "recenters by default)")
+  parser.add_argument("--sfm_model", help="sfm: eos's share/sfm_shape_3448.bin")
+  parser.add_argument("--sfm_blendshapes", help="sfm: eos's share/expression_blendshapes_3448.bin")
+  parser.add_argument("--sfm_landmarks", help="sfm: eos's share/ibug_to_sfm.txt (iBUG-68 -> vertex id)")
+  parser.add_argument(
+      "--blendshape_std", type=float, default=converters.SFM_BLENDSHAPE_STD,
+      help="sfm: the std assumed for each blendshape weight; an expression coefficient of 1 is this much of "
+      "the full expression (default %(default)s)")
   parser.add_argument("--out", required=True, help="the .npz file to write")
   args = parser.parse_args(argv)
   required, _ = FORMATS[args.format]
   missing = [f"--{flag}" for flag in required if getattr(args, flag) is None]
   if missing:
     parser.error(f"--format={args.format} needs {' and '.join(missing)}")
+  if not args.blendshape_std > 0:
+    parser.error(f"--blendshape_std must be positive, got {args.blendshape_std}")
   return args
 
 

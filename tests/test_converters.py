@@ -12,6 +12,7 @@ import sys
 
 import numpy as np
 import pytest
+from scipy import io as scipy_io
 
 from data_prep import convert_face_model
 from tfvgan_jax import face3d
@@ -240,3 +241,290 @@ def test_cli_requires_format_inputs(tmp_path, capsys):
     convert_face_model.main(["--format=3ddfa_v2", f"--out={tmp_path / 'bfm.npz'}"])
   assert exit_.value.code == 2
   assert "--format=3ddfa_v2 needs --bfm and --params" in capsys.readouterr().err
+
+
+# --- fit_similarity ----------------------------------------------------------------------------
+
+
+def _rotation(rotvec):
+  from scipy.spatial.transform import Rotation
+  return Rotation.from_rotvec(rotvec).as_matrix()
+
+
+def test_fit_similarity_recovers_a_known_transform_batched():
+  rng = np.random.default_rng(2)
+  source = rng.normal(size=(4, 30, 3))
+  rotation = np.stack([_rotation(v) for v in rng.normal(size=(4, 3))])
+  scale, translation = rng.uniform(0.5, 3.0, size=4), rng.normal(size=(4, 3))
+  target = scale[:, None, None] * source @ np.swapaxes(rotation, 1, 2) + translation[:, None, :]
+  got_scale, got_rotation, got_translation = converters.fit_similarity(source, target)
+  np.testing.assert_allclose(got_scale, scale, rtol=1e-10)
+  np.testing.assert_allclose(got_rotation, rotation, atol=1e-10)
+  np.testing.assert_allclose(got_translation, translation, atol=1e-10)
+
+
+def test_fit_similarity_matches_brute_force_least_squares():
+  """On noisy points (and a reflected target, which a proper rotation cannot fit) the closed form
+  reaches the residual of a general optimiser started from many rotations."""
+  from scipy.optimize import least_squares
+  rng = np.random.default_rng(3)
+  source = rng.normal(size=(25, 3))
+  for target in (1.7 * source @ _rotation([0.3, -1.2, 0.5]).T + 2.0 + 0.3 * rng.normal(size=(25, 3)),
+                 source * [1.0, 1.0, -1.0] + 0.1 * rng.normal(size=(25, 3))):
+    scale, rotation, translation = converters.fit_similarity(source, target)
+    assert np.linalg.det(rotation) == pytest.approx(1.0)
+    ours = np.square(scale * source @ rotation.T + translation - target).sum()
+
+    def residual(p):
+      return (np.exp(p[3]) * source @ _rotation(p[:3]).T + p[4:] - target).reshape(-1)
+
+    best = min(np.square(least_squares(residual, np.concatenate([start, [0.0], np.zeros(3)])).fun).sum()
+               for start in rng.normal(size=(20, 3)) * 2.0)
+    assert ours == pytest.approx(best, rel=1e-7)
+
+
+# --- Deep3DFaceRecon's BFM_model_front.mat ------------------------------------------------------
+
+K_ID_DEEP3D, K_EXP_DEEP3D = 6, 4
+
+
+@pytest.fixture
+def deep3d(tmp_path):
+  """A BFM_model_front.mat in Deep3DFaceRecon's layout: [1, 3N] rows, [3N, K] bases, 1-based [F, 3]
+  triangles (clockwise from the front here) and [1, 68] keypoints, decimetre-sized values."""
+  rng = np.random.default_rng(4)
+  vertices, triangles = _grid()
+  landmarks = rng.choice(N, size=68, replace=False)
+  contents = {
+      "meanshape": (0.8 * vertices + [0.1, 0.2, 0.3]).reshape(1, -1),
+      "idBase": 1e-3 * rng.normal(size=(3 * N, K_ID_DEEP3D)),
+      "exBase": (1e-3 * rng.normal(size=(3 * N, K_EXP_DEEP3D))).astype(np.float32),
+      "meantex": rng.uniform(0, 255, size=(1, 3 * N)),
+      "texBase": rng.normal(size=(3 * N, 5)),
+      "tri": (triangles[:, [0, 2, 1]] + 1).astype(np.float64),
+      "keypoints": (landmarks + 1)[None, :].astype(np.float64),
+      "point_buf": np.ones((N, 8)),
+      "skinmask": np.ones((1, N)),
+  }
+  path = tmp_path / "BFM_model_front.mat"
+  scipy_io.savemat(path, contents)
+  return {"path": str(path), "contents": contents, "triangles": triangles, "landmarks": landmarks}
+
+
+def _write_mat(tmp_path, contents, name="bad.mat"):
+  path = tmp_path / name
+  scipy_io.savemat(path, contents)
+  return str(path)
+
+
+def test_deep3d_vertices_match_deep3dfacerecon(deep3d):
+  model = converters.convert_deep3d_bfm(deep3d["path"])
+  assert (model.num_vertices, model.num_id, model.num_exp) == (N, K_ID_DEEP3D, K_EXP_DEEP3D)
+  assert model.name == "bfm09_deep3d" and "non-commercial" in model.licence and "FaceWarehouse" in model.licence
+  c = deep3d["contents"]
+  rng = np.random.default_rng(5)
+  a_id, a_exp = rng.normal(size=K_ID_DEEP3D), rng.normal(size=K_EXP_DEEP3D)
+  # models/bfm.py: the recentred mean, then the bases' coefficients as they are, reshaped [N, 3].
+  centred = c["meanshape"].reshape(-1, 3) - c["meanshape"].reshape(-1, 3).mean(axis=0)
+  expected = centred.reshape(-1) + c["idBase"] @ a_id + c["exBase"] @ a_exp
+  np.testing.assert_allclose(np.asarray(face3d.vertices(model, a_id, a_exp)), expected.reshape(-1, 3), atol=1e-6)
+  np.testing.assert_allclose(np.asarray(model.albedo), c["meantex"].reshape(-1, 3) / 255.0, atol=1e-6)
+  np.testing.assert_array_equal(np.asarray(model.landmarks), deep3d["landmarks"])
+  triangles = np.asarray(model.triangles)
+  assert sorted(map(sorted, triangles.tolist())) == sorted(map(sorted, deep3d["triangles"].tolist()))
+  mean = np.asarray(model.mean)
+  a, b, c_ = (mean[triangles[:, i]] for i in range(3))
+  assert np.all(np.cross(b - a, c_ - a)[:, 2] > 0)
+
+
+def test_deep3d_without_recentring_keeps_the_origin(deep3d):
+  model = converters.convert_deep3d_bfm(deep3d["path"], recenter=False)
+  np.testing.assert_allclose(np.asarray(model.mean), deep3d["contents"]["meanshape"].reshape(-1, 3), atol=1e-6)
+
+
+def test_deep3d_meantex_out_of_range_drops_albedo(deep3d, tmp_path):
+  contents = dict(deep3d["contents"], meantex=deep3d["contents"]["meantex"] + 300.0)
+  with pytest.warns(UserWarning, match="'meantex' spans .* without albedo"):
+    model = converters.convert_deep3d_bfm(_write_mat(tmp_path, contents))
+  assert model.albedo is None
+
+
+@pytest.mark.parametrize("key, value, problem", [
+    ("exBase", None, "missing"),
+    ("idBase", np.zeros((3 * N - 3, 4)), "must be [3N=240, K] (3N from 'meanshape')"),
+    ("meanshape", np.zeros((1, 3 * N + 1)), "x, y, z of N >= 3 vertices"),
+    ("tri", np.zeros((5, 4)), "must be [F, 3]"),
+    ("tri", np.array([[0, 1, 2]]), "1-based vertex indices in [1, N=80], found [0, 2]"),
+    ("keypoints", np.arange(1, 68)[None], "must hold 68 vertex indices, got 67"),
+    ("keypoints", np.arange(1, 69)[None] + 0.5, "must hold integer indices"),
+    ("meantex", np.zeros((1, 3)), "RGB of N=80 vertices"),
+])
+def test_deep3d_malformed_key_names_file_and_key(deep3d, tmp_path, key, value, problem):
+  contents = dict(deep3d["contents"])
+  if value is None:
+    del contents[key]
+  else:
+    contents[key] = value
+  path = _write_mat(tmp_path, contents)
+  with pytest.raises(face3d.ModelFileError, match=f"key '{key}'") as error:
+    converters.convert_deep3d_bfm(path)
+  assert str(error.value).startswith(path) and problem in str(error.value)
+
+
+def test_deep3d_missing_or_unreadable_file(tmp_path):
+  with pytest.raises(face3d.ModelFileError, match="nowhere.mat: no such file"):
+    converters.convert_deep3d_bfm(tmp_path / "nowhere.mat")
+  garbage = tmp_path / "garbage.mat"
+  garbage.write_bytes(b"this is not a MATLAB file" * 10)
+  with pytest.raises(face3d.ModelFileError, match="garbage.mat: not a readable MATLAB .mat file"):
+    converters.convert_deep3d_bfm(garbage)
+
+
+def test_deep3d_cli(deep3d, tmp_path, capsys):
+  out = tmp_path / "bfm09_deep3d.npz"
+  assert convert_face_model.main(["--format=deep3d_bfm", f"--mat={deep3d['path']}", f"--out={out}"]) == 0
+  stdout = capsys.readouterr().out
+  assert f"idBase       float64 [{3 * N}, {K_ID_DEEP3D}]" in stdout and "point_buf" in stdout
+  assert f"N={N} vertices, F={len(deep3d['triangles'])} triangles, K_id={K_ID_DEEP3D}, K_exp={K_EXP_DEEP3D}" in stdout
+  assert face3d.content_hash(face3d.load(out)) == face3d.content_hash(converters.convert_deep3d_bfm(deep3d["path"]))
+  with pytest.raises(SystemExit):
+    convert_face_model.main(["--format=deep3d_bfm", f"--out={out}"])
+  assert "--format=deep3d_bfm needs --mat" in capsys.readouterr().err
+
+
+# --- the Surrey Face Model as eos ships it -------------------------------------------------------
+
+# eos's ibug_to_sfm.txt maps the chin but no other jaw-line point, and neither inner mouth corner.
+SFM_MAPPED = [9] + list(range(18, 61)) + [62, 63, 64, 66, 67, 68]
+K_ID_SFM, NUM_BLENDSHAPES = 5, 3
+
+
+@pytest.fixture(scope="module")
+def template():
+  model = face3d.procedural_model(detail="low")
+  return np.asarray(model.mean, np.float64)[np.asarray(model.landmarks)]
+
+
+@pytest.fixture
+def sfm(tmp_path, template):
+  """eos files for a mesh holding the 68 template landmarks (millimetre-sized, turned a little) at
+  shuffled vertex ids, and a grid far behind them that carries the (clockwise) triangles."""
+  mm = pytest.importorskip("eos").morphablemodel
+  rng = np.random.default_rng(6)
+  grid, grid_triangles = _grid()
+  points = np.concatenate([60.0 * template @ _rotation([0.1, -0.2, 0.05]).T + [3.0, -5.0, 40.0],
+                           80.0 * grid - [0.0, 0.0, 300.0]])
+  order = rng.permutation(len(points))
+  mean = np.empty_like(points)
+  mean[order] = points
+  n = len(points)
+  landmark_ids, triangles = order[:68], order[68:][grid_triangles][:, [0, 2, 1]]
+  basis, _ = np.linalg.qr(rng.normal(size=(3 * n, K_ID_SFM)))
+  eigenvalues = np.array([9.0, 4.0, 2.0, 1.0, 0.25])
+  deformations = rng.normal(size=(NUM_BLENDSHAPES, 3 * n))
+  colour = rng.uniform(size=3 * n)
+  shape = mm.PcaModel(mean.reshape(-1).astype(np.float32), basis.astype(np.float32), eigenvalues.astype(np.float32),
+                      triangles.tolist())
+  colour_model = mm.PcaModel(colour.astype(np.float32), np.zeros((3 * n, 1), np.float32), np.zeros(1, np.float32),
+                             triangles.tolist())
+  paths = {key: str(tmp_path / name) for key, name in
+           [("model", "sfm_shape_test.bin"), ("blendshapes", "expression_blendshapes_test.bin"),
+            ("landmarks", "ibug_to_sfm.txt")]}
+  mm.save_model(mm.MorphableModel(shape, colour_model), paths["model"])
+  mm.save_blendshapes([mm.Blendshape(f"expression{b}", d.astype(np.float32)) for b, d in enumerate(deformations)],
+                      paths["blendshapes"])
+  _write_mapping(paths["landmarks"], {k: int(landmark_ids[k - 1]) for k in SFM_MAPPED})
+  return dict(paths, eos=mm, mean=mean, basis=basis, eigenvalues=eigenvalues, deformations=deformations, colour=colour,
+              landmark_ids=landmark_ids, triangles=triangles, n=n)
+
+
+def _write_mapping(path, mapping, table="landmark_mappings"):
+  lines = ["# iBUG number = vertex id", f"[{table}]"] + [f"{k} = {v}" for k, v in mapping.items()]
+  lines += ["", "[contour_landmarks]", 'right = [ "1", "2" ]']
+  with open(path, "w") as f:
+    f.write("\n".join(lines) + "\n")
+  return str(path)
+
+
+def _convert_sfm(sfm, **kwargs):
+  return converters.convert_sfm(sfm["model"], sfm["blendshapes"], sfm["landmarks"], **kwargs)
+
+
+def test_sfm_arrays_match_hand_computation(sfm):
+  model = _convert_sfm(sfm)
+  n = sfm["n"]
+  assert (model.num_vertices, model.num_id, model.num_exp, model.name) == (n, K_ID_SFM, NUM_BLENDSHAPES, f"sfm_{n}")
+  assert "non-commercial" in model.licence
+  np.testing.assert_allclose(np.asarray(model.mean), sfm["mean"], atol=1e-4)
+  # identity axes: orthonormal basis times sqrt(eigenvalue); expression axes: blendshape * 0.5.
+  expected_id = sfm["basis"] * np.sqrt(sfm["eigenvalues"])
+  np.testing.assert_allclose(np.asarray(model.id_basis).reshape(3 * n, -1), expected_id, atol=1e-6)
+  np.testing.assert_allclose(np.asarray(model.exp_basis).reshape(3 * n, -1), 0.5 * sfm["deformations"].T, atol=1e-6)
+  np.testing.assert_allclose(np.asarray(model.albedo), sfm["colour"].reshape(n, 3), atol=1e-6)
+  doubled = _convert_sfm(sfm, blendshape_std=1.0)
+  np.testing.assert_allclose(np.asarray(doubled.exp_basis), 2 * np.asarray(model.exp_basis), rtol=1e-6)
+  triangles = np.asarray(model.triangles)
+  assert sorted(map(sorted, triangles.tolist())) == sorted(map(sorted, sfm["triangles"].tolist()))
+  mean = np.asarray(model.mean)
+  a, b, c = (mean[triangles[:, i]] for i in range(3))
+  assert np.all(np.cross(b - a, c - a)[:, 2] > 0)
+
+
+def test_sfm_unmapped_landmarks_land_on_the_template_vertices(sfm):
+  model = _convert_sfm(sfm)
+  np.testing.assert_array_equal(np.asarray(model.landmarks), sfm["landmark_ids"])
+  landmarks, placed = converters.complete_landmarks(converters.read_landmark_mapping(sfm["landmarks"]), sfm["mean"])
+  assert placed == list(range(1, 9)) + list(range(10, 18)) + [61, 65]
+  np.testing.assert_array_equal(landmarks, sfm["landmark_ids"])
+
+
+def test_sfm_describe_and_cli(sfm, tmp_path, capsys):
+  text = converters.describe_sfm(sfm["model"], sfm["blendshapes"], sfm["landmarks"])
+  assert f"{sfm['n']} vertices, {K_ID_SFM} components" in text and "expression0, expression1" in text
+  assert "50 of 68 iBUG landmarks mapped" in text and "[1, 2, 3, 4, 5, 6, 7, 8, 10," in text
+  out = tmp_path / "sfm.npz"
+  assert convert_face_model.main(["--format=sfm", f"--sfm_model={sfm['model']}", f"--sfm_blendshapes={sfm['blendshapes']}",
+                                  f"--sfm_landmarks={sfm['landmarks']}", f"--out={out}"]) == 0
+  stdout = capsys.readouterr().out
+  assert "each blendshape times 0.5" in stdout and f"K_id={K_ID_SFM}, K_exp={NUM_BLENDSHAPES}" in stdout
+  assert face3d.content_hash(face3d.load(out)) == face3d.content_hash(_convert_sfm(sfm))
+  with pytest.raises(SystemExit):
+    convert_face_model.main(["--format=sfm", f"--sfm_model={sfm['model']}", f"--out={out}"])
+  assert "--format=sfm needs --sfm_blendshapes and --sfm_landmarks" in capsys.readouterr().err
+
+
+def test_sfm_mapping_errors(sfm, tmp_path):
+  ids = sfm["landmark_ids"]
+  cases = [
+      ({k: int(ids[k - 1]) for k in SFM_MAPPED} | {69: 0}, "'69' is not an iBUG-68 landmark number"),
+      ({k: int(ids[k - 1]) for k in SFM_MAPPED} | {1: -3}, "landmark 1: the vertex id must be a non-negative"),
+      ({k: int(ids[k - 1]) for k in SFM_MAPPED} | {1: sfm["n"]}, f"vertex ids must lie in [0, N={sfm['n']})"),
+      ({k: int(ids[k - 1]) for k in range(18, 23)}, "maps 5 landmarks; at least 8"),
+  ]
+  for mapping, problem in cases:
+    sfm["landmarks"] = _write_mapping(tmp_path / "mapping.txt", mapping)
+    with pytest.raises(face3d.ModelFileError, match="key 'landmark_mappings'") as error:
+      _convert_sfm(sfm)
+    assert str(error.value).startswith(sfm["landmarks"]) and problem in str(error.value)
+  sfm["landmarks"] = _write_mapping(tmp_path / "other_table.txt", {9: 0}, table="mappings")
+  with pytest.raises(face3d.ModelFileError, match="key 'landmark_mappings': missing"):
+    _convert_sfm(sfm)
+
+
+def test_sfm_file_errors(sfm, tmp_path, monkeypatch):
+  with pytest.raises(face3d.ModelFileError, match="nowhere.bin: no such file"):
+    converters.convert_sfm(tmp_path / "nowhere.bin", sfm["blendshapes"], sfm["landmarks"])
+  garbage = tmp_path / "garbage.bin"
+  garbage.write_bytes(b"\xff" * 64)
+  with pytest.raises(face3d.ModelFileError, match="garbage.bin: not a readable eos MorphableModel"):
+    converters.convert_sfm(garbage, sfm["blendshapes"], sfm["landmarks"])
+  mm = sfm["eos"]
+  short = str(tmp_path / "short_blendshapes.bin")
+  mm.save_blendshapes([mm.Blendshape("smile", np.zeros(6, np.float32))], short)
+  with pytest.raises(face3d.ModelFileError, match=f"short_blendshapes.bin: key 'smile': deformation has 6 numbers, the model 3N={3 * sfm['n']}"):
+    converters.convert_sfm(sfm["model"], short, sfm["landmarks"])
+  with pytest.raises(ValueError, match="blendshape_std must be positive"):
+    _convert_sfm(sfm, blendshape_std=0.0)
+  monkeypatch.setitem(sys.modules, "eos", None)
+  with pytest.raises(face3d.ModelFileError, match="needs eos-py: pip install eos-py"):
+    _convert_sfm(sfm)
