@@ -20,11 +20,16 @@ import numpy as np
 
 
 class VideoError(ValueError):
-  """A video that cannot be read; the message names the file and the problem."""
+  """A video that cannot be read; the message names the file and the problem.
 
-  def __init__(self, path, problem: str):
+  `reason` is a short key a batch job counts skipped inputs by: missing, empty_file, unreadable,
+  no_video_stream, decode_error or no_frames.
+  """
+
+  def __init__(self, path, problem: str, reason: str = "unreadable"):
     self.path = os.fspath(path)
     self.problem = problem
+    self.reason = reason
     super().__init__(f"{self.path}: {problem}")
 
 
@@ -56,16 +61,16 @@ class Frame(NamedTuple):
 def _open(path) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
   path = os.fspath(path)
   if not os.path.exists(path):
-    raise VideoError(path, "no such file")
+    raise VideoError(path, "no such file", "missing")
   if os.path.getsize(path) == 0:
-    raise VideoError(path, "the file is empty")
+    raise VideoError(path, "the file is empty", "empty_file")
   try:
     container = av.open(path)
   except (av.FFmpegError, UnicodeDecodeError) as error:
     raise VideoError(path, f"not a readable video ({error})") from error
   if not container.streams.video:
     container.close()
-    raise VideoError(path, "the file has no video stream")
+    raise VideoError(path, "the file has no video stream", "no_video_stream")
   return container, container.streams.video[0]
 
 
@@ -113,9 +118,9 @@ def read_frames(path, start: int = 0, stop: Optional[int] = None, step: int = 1)
           time = float(frame.time) if frame.time is not None else index / float(stream.average_rate or 1)
           yield Frame(index, time, frame.to_ndarray(format="rgb24"))
     except av.FFmpegError as error:
-      raise VideoError(path, f"decoding failed after frame {index} ({error})") from error
+      raise VideoError(path, f"decoding failed after frame {index} ({error})", "decode_error") from error
   if index < 0:
-    raise VideoError(path, "no frame could be decoded")
+    raise VideoError(path, "no frame could be decoded", "no_frames")
 
 
 def write_video(path, frames: Iterable[np.ndarray], fps: float, crf: int = 18) -> int:

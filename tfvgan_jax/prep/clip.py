@@ -1,0 +1,255 @@
+"""One video in, one fitted clip out: track the main face, crop it, fit the morphable model.
+
+The stages, each usable alone (the data_prep jobs and editing both call them):
+
+  track_video    decode (streaming) -> detect / follow faces -> main track -> temporal smoothing.
+                 Its result, `FaceTrack`, is what a second run reuses (`cached_track`): it does not
+                 depend on the morphable model or the output size.
+  fit_track      one stable crop for the clip, the landmarks in crop pixels, and the per-clip fit
+                 (one identity, per-frame expression and camera, prep.fit).
+  crop_frames    decode again (streaming) and cut the crop of every tracked frame.
+
+A video that cannot be used raises `SkippedVideo` with a short `reason` a batch job counts by
+(missing, empty_file, unreadable, no_video_stream, decode_error, no_frames, no_face, too_short,
+face_too_small, fit_failed) and a message naming the file.
+
+A morphable model on the Face Mesh topology (468 vertices whose landmark list is
+`topology.IBUG68_FROM_MESH`, as `data_prep.learn_face_model` writes) is fitted to all 468 points;
+any other model to the 68 iBUG points.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+from collections.abc import Iterator
+from typing import NamedTuple, Optional
+
+import numpy as np
+from etils import epath
+
+from tfvgan_jax import face3d
+from tfvgan_jax.prep import crop as crop_lib
+from tfvgan_jax.prep import fit as fit_lib
+from tfvgan_jax.prep import topology
+from tfvgan_jax.prep import track as track_lib
+from tfvgan_jax.prep import video as video_lib
+
+NUM_MESH_POINTS = 468
+# Bumped when a change to the stages makes cached tracks stale.
+_TRACK_CACHE_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepSettings:
+  """Everything that decides a prepared clip, besides the input and the models.
+
+  Attributes:
+    image_size: S, the side of the output crops in pixels.
+    track: detection cadence and thresholds (prep.track.TrackConfig).
+    smooth: sigma in frames of the zero-lag Gaussian smoothing of the landmarks over time; 1.0 takes
+      the frame-to-frame jitter of the landmark model out while keeping a blink (3-5 frames at 25
+      fps); 0 turns it off.
+    crop_scale: the crop's side over the face box's side (1.6: the face, hair and some background),
+      at most the frame's shorter side (prep.crop.stable_crop).
+    min_frames: a clip whose main face track is shorter is skipped (too_short).
+    max_frames: read at most this many frames of each video (0: all).
+    min_face_size: median face box side in source pixels below which the video is skipped
+      (face_too_small): upscaled crops of tiny faces teach blur.
+  """
+
+  image_size: int = 256
+  track: track_lib.TrackConfig = track_lib.TrackConfig()
+  smooth: float = 1.0
+  crop_scale: float = 1.6
+  min_frames: int = 8
+  max_frames: int = 0
+  min_face_size: float = 48.0
+
+  def __post_init__(self):
+    if self.image_size < 8:
+      raise ValueError(f"image_size must be >= 8, got {self.image_size}")
+    if self.min_frames < 2:
+      raise ValueError(f"min_frames must be >= 2 (training pairs frame t with t-1), got {self.min_frames}")
+    if self.max_frames < 0:
+      raise ValueError(f"max_frames must be >= 0, got {self.max_frames}")
+
+  def track_key(self) -> dict:
+    """The settings a cached `FaceTrack` depends on."""
+    return {"track": dataclasses.asdict(self.track), "smooth": self.smooth, "max_frames": self.max_frames}
+
+
+class SkippedVideo(Exception):
+  """A video left out, with a short `reason` to count by and a message naming the file."""
+
+  def __init__(self, path, reason: str, problem: str):
+    self.path, self.reason, self.problem = os.fspath(path), reason, problem
+    super().__init__(f"{self.path}: {problem} ({reason})")
+
+
+class FaceTrack(NamedTuple):
+  """The main face of a video, followed and smoothed.
+
+  Attributes:
+    frames: [T] int64 consecutive frame numbers.
+    points: [T, 468, 3] float32 smoothed Face Mesh landmarks, source pixels (z toward the camera).
+    frame_size: (width, height) of the source frames.
+    fps: the video's frame rate.
+    frames_decoded: how many frames were read.
+    source: the video's path.
+  """
+
+  frames: np.ndarray
+  points: np.ndarray
+  frame_size: tuple[int, int]
+  fps: float
+  frames_decoded: int
+  source: str
+
+
+class FittedClip(NamedTuple):
+  """A tracked clip cropped and fitted.
+
+  Attributes:
+    frames: [T] int64 frame numbers.
+    box: the clip's crop square in source pixels.
+    crop_to_source: [2, 3] affine, source (x, y) = A @ [u, v, 1].
+    landmarks: [T, 68, 2] float32 observed iBUG-68 points in crop pixels.
+    fit: the fit (one identity, per-frame expression, cameras in crop pixels, residual in crop px).
+    interocular: [T] float32 outer-eye-corner distance of the observed points, crop pixels.
+  """
+
+  frames: np.ndarray
+  box: crop_lib.CropBox
+  crop_to_source: np.ndarray
+  landmarks: np.ndarray
+  fit: fit_lib.FitResult
+  interocular: np.ndarray
+
+
+def _frames(path, settings: PrepSettings) -> Iterator[video_lib.Frame]:
+  return video_lib.read_frames(path, stop=settings.max_frames or None)
+
+
+def track_video(path, detector, landmarker, settings: PrepSettings = PrepSettings()) -> FaceTrack:
+  """Decodes `path` once and returns its main face track, smoothed.
+
+  Raises:
+    SkippedVideo: the video cannot be read, or its main face is missing, too short or too small.
+  """
+  try:
+    info = video_lib.probe(path)
+    tracks, seen = track_lib.track_faces(_frames(path, settings), detector, landmarker, settings.track)
+  except video_lib.VideoError as error:
+    raise SkippedVideo(path, error.reason, error.problem) from error
+  main = track_lib.main_track(tracks)
+  if main is None:
+    raise SkippedVideo(path, "no_face", f"no face found in {seen} frames")
+  if len(main) < settings.min_frames:
+    raise SkippedVideo(path, "too_short", f"the longest face track has {len(main)} frames of {seen}, "
+                       f"fewer than min_frames={settings.min_frames}")
+  boxes = track_lib.box_of_points(main.points)
+  size = float(np.median(np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])))
+  if size < settings.min_face_size:
+    raise SkippedVideo(path, "face_too_small", f"the face is {size:.0f} px, below min_face_size="
+                       f"{settings.min_face_size:g}")
+  points = track_lib.smooth_points(main.points, settings.smooth)
+  return FaceTrack(main.frames, points, (info.width, info.height), info.fps, seen, os.fspath(path))
+
+
+def _file_identity(path) -> dict:
+  stat = os.stat(path)
+  return {"path": os.path.abspath(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def track_cache_key(path, settings: PrepSettings, model_hashes: tuple[str, ...], file_identity=None) -> str:
+  """A name for the cached track of `path`: its identity, the tracking settings, the models.
+
+  The file's identity is its absolute path, size and modification time, or `file_identity` (a
+  JSON-able dict) for a file fetched from elsewhere.
+  """
+  identity = {"file": file_identity or _file_identity(path), "settings": settings.track_key(), "models": list(model_hashes),
+              "version": _TRACK_CACHE_VERSION}
+  digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+  stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in os.path.splitext(os.path.basename(path))[0])
+  return f"{stem[:48]}-{digest}"
+
+
+def _save_npz(path: epath.Path, **arrays) -> None:
+  """Writes an .npz atomically (a temporary name, then a rename), so a killed job leaves no half file."""
+  buffer = io.BytesIO()
+  np.savez(buffer, **arrays)
+  partial = path.parent / f".{path.name}.partial"
+  partial.write_bytes(buffer.getvalue())
+  partial.replace(path)
+
+
+def cached_track(path, detector, landmarker, settings: PrepSettings, cache_dir, model_hashes=(),
+                 file_identity=None) -> FaceTrack:
+  """`track_video` through a cache folder: a second call on an unchanged file reads the result.
+
+  A skip is cached too (its reason and message), so a re-run does not decode a faceless video again.
+  `model_hashes` (of the detector and landmark model files) are part of the key; `file_identity`
+  stands for the file's own (see `track_cache_key`).
+  """
+  if not os.path.exists(path):
+    raise SkippedVideo(path, "missing", "no such file")
+  cache_dir = epath.Path(cache_dir)
+  entry = cache_dir / f"{track_cache_key(path, settings, tuple(model_hashes), file_identity)}.npz"
+  if entry.exists():
+    with np.load(io.BytesIO(entry.read_bytes()), allow_pickle=False) as stored:
+      if "skip_reason" in stored:
+        raise SkippedVideo(path, str(stored["skip_reason"]), str(stored["skip_problem"]))
+      return FaceTrack(stored["frames"], stored["points"], tuple(int(v) for v in stored["frame_size"]),
+                       float(stored["fps"]), int(stored["frames_decoded"]), os.fspath(path))
+  cache_dir.mkdir(parents=True, exist_ok=True)
+  try:
+    result = track_video(path, detector, landmarker, settings)
+  except SkippedVideo as skipped:
+    _save_npz(entry, skip_reason=np.str_(skipped.reason), skip_problem=np.str_(skipped.problem))
+    raise
+  _save_npz(entry, frames=result.frames, points=result.points, frame_size=np.asarray(result.frame_size),
+            fps=np.float64(result.fps), frames_decoded=np.int64(result.frames_decoded))
+  return result
+
+
+def on_mesh_topology(model: face3d.MorphableModel) -> bool:
+  """Whether `model` is a morphable model on the 468-point Face Mesh topology."""
+  return (model.num_vertices == NUM_MESH_POINTS
+          and np.array_equal(np.asarray(model.landmarks), topology.IBUG68_FROM_MESH))
+
+
+def fit_track(track: FaceTrack, model: face3d.MorphableModel, settings: PrepSettings = PrepSettings(),
+              fit_config: Optional[fit_lib.FitConfig] = None) -> FittedClip:
+  """Chooses the clip's crop and fits `model` to the track's landmarks in crop pixels.
+
+  Raises:
+    SkippedVideo: the fit did not converge to finite values (fit_failed).
+  """
+  size = settings.image_size
+  box = crop_lib.stable_crop(track.points, track.frame_size, settings.crop_scale)
+  mesh_points = crop_lib.to_crop(track.points, box, size)
+  landmarks = mesh_points[:, topology.IBUG68_FROM_MESH]
+  if on_mesh_topology(model):
+    observed, vertex_ids = mesh_points, np.arange(NUM_MESH_POINTS)
+  else:
+    observed, vertex_ids = landmarks, np.asarray(model.landmarks)
+  fit = fit_lib.fit_clip(model, observed, vertex_ids=vertex_ids, config=fit_config or fit_lib.FitConfig())
+  values = (fit.id_coeffs, fit.exp_coeffs, fit.cameras, fit.residual)
+  if not all(np.all(np.isfinite(np.asarray(v))) for v in values):
+    raise SkippedVideo(track.source, "fit_failed", "the fit produced non-finite coefficients")
+  return FittedClip(track.frames, box, crop_lib.crop_to_source(box, size), landmarks, fit,
+                    np.asarray(fit_lib.interocular_distance(landmarks), np.float32))
+
+
+def crop_frames(path, track: FaceTrack, box: crop_lib.CropBox, size: int) -> Iterator[tuple[int, np.ndarray]]:
+  """Decodes `path` again and yields (frame number, [S, S, 3] uint8 crop) for the track's frames."""
+  first, last = int(track.frames[0]), int(track.frames[-1])
+  try:
+    for frame in video_lib.read_frames(path, start=first, stop=last + 1):
+      yield frame.index, crop_lib.crop_image(frame.image, box, size)
+  except video_lib.VideoError as error:
+    raise SkippedVideo(path, error.reason, error.problem) from error
