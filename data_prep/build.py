@@ -1,0 +1,362 @@
+"""Turns a folder of talking-head videos into the frame records `configs/voxceleb.py` trains on.
+
+    python -m data_prep.build --input='DIR/**/*.mp4' --out=OUT --face_model=model.npz \\
+        [--name=videos] [--size=256] [--runner=DirectRunner]
+
+An Apache Beam pipeline with one element per video. Each element is decoded as a stream, its faces
+detected every --detect_every frames and followed between with Face Mesh landmarks, the main face's
+track smoothed (--smooth), cropped with one square for the whole clip (--crop_scale), resized to
+--size and fitted with the morphable model (one identity per clip, per-frame expression and
+camera). What each video gives is written to OUT/prepared/<key>.npz; afterwards the records of
+every prepared video become one TFDS ArrayRecord dataset, OUT/<name>/1.0.0, the path to give as
+`--config.data.videos`.
+
+Every input ends up in the summary, printed and saved as OUT/summary.json: `videos_in`, `written`,
+`skipped` ({reason: count}; reasons are missing, empty_file, unreadable, no_video_stream,
+decode_error, no_frames, no_face, too_short, face_too_small, fit_failed, and error for anything
+unexpected, with its message), `frames` (records
+written), `mean_residual` (mean landmark reprojection error of the fit, crop pixels), and besides
+those the fraction of decoded frames that were fitted, the residual as a fraction of the
+inter-ocular distance, the pose jitter, the time taken and each video's own line.
+
+Re-running with the same --out skips the videos already prepared with the same settings and face
+model, and the tracking stage is cached per input in OUT/tracks/ (independent of the face model
+and the output size), so changing the face model or the size re-fits without decoding for faces
+again. The detector and landmark models come from `python -m data_prep.models fetch` (or
+--detector / --landmarks / --landmarker_task).
+
+Beam options pass through: `--runner=DirectRunner --direct_num_workers=8
+--direct_running_mode=multi_processing` uses 8 local processes; for a full corpus use
+`--runner=DataflowRunner --project=... --region=... --temp_location=gs://...` (or FlinkRunner,
+SparkRunner) with --out on storage every worker can write (see the README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import glob
+import hashlib
+import io
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from typing import Optional
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+from etils import epath
+
+from tfvgan_jax import face3d
+from tfvgan_jax.data import records
+from tfvgan_jax.prep import clip as clip_lib
+from tfvgan_jax.prep import fit as fit_lib
+from tfvgan_jax.prep import model_files
+from tfvgan_jax.prep import track as track_lib
+
+SUMMARY_FILE = "summary.json"
+# Bumped when a change makes earlier prepared videos stale.
+_PREPARED_VERSION = 1
+
+
+def find_inputs(pattern: str) -> list[str]:
+  """Sorted files matching `pattern`: Python glob rules (`**` spans folders) for local paths,
+  Beam's filesystems for remote ones (gs://, s3://, ...)."""
+  if "://" in pattern:
+    return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+  return sorted(p for p in glob.glob(os.path.expanduser(pattern), recursive=True) if os.path.isfile(p))
+
+
+def video_ids(paths: list[str]) -> dict[str, str]:
+  """A readable unique id per path: the path below the inputs' common folder, without extension
+  (VoxCeleb2's id00012/abc/00001.mp4 -> 'id00012/abc/00001')."""
+  if not paths:
+    return {}
+  base = os.path.dirname(os.path.commonprefix(paths)) if len(paths) > 1 else os.path.dirname(paths[0])
+  ids = {}
+  for path in paths:
+    relative = path[len(base):].lstrip("/") if base else path
+    ids[path] = os.path.splitext(relative)[0]
+  return ids
+
+
+@dataclasses.dataclass(frozen=True)
+class JobSettings:
+  """What the pipeline's workers need (plain values: it is pickled to them)."""
+
+  out: str
+  face_model: str
+  detector: str
+  landmarks: str
+  prep: clip_lib.PrepSettings
+  num_threads: int = 1
+
+  def prepared_key(self, model_hash: str) -> str:
+    """Digest of everything a prepared video depends on besides its track."""
+    fields = {"prep": dataclasses.asdict(self.prep), "model": model_hash, "version": _PREPARED_VERSION}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _remote_identity(path: str) -> dict:
+  metadata = FileSystems.match([path])[0].metadata_list[0]
+  return {"path": path, "size": metadata.size_in_bytes, "mtime": metadata.last_updated_in_seconds}
+
+
+class PrepareVideo(beam.DoFn):
+  """One video -> OUT/prepared/<key>.npz and its status for the summary, as a JSON line."""
+
+  def __init__(self, settings: JobSettings):
+    self.settings = settings
+
+  def setup(self):
+    from tfvgan_jax.prep import detect, landmarks  # the LiteRT interpreters live on the worker
+    settings = self.settings
+    self.detector = detect.FaceDetector(settings.detector, num_threads=settings.num_threads)
+    self.landmarker = landmarks.FaceMesh(settings.landmarks, num_threads=settings.num_threads)
+    self.model = face3d.load_model(settings.face_model)
+    self.model_hash = face3d.content_hash(self.model)
+    self.model_hashes = (model_files.sha256_of(settings.detector), model_files.sha256_of(settings.landmarks))
+    self.key = settings.prepared_key(self.model_hash)
+    self.out = epath.Path(settings.out)
+
+  def process(self, element):
+    path, video_id = element
+    start = time.perf_counter()
+    status = {"path": path, "video_id": video_id}
+    target = self.out / "prepared" / f"{prepared_name(video_id)}.npz"
+    try:
+      if target.exists() and _prepared_key_of(target) == self.key:
+        status.update(_status_of(target), status="written", reused=True)
+      else:
+        status.update(self._prepare(path, video_id, target), status="written", reused=False)
+    except clip_lib.SkippedVideo as skipped:
+      status.update(status="skipped", reason=skipped.reason, problem=skipped.problem)
+    except Exception as error:  # one odd video must not end a job over thousands; it is reported
+      status.update(status="skipped", reason="error", problem=f"{type(error).__name__}: {error}")
+    status["seconds"] = round(time.perf_counter() - start, 3)
+    yield json.dumps(status)
+
+  def _prepare(self, path: str, video_id: str, target: epath.Path) -> dict:
+    settings = self.settings
+    with _local_file(path) as local:
+      identity = _remote_identity(path) if "://" in path else None
+      track = clip_lib.cached_track(local, self.detector, self.landmarker, settings.prep,
+                                    self.out / "tracks", self.model_hashes, identity)
+      fitted = clip_lib.fit_track(track, self.model, settings.prep)
+      size = settings.prep.image_size
+      jpegs = [records.encode_jpeg(image) for _, image in clip_lib.crop_frames(local, track, fitted.box, size)]
+    if len(jpegs) != len(fitted.frames):
+      raise clip_lib.SkippedVideo(path, "decode_error", f"the second decoding gave {len(jpegs)} frames, "
+                                  f"the track has {len(fitted.frames)}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fit = fitted.fit
+    clip_lib._save_npz(
+        target, key=np.str_(self.key), video_id=np.str_(video_id), source_path=np.str_(path),
+        frames=fitted.frames, jpeg_bytes=np.frombuffer(b"".join(jpegs), np.uint8),
+        jpeg_ends=np.cumsum([len(j) for j in jpegs]).astype(np.int64),
+        id_coeffs=np.asarray(fit.id_coeffs, np.float32), exp_coeffs=np.asarray(fit.exp_coeffs, np.float32),
+        cameras=np.asarray(fit.cameras, np.float32), residual=np.asarray(fit.residual, np.float32),
+        landmarks=fitted.landmarks, crop_to_source=fitted.crop_to_source, interocular=fitted.interocular,
+        frames_decoded=np.int64(track.frames_decoded),
+        pose_jitter=np.asarray(fit_lib.pose_jitter(np.asarray(fit.cameras)), np.float32))
+    return _status_of(target)
+
+
+def prepared_name(video_id: str) -> str:
+  """A flat file name for a video id (folders flattened, then a short hash against collisions)."""
+  flat = "".join(c if c.isalnum() or c in "-_" else "_" for c in video_id)[-80:]
+  return f"{flat}-{hashlib.sha1(video_id.encode()).hexdigest()[:8]}"
+
+
+def _load(target: epath.Path) -> dict:
+  with np.load(io.BytesIO(target.read_bytes()), allow_pickle=False) as stored:
+    return {key: stored[key] for key in stored.files}
+
+
+def _prepared_key_of(target: epath.Path) -> Optional[str]:
+  try:
+    return str(_load(target)["key"])
+  except (OSError, ValueError, KeyError):
+    return None
+
+
+def _status_of(target: epath.Path) -> dict:
+  stored = _load(target)
+  residual = stored["residual"]
+  return {"frames": int(len(stored["frames"])), "frames_decoded": int(stored["frames_decoded"]),
+          "mean_residual": float(np.mean(residual)),
+          "mean_residual_interocular": float(np.mean(residual / stored["interocular"])),
+          "pose_jitter_deg": [round(float(v), 4) for v in stored["pose_jitter"]], "prepared": os.fspath(target)}
+
+
+class _local_file:
+  """The path itself for a local file; a temporary local copy of a remote one (PyAV reads local files)."""
+
+  def __init__(self, path: str):
+    self.path, self.copy = path, None
+
+  def __enter__(self) -> str:
+    if "://" not in self.path:
+      return self.path
+    handle, self.copy = tempfile.mkstemp(suffix=os.path.splitext(self.path)[1])
+    with os.fdopen(handle, "wb") as local, FileSystems.open(self.path) as remote:
+      shutil.copyfileobj(remote, local)
+    return self.copy
+
+  def __exit__(self, *exc):
+    if self.copy:
+      os.remove(self.copy)
+
+
+def prepared_examples(statuses: list[dict]):
+  """The frame records of every written video, video by video, in frame order."""
+  for status in sorted(statuses, key=lambda s: s["video_id"]):
+    if status["status"] != "written":
+      continue
+    stored = _load(epath.Path(status["prepared"]))
+    starts = np.concatenate([[0], stored["jpeg_ends"][:-1]])
+    jpeg = stored["jpeg_bytes"].tobytes()
+    for t, frame in enumerate(stored["frames"]):
+      yield {
+          "image": jpeg[starts[t]:stored["jpeg_ends"][t]],
+          "id_coeffs": stored["id_coeffs"],
+          "exp_coeffs": stored["exp_coeffs"][t],
+          "camera": stored["cameras"][t],
+          "landmarks": stored["landmarks"][t],
+          "video_id": str(stored["video_id"]),
+          "frame_index": int(frame),
+          "crop_to_source": stored["crop_to_source"],
+          "source_path": str(stored["source_path"]),
+          "fit_residual": stored["residual"][t],
+      }
+
+
+def summarize(statuses: list[dict], seconds: float) -> dict:
+  """The job's summary: counts, skip reasons, frames, fit quality, and each video's line."""
+  written = [s for s in statuses if s["status"] == "written"]
+  skipped: dict[str, int] = {}
+  for s in statuses:
+    if s["status"] == "skipped":
+      skipped[s["reason"]] = skipped.get(s["reason"], 0) + 1
+  frames = sum(s["frames"] for s in written)
+  decoded = sum(s["frames_decoded"] for s in written)
+
+  def frame_weighted(key):
+    return float(sum(s[key] * s["frames"] for s in written) / frames) if frames else None
+
+  return {
+      "videos_in": len(statuses),
+      "written": len(written),
+      "skipped": dict(sorted(skipped.items())),
+      "frames": frames,
+      "mean_residual": frame_weighted("mean_residual"),
+      "mean_residual_interocular": frame_weighted("mean_residual_interocular"),
+      "fraction_fitted": frames / decoded if decoded else None,
+      "pose_jitter_deg": (np.mean([s["pose_jitter_deg"] for s in written], axis=0).round(4).tolist()
+                          if written else None),
+      "reused": sum(bool(s.get("reused")) for s in written),
+      "seconds": round(seconds, 2),
+      "frames_per_second": round(frames / seconds, 2) if seconds > 0 else None,
+      "videos": sorted(statuses, key=lambda s: s["video_id"]),
+  }
+
+
+def run_pipeline(inputs: list[str], settings: JobSettings, beam_args: list[str]) -> list[dict]:
+  """Runs the Beam pipeline over `inputs`; returns one status dict per input."""
+  ids = video_ids(inputs)
+  status_dir = tempfile.mkdtemp(prefix="build_status_")
+  try:
+    with beam.Pipeline(options=PipelineOptions(beam_args)) as pipeline:
+      _ = (pipeline
+           | "Videos" >> beam.Create([(path, ids[path]) for path in inputs])
+           | "Spread" >> beam.Reshuffle()
+           | "Prepare" >> beam.ParDo(PrepareVideo(settings))
+           | "Write" >> beam.io.WriteToText(os.path.join(status_dir, "status"), shard_name_template=""))
+    with open(os.path.join(status_dir, "status")) as lines:
+      return [json.loads(line) for line in lines if line.strip()]
+  finally:
+    shutil.rmtree(status_dir, ignore_errors=True)
+
+
+def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
+  defaults = clip_lib.PrepSettings()
+  track_defaults = track_lib.TrackConfig()
+  parser = argparse.ArgumentParser(prog="python -m data_prep.build", description=__doc__.split("\n\n")[0],
+                                   epilog="Other flags go to Apache Beam (--runner=..., ...).")
+  parser.add_argument("--input", required=True, help="glob of the videos, e.g. 'DIR/**/*.mp4' (quote it)")
+  parser.add_argument("--out", required=True, help="output folder")
+  parser.add_argument("--face_model", required=True, help="a native .npz morphable model, or 'procedural:medium'")
+  parser.add_argument("--name", default="videos", help="dataset name: OUT/NAME/1.0.0 (default %(default)s)")
+  parser.add_argument("--size", type=int, default=defaults.image_size, help="crop side in pixels (%(default)s)")
+  parser.add_argument("--detect_every", type=int, default=track_defaults.detect_every,
+                      help="run the face detector every N frames, follow landmarks between (%(default)s)")
+  parser.add_argument("--smooth", type=float, default=defaults.smooth,
+                      help="landmark smoothing, Gaussian sigma in frames; 0 = off (%(default)s)")
+  parser.add_argument("--crop_scale", type=float, default=defaults.crop_scale,
+                      help="crop side over face size (%(default)s)")
+  parser.add_argument("--min_frames", type=int, default=defaults.min_frames,
+                      help="skip videos whose face track is shorter (%(default)s)")
+  parser.add_argument("--max_frames", type=int, default=defaults.max_frames,
+                      help="read at most N frames per video; 0 = all (%(default)s)")
+  parser.add_argument("--min_face_size", type=float, default=defaults.min_face_size,
+                      help="skip videos whose face is smaller, source pixels (%(default)s)")
+  parser.add_argument("--detector", help="face_detection_short_range.tflite (default: the fetched one)")
+  parser.add_argument("--landmarks", help="face_landmark.tflite (default: the fetched one)")
+  parser.add_argument("--landmarker_task", help="MediaPipe's face_landmarker.task bundle, instead of the two files")
+  parser.add_argument("--num_threads", type=int, default=1, help="LiteRT threads per worker (%(default)s)")
+  return parser.parse_known_args(argv)
+
+
+def main(argv=None) -> int:
+  args, beam_args = parse_args(argv)
+  start = time.perf_counter()
+  try:
+    prep = clip_lib.PrepSettings(
+        image_size=args.size, smooth=args.smooth, crop_scale=args.crop_scale, min_frames=args.min_frames,
+        max_frames=args.max_frames, min_face_size=args.min_face_size,
+        track=track_lib.TrackConfig(detect_every=args.detect_every))
+    paths = model_files.find_models(detector=args.detector, landmarks=args.landmarks, task=args.landmarker_task)
+    model = face3d.load_model(args.face_model)
+  except (ValueError, OSError, model_files.ModelFilesError) as error:
+    print(f"error: {error}", file=sys.stderr)
+    return 1
+  inputs = find_inputs(args.input)
+  if not inputs:
+    print(f"error: no file matches --input={args.input}", file=sys.stderr)
+    return 1
+  out = epath.Path(args.out)
+  out.mkdir(parents=True, exist_ok=True)
+  settings = JobSettings(out=os.fspath(out), face_model=args.face_model, detector=os.fspath(paths.detector),
+                         landmarks=os.fspath(paths.landmarks), prep=prep, num_threads=args.num_threads)
+  print(f"preparing {len(inputs)} videos into {out} ({model.name}, {prep.image_size} px)")
+  statuses = run_pipeline(inputs, settings, beam_args)
+  summary = summarize(statuses, time.perf_counter() - start)
+  if summary["written"]:
+    dataset = records.write_dataset(out, args.name, prepared_examples(statuses), model, prep.image_size,
+                                    overwrite=True)
+    summary["dataset"] = os.fspath(dataset)
+  summary["seconds"] = round(time.perf_counter() - start, 2)
+  (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
+  _print_summary(summary, out / SUMMARY_FILE)
+  return 0 if summary["written"] else 1
+
+
+def _print_summary(summary: dict, path) -> None:
+  for line in summary["videos"]:
+    detail = (f"{line['frames']} frames, residual {line['mean_residual']:.2f} px" if line["status"] == "written"
+              else f"{line['reason']}: {line['problem']}")
+    print(f"  {line['video_id']}: {line['status']}{' (reused)' if line.get('reused') else ''}, {detail}")
+  brief = {k: v for k, v in summary.items() if k != "videos"}
+  print(json.dumps(brief, indent=1))
+  if not summary["written"]:
+    print("error: no video could be used; see the reasons above", file=sys.stderr)
+  print(f"summary saved to {path}")
+
+
+if __name__ == "__main__":
+  sys.exit(main())
