@@ -171,6 +171,16 @@ def test_shared_clips_are_fitted(tmp_path, testdata, mediapipe_models):
   assert summary["written"] == 3 and summary["fraction_fitted"] >= 0.95
   assert summary["mean_residual_interocular"] < 0.04
 
+  learned = tmp_path / "learned.npz"
+  assert learn_face_model.main([f"--input={folder}/*.mp4", f"--out={learned}", "--max_frames=40",
+                                f"--cache={tmp_path / 'out' / 'tracks'}", f"--detector={mediapipe_models.detector}",
+                                f"--landmarks={mediapipe_models.landmarks}"]) == 0
+  assert build.main([f"--input={folder}/*.mp4", f"--out={tmp_path / 'refit'}", f"--face_model={learned}",
+                     "--max_frames=40", f"--size={SIZE}", f"--detector={mediapipe_models.detector}",
+                     f"--landmarks={mediapipe_models.landmarks}"]) == 0
+  refit = json.loads((tmp_path / "refit" / build.SUMMARY_FILE).read_text())
+  assert refit["written"] == 3 and refit["mean_residual_interocular"] < 0.02
+
 
 def test_learned_face_model_is_accepted_by_the_job_the_fitter_and_the_renderer(tmp_path, corpus, mediapipe_models):
   folder, _ = corpus

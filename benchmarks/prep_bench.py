@@ -1,0 +1,148 @@
+"""Frames per second of each real-video preparation stage, and of the whole job, on one CPU core.
+
+    python benchmarks/prep_bench.py                          # the shared clips if present, else synthetic mp4s
+    python benchmarks/prep_bench.py --videos='DIR/*.mp4' --size=256 --cpus=1 --max_frames=150
+
+The process is pinned to --cpus cores (os.sched_setaffinity), so the figures are per core with
+--cpus=1. Stages, each over the same frames:
+
+  decode       PyAV decoding to RGB
+  detect       the short-range face detector on every frame (the job runs it every --detect_every
+               frames: its amortized share is printed too)
+  landmarks    Face Mesh from the previous frame's landmarks (affine crop + model)
+  track        the job's first pass: decode + detect every N + landmarks + smoothing
+  fit          the per-clip fit (68 landmarks; after its bucket is compiled, compile time apart)
+  crop+encode  the job's second pass: decode + stable crop + resize + JPEG at --size
+  write        TFDS ArrayRecord writing of the finished records
+  end to end   `data_prep.build` on all the clips with Beam's DirectRunner (one worker), in this
+               process, run twice into fresh folders: the first includes Beam start-up and model
+               loading (the fit is already compiled by the fit stage), the second is the rate
+               of a long job
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import pathlib
+import tempfile
+import time
+
+import numpy as np
+
+SHARED_CLIPS = pathlib.Path(__file__).resolve().parents[2] / "shared" / "testdata" / "videos" / "*.mp4"
+
+
+def synthetic_videos(folder: str, count: int, frames: int) -> list[str]:
+  from tfvgan_jax import face3d
+  from tfvgan_jax.data import synthetic
+  from tfvgan_jax.prep import video
+  model = face3d.load_model("procedural:medium")
+  paths = []
+  for seed in range(count):
+    truth = synthetic.sample_video(model, seed, frames, 512)
+    images = synthetic.render_frames(model, truth.appearance, truth.id_coeffs, truth.exp_coeffs, truth.cameras, 512)
+    paths.append(os.path.join(folder, f"synthetic{seed}.mp4"))
+    video.write_video(paths[-1], images, fps=25)
+  return paths
+
+
+def rate(frames: int, seconds: float) -> str:
+  return f"{frames / seconds:8.1f} frames/s  ({seconds / frames * 1e3:6.2f} ms/frame)"
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--videos", default=str(SHARED_CLIPS), help="glob of input videos")
+  parser.add_argument("--size", type=int, default=256, help="output crop size")
+  parser.add_argument("--cpus", type=int, default=1, help="cores to pin the process to (0: no pinning)")
+  parser.add_argument("--max_frames", type=int, default=150, help="frames per video")
+  parser.add_argument("--face_model", default="procedural:medium")
+  args = parser.parse_args()
+  if args.cpus:
+    os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:args.cpus]))
+  from data_prep import build
+  from tfvgan_jax import face3d
+  from tfvgan_jax.data import records
+  from tfvgan_jax.prep import clip, crop, detect, landmarks, model_files, track, video
+
+  work = tempfile.mkdtemp(prefix="prep_bench_")
+  paths = sorted(glob.glob(args.videos)) or synthetic_videos(work, 3, args.max_frames)
+  models = model_files.find_models()
+  detector, mesh = detect.FaceDetector(models.detector), landmarks.FaceMesh(models.landmarks)
+  model = face3d.load_model(args.face_model)
+  settings = clip.PrepSettings(image_size=args.size, max_frames=args.max_frames)
+  print(f"{len(paths)} videos, up to {args.max_frames} frames each, {args.size} px output, "
+        f"{len(os.sched_getaffinity(0))} core(s), face model {model.name}")
+
+  frames = [f.image for p in paths for f in video.read_frames(p, stop=args.max_frames)]
+  n = len(frames)
+  start = time.perf_counter()
+  for p in paths:
+    for _ in video.read_frames(p, stop=args.max_frames):
+      pass
+  decode = time.perf_counter() - start
+
+  start = time.perf_counter()
+  found = [detector(image) for image in frames]
+  detect_s = time.perf_counter() - start
+  rois = [landmarks.roi_from_detection(d[0]) for d in found if d]
+  start = time.perf_counter()
+  roi = rois[0]
+  for image in frames:
+    result = mesh(image, roi)
+    roi = landmarks.roi_from_landmarks(result.points)
+  landmark_s = time.perf_counter() - start
+
+  start = time.perf_counter()
+  tracks = [clip.track_video(p, detector, mesh, settings) for p in paths]
+  track_s = time.perf_counter() - start
+
+  clip.fit_track(tracks[0], model, settings)  # compiles the bucket
+  start = time.perf_counter()
+  fitted = [clip.fit_track(t, model, settings) for t in tracks]
+  fit_s = time.perf_counter() - start
+  tracked = sum(len(t.frames) for t in tracks)
+
+  start = time.perf_counter()
+  jpegs = [[records.encode_jpeg(image) for _, image in clip.crop_frames(p, t, f.box, args.size)]
+           for p, t, f in zip(paths, tracks, fitted)]
+  encode_s = time.perf_counter() - start
+
+  def examples():
+    for v, (t, f, j) in enumerate(zip(tracks, fitted, jpegs)):
+      for k, frame in enumerate(t.frames):
+        yield {"image": j[k], "id_coeffs": f.fit.id_coeffs, "exp_coeffs": f.fit.exp_coeffs[k],
+               "camera": f.fit.cameras[k], "landmarks": f.landmarks[k], "video_id": f"v{v}",
+               "frame_index": int(frame), "crop_to_source": f.crop_to_source, "source_path": paths[v],
+               "fit_residual": f.fit.residual[k]}
+
+  start = time.perf_counter()
+  records.write_dataset(os.path.join(work, "records"), "bench", examples(), model, args.size)
+  write_s = time.perf_counter() - start
+
+  end_to_end = []
+  for run in range(2):
+    start = time.perf_counter()
+    build.main([f"--input={args.videos if glob.glob(args.videos) else os.path.join(work, '*.mp4')}",
+                f"--out={os.path.join(work, f'job{run}')}", f"--face_model={args.face_model}",
+                f"--size={args.size}", f"--max_frames={args.max_frames}", "--runner=DirectRunner"])
+    end_to_end.append(time.perf_counter() - start)
+
+  every = settings.track.detect_every
+  print()
+  print(f"decode       {rate(n, decode)}")
+  print(f"detect       {rate(n, detect_s)}   every {every} frames: {detect_s / n / every * 1e3:.2f} ms/frame")
+  print(f"landmarks    {rate(n, landmark_s)}")
+  print(f"track        {rate(tracked, track_s)}   (decode + detect/{every} + landmarks + smoothing)")
+  print(f"fit          {rate(tracked, fit_s)}")
+  print(f"crop+encode  {rate(tracked, encode_s)}   (second decode + crop + resize + JPEG)")
+  print(f"write        {rate(tracked, write_s)}")
+  print(f"stages sum   {rate(tracked, track_s + fit_s + encode_s + write_s)}")
+  print(f"end to end   {rate(tracked, end_to_end[1])}   steady; first run {end_to_end[0]:.1f} s "
+        f"({tracked / end_to_end[0]:.1f} frames/s) with start-up")
+
+
+if __name__ == "__main__":
+  main()
