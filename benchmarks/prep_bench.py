@@ -29,7 +29,6 @@ import pathlib
 import tempfile
 import time
 
-import numpy as np
 
 SHARED_CLIPS = pathlib.Path(__file__).resolve().parents[2] / "shared" / "testdata" / "videos" / "*.mp4"
 
@@ -65,7 +64,7 @@ def main():
   from data_prep import build
   from tfvgan_jax import face3d
   from tfvgan_jax.data import records
-  from tfvgan_jax.prep import clip, crop, detect, landmarks, model_files, track, video
+  from tfvgan_jax.prep import clip, detect, landmarks, model_files, video
 
   work = tempfile.mkdtemp(prefix="prep_bench_")
   paths = sorted(glob.glob(args.videos)) or synthetic_videos(work, 3, args.max_frames)

@@ -155,7 +155,7 @@ class PrepareVideo(beam.DoFn):
                                   f"the track has {len(fitted.frames)}")
     target.parent.mkdir(parents=True, exist_ok=True)
     fit = fitted.fit
-    clip_lib._save_npz(
+    clip_lib.write_npz_atomically(
         target, key=np.str_(self.key), video_id=np.str_(video_id), source_path=np.str_(path),
         frames=fitted.frames, jpeg_bytes=np.frombuffer(b"".join(jpegs), np.uint8),
         jpeg_ends=np.cumsum([len(j) for j in jpegs]).astype(np.int64),
@@ -283,22 +283,15 @@ def run_pipeline(inputs: list[str], settings: JobSettings, beam_args: list[str])
     shutil.rmtree(status_dir, ignore_errors=True)
 
 
-def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
+def add_video_flags(parser: argparse.ArgumentParser) -> None:
+  """The flags of the input videos, the tracking pass and the MediaPipe model files (shared with
+  `data_prep.learn_face_model`)."""
   defaults = clip_lib.PrepSettings()
-  track_defaults = track_lib.TrackConfig()
-  parser = argparse.ArgumentParser(prog="python -m data_prep.build", description=__doc__.split("\n\n")[0],
-                                   epilog="Other flags go to Apache Beam (--runner=..., ...).")
   parser.add_argument("--input", required=True, help="glob of the videos, e.g. 'DIR/**/*.mp4' (quote it)")
-  parser.add_argument("--out", required=True, help="output folder")
-  parser.add_argument("--face_model", required=True, help="a native .npz morphable model, or 'procedural:medium'")
-  parser.add_argument("--name", default="videos", help="dataset name: OUT/NAME/1.0.0 (default %(default)s)")
-  parser.add_argument("--size", type=int, default=defaults.image_size, help="crop side in pixels (%(default)s)")
-  parser.add_argument("--detect_every", type=int, default=track_defaults.detect_every,
+  parser.add_argument("--detect_every", type=int, default=defaults.track.detect_every,
                       help="run the face detector every N frames, follow landmarks between (%(default)s)")
   parser.add_argument("--smooth", type=float, default=defaults.smooth,
                       help="landmark smoothing, Gaussian sigma in frames; 0 = off (%(default)s)")
-  parser.add_argument("--crop_scale", type=float, default=defaults.crop_scale,
-                      help="crop side over face size (%(default)s)")
   parser.add_argument("--min_frames", type=int, default=defaults.min_frames,
                       help="skip videos whose face track is shorter (%(default)s)")
   parser.add_argument("--max_frames", type=int, default=defaults.max_frames,
@@ -308,6 +301,30 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
   parser.add_argument("--detector", help="face_detection_short_range.tflite (default: the fetched one)")
   parser.add_argument("--landmarks", help="face_landmark.tflite (default: the fetched one)")
   parser.add_argument("--landmarker_task", help="MediaPipe's face_landmarker.task bundle, instead of the two files")
+
+
+def prep_settings(args: argparse.Namespace, **more) -> clip_lib.PrepSettings:
+  """PrepSettings from the flags of `add_video_flags` (and `more` fields)."""
+  return clip_lib.PrepSettings(smooth=args.smooth, min_frames=args.min_frames, max_frames=args.max_frames,
+                               min_face_size=args.min_face_size,
+                               track=track_lib.TrackConfig(detect_every=args.detect_every), **more)
+
+
+def model_paths(args: argparse.Namespace) -> model_files.ModelPaths:
+  return model_files.find_models(detector=args.detector, landmarks=args.landmarks, task=args.landmarker_task)
+
+
+def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
+  defaults = clip_lib.PrepSettings()
+  parser = argparse.ArgumentParser(prog="python -m data_prep.build", description=__doc__.split("\n\n")[0],
+                                   epilog="Other flags go to Apache Beam (--runner=..., ...).")
+  add_video_flags(parser)
+  parser.add_argument("--out", required=True, help="output folder")
+  parser.add_argument("--face_model", required=True, help="a native .npz morphable model, or 'procedural:medium'")
+  parser.add_argument("--name", default="videos", help="dataset name: OUT/NAME/1.0.0 (default %(default)s)")
+  parser.add_argument("--size", type=int, default=defaults.image_size, help="crop side in pixels (%(default)s)")
+  parser.add_argument("--crop_scale", type=float, default=defaults.crop_scale,
+                      help="crop side over face size (%(default)s)")
   parser.add_argument("--num_threads", type=int, default=1, help="LiteRT threads per worker (%(default)s)")
   return parser.parse_known_args(argv)
 
@@ -316,11 +333,8 @@ def main(argv=None) -> int:
   args, beam_args = parse_args(argv)
   start = time.perf_counter()
   try:
-    prep = clip_lib.PrepSettings(
-        image_size=args.size, smooth=args.smooth, crop_scale=args.crop_scale, min_frames=args.min_frames,
-        max_frames=args.max_frames, min_face_size=args.min_face_size,
-        track=track_lib.TrackConfig(detect_every=args.detect_every))
-    paths = model_files.find_models(detector=args.detector, landmarks=args.landmarks, task=args.landmarker_task)
+    prep = prep_settings(args, image_size=args.size, crop_scale=args.crop_scale)
+    paths = model_paths(args)
     model = face3d.load_model(args.face_model)
   except (ValueError, OSError, model_files.ModelFilesError) as error:
     print(f"error: {error}", file=sys.stderr)

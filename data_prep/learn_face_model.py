@@ -23,32 +23,21 @@ import os
 import sys
 import time
 
-import numpy as np
 
 from data_prep import build
 from tfvgan_jax import face3d
 from tfvgan_jax.prep import clip as clip_lib
 from tfvgan_jax.prep import detect, landmarks, learn_model, model_files
-from tfvgan_jax.prep import track as track_lib
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-  defaults = clip_lib.PrepSettings()
   parser = argparse.ArgumentParser(prog="python -m data_prep.learn_face_model", description=__doc__.split("\n\n")[0])
-  parser.add_argument("--input", required=True, help="glob of the videos, e.g. 'DIR/**/*.mp4' (quote it)")
+  build.add_video_flags(parser)
   parser.add_argument("--out", required=True, help="the .npz model to write")
   parser.add_argument("--num_id", type=int, default=40, help="identity axes (at most clips - 1) (%(default)s)")
   parser.add_argument("--num_exp", type=int, default=10, help="expression axes (%(default)s)")
   parser.add_argument("--name", default=learn_model.NAME, help="the model's name (%(default)s)")
   parser.add_argument("--cache", help="folder of cached tracks (default: OUT's folder/tracks)")
-  parser.add_argument("--detect_every", type=int, default=track_lib.TrackConfig().detect_every,
-                      help="run the face detector every N frames (%(default)s)")
-  parser.add_argument("--smooth", type=float, default=defaults.smooth, help="landmark smoothing sigma, frames (%(default)s)")
-  parser.add_argument("--min_frames", type=int, default=defaults.min_frames, help="skip shorter tracks (%(default)s)")
-  parser.add_argument("--max_frames", type=int, default=defaults.max_frames, help="frames per video, 0 = all (%(default)s)")
-  parser.add_argument("--detector", help="face_detection_short_range.tflite (default: the fetched one)")
-  parser.add_argument("--landmarks", help="face_landmark.tflite (default: the fetched one)")
-  parser.add_argument("--landmarker_task", help="MediaPipe's face_landmarker.task bundle, instead of the two files")
   return parser.parse_args(argv)
 
 
@@ -56,9 +45,8 @@ def main(argv=None) -> int:
   args = parse_args(argv)
   start = time.perf_counter()
   try:
-    settings = clip_lib.PrepSettings(smooth=args.smooth, min_frames=args.min_frames, max_frames=args.max_frames,
-                                     track=track_lib.TrackConfig(detect_every=args.detect_every))
-    paths = model_files.find_models(detector=args.detector, landmarks=args.landmarks, task=args.landmarker_task)
+    settings = build.prep_settings(args)
+    paths = build.model_paths(args)
     detector = detect.FaceDetector(paths.detector)
     landmarker = landmarks.FaceMesh(paths.landmarks)
   except (ValueError, OSError, model_files.ModelFilesError) as error:

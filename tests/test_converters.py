@@ -317,6 +317,15 @@ def _write_mat(tmp_path, contents, name="bad.mat"):
   return str(path)
 
 
+def assert_same_triangles_wound_counter_clockwise(model, triangles):
+  """The model has the source's triangles (any vertex order), each counter-clockwise seen from +z."""
+  converted = np.asarray(model.triangles)
+  assert sorted(map(sorted, converted.tolist())) == sorted(map(sorted, np.asarray(triangles).tolist()))
+  mean = np.asarray(model.mean)
+  a, b, c = (mean[converted[:, i]] for i in range(3))
+  assert np.all(np.cross(b - a, c - a)[:, 2] > 0)
+
+
 def test_deep3d_vertices_match_deep3dfacerecon(deep3d):
   model = converters.convert_deep3d_bfm(deep3d["path"])
   assert (model.num_vertices, model.num_id, model.num_exp) == (N, K_ID_DEEP3D, K_EXP_DEEP3D)
@@ -330,11 +339,7 @@ def test_deep3d_vertices_match_deep3dfacerecon(deep3d):
   np.testing.assert_allclose(np.asarray(face3d.vertices(model, a_id, a_exp)), expected.reshape(-1, 3), atol=1e-6)
   np.testing.assert_allclose(np.asarray(model.albedo), c["meantex"].reshape(-1, 3) / 255.0, atol=1e-6)
   np.testing.assert_array_equal(np.asarray(model.landmarks), deep3d["landmarks"])
-  triangles = np.asarray(model.triangles)
-  assert sorted(map(sorted, triangles.tolist())) == sorted(map(sorted, deep3d["triangles"].tolist()))
-  mean = np.asarray(model.mean)
-  a, b, c_ = (mean[triangles[:, i]] for i in range(3))
-  assert np.all(np.cross(b - a, c_ - a)[:, 2] > 0)
+  assert_same_triangles_wound_counter_clockwise(model, deep3d["triangles"])
 
 
 def test_deep3d_without_recentring_keeps_the_origin(deep3d):
@@ -463,11 +468,7 @@ def test_sfm_arrays_match_hand_computation(sfm):
   np.testing.assert_allclose(np.asarray(model.albedo), sfm["colour"].reshape(n, 3), atol=1e-6)
   doubled = _convert_sfm(sfm, blendshape_std=1.0)
   np.testing.assert_allclose(np.asarray(doubled.exp_basis), 2 * np.asarray(model.exp_basis), rtol=1e-6)
-  triangles = np.asarray(model.triangles)
-  assert sorted(map(sorted, triangles.tolist())) == sorted(map(sorted, sfm["triangles"].tolist()))
-  mean = np.asarray(model.mean)
-  a, b, c = (mean[triangles[:, i]] for i in range(3))
-  assert np.all(np.cross(b - a, c - a)[:, 2] > 0)
+  assert_same_triangles_wound_counter_clockwise(model, sfm["triangles"])
 
 
 def test_sfm_unmapped_landmarks_land_on_the_template_vertices(sfm):

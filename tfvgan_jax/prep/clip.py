@@ -178,7 +178,7 @@ def track_cache_key(path, settings: PrepSettings, model_hashes: tuple[str, ...],
   return f"{stem[:48]}-{digest}"
 
 
-def _save_npz(path: epath.Path, **arrays) -> None:
+def write_npz_atomically(path: epath.Path, **arrays) -> None:
   """Writes an .npz atomically (a temporary name, then a rename), so a killed job leaves no half file."""
   buffer = io.BytesIO()
   np.savez(buffer, **arrays)
@@ -209,9 +209,9 @@ def cached_track(path, detector, landmarker, settings: PrepSettings, cache_dir, 
   try:
     result = track_video(path, detector, landmarker, settings)
   except SkippedVideo as skipped:
-    _save_npz(entry, skip_reason=np.str_(skipped.reason), skip_problem=np.str_(skipped.problem))
+    write_npz_atomically(entry, skip_reason=np.str_(skipped.reason), skip_problem=np.str_(skipped.problem))
     raise
-  _save_npz(entry, frames=result.frames, points=result.points, frame_size=np.asarray(result.frame_size),
+  write_npz_atomically(entry, frames=result.frames, points=result.points, frame_size=np.asarray(result.frame_size),
             fps=np.float64(result.fps), frames_decoded=np.int64(result.frames_decoded))
   return result
 
