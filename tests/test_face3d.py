@@ -116,6 +116,19 @@ def test_project_matches_numpy_and_batches():
     Camera.from_vector(np.zeros(7))
 
 
+def test_project_face_is_the_recombined_shape_through_the_camera():
+  """Eq. 4 with identity from one face and expression from another, then the camera, in NumPy."""
+  model = tiny_model()
+  rng = np.random.default_rng(5)
+  a_id, a_exp = rng.normal(size=4), rng.normal(size=3)
+  vec = np.array([0.2, -0.4, 0.1, 2.5, 30.0, 40.0])
+  got = np.asarray(face3d.project_face(model, a_id, a_exp, vec))
+  shape = np.asarray(model.mean) + np.asarray(model.id_basis) @ a_id + np.asarray(model.exp_basis) @ a_exp
+  rotated = shape @ (rotation_z(vec[2]) @ rotation_y(vec[1]) @ rotation_x(vec[0])).T
+  want = np.stack([vec[3] * rotated[:, 0] + vec[4], vec[5] - vec[3] * rotated[:, 1], vec[3] * rotated[:, 2]], -1)
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
 def test_npz_round_trip(tmp_path):
   model = tiny_model()
   path = tmp_path / "m.npz"

@@ -131,10 +131,10 @@ def build_scene(face_model: face3d.MorphableModel, batch: dict, tolerance: float
   size = identity.shape[1]
   id_coeffs = both_times("identity", "id_coeffs")
   # X_e = X_p in both branches: the expression comes with the appearance frame.
-  target = face3d.vertices(face_model, id_coeffs, both_times("appearance", "exp_coeffs"))
-  target_screen = face3d.project(target, face3d.Camera.from_vector(both_times("appearance", "camera")))
-  own = face3d.vertices(face_model, id_coeffs, both_times("identity", "exp_coeffs"))
-  identity_screen = face3d.project(own, face3d.Camera.from_vector(both_times("identity", "camera")))
+  target_screen = face3d.project_face(face_model, id_coeffs, both_times("appearance", "exp_coeffs"),
+                                      both_times("appearance", "camera"))
+  identity_screen = face3d.project_face(face_model, id_coeffs, both_times("identity", "exp_coeffs"),
+                                        both_times("identity", "camera"))
   face = render.render_face(target_screen, identity_screen, face_model.triangles, identity, size, size,
                             tolerance=tolerance)
   flow, valid = jax.vmap(render.dense_flow, in_axes=(0, 0, None, 0, 0, None))(

@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from tfvgan_jax.face3d.model import MorphableModel, vertices
+
 CAMERA_SIZE = 6
 
 
@@ -105,3 +107,17 @@ def project(vertices: jax.Array, camera: Camera) -> jax.Array:
   flip = jnp.array([1.0, -1.0, 1.0], jnp.float32)
   offset = jnp.concatenate([camera.translation, jnp.zeros_like(camera.translation[..., :1])], axis=-1)
   return scale * flip * rotated + offset[..., None, :]
+
+
+def project_face(model: MorphableModel, id_coeffs: jax.Array, exp_coeffs: jax.Array, camera: jax.Array) -> jax.Array:
+  """Screen-space vertices of a (possibly recombined) face: eq. 3/4's shape seen by a camera.
+
+  Args:
+    model: the morphable model.
+    id_coeffs: [..., K_id]; exp_coeffs: [..., K_exp], from the same face or (recombination) not.
+    camera: [..., 6] camera vectors.
+
+  Returns:
+    [..., N, 3] screen x, y (pixels) and depth, as `project`.
+  """
+  return project(vertices(model, id_coeffs, exp_coeffs), Camera.from_vector(camera))
