@@ -332,6 +332,9 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
 def main(argv=None) -> int:
   args, beam_args = parse_args(argv)
   start = time.perf_counter()
+  if args.min_frames < 2:
+    print(f"error: --min_frames must be >= 2 (training pairs frame t with t-1), got {args.min_frames}", file=sys.stderr)
+    return 1
   try:
     prep = prep_settings(args, image_size=args.size, crop_scale=args.crop_scale)
     paths = model_paths(args)

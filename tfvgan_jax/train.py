@@ -240,17 +240,27 @@ def init_state(config, rng: jax.Array) -> TrainState:
 
 
 def synthesize(networks: Networks, params: dict, variables: dict, scene: Scene, train: bool):
-  """P = E(X_p, M) and Y = G(R, P, M^).
+  """P = E(X_p, M) and Y = G(R, P, M^) for a scene.
 
   Returns:
     Y [2B, S, S, 3], P, and the updated generator variables (batch-norm statistics).
+  """
+  return blend(networks, params, variables, scene.appearance, scene.hint, scene.render, scene.face_mask, train)
+
+
+def blend(networks: Networks, params: dict, variables: dict, appearance: jax.Array, hint: jax.Array,
+          render_image: jax.Array, face_mask: jax.Array, train: bool):
+  """The deep blending network: P = E(X_p, M), Y = G(R, P, M^) (images in [-1, 1]).
+
+  Returns:
+    Y [B, S, S, 3], P, and the updated generator variables (batch-norm statistics).
   """
   embedder = nnx.merge(networks.embedder, params["embedder"], variables["embedder"], copy=True)
   generator = nnx.merge(networks.generator, params["generator"], variables["generator"], copy=True)
   if not train:
     generator.eval()
-  appearance_code = embedder(scene.appearance, scene.hint)
-  output = generator(scene.render, appearance_code, scene.face_mask)
+  appearance_code = embedder(appearance, hint)
+  output = generator(render_image, appearance_code, face_mask)
   return output, appearance_code, nnx.split(generator, nnx.Param, ...)[2]
 
 

@@ -34,11 +34,13 @@ from etils import epath
 from tfvgan_jax import face3d
 from tfvgan_jax.prep import crop as crop_lib
 from tfvgan_jax.prep import fit as fit_lib
+from tfvgan_jax.prep import landmarks as landmarks_lib
 from tfvgan_jax.prep import topology
 from tfvgan_jax.prep import track as track_lib
 from tfvgan_jax.prep import video as video_lib
 
 NUM_MESH_POINTS = 468
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 # Bumped when a change to the stages makes cached tracks stale.
 _TRACK_CACHE_VERSION = 1
 
@@ -72,8 +74,8 @@ class PrepSettings:
   def __post_init__(self):
     if self.image_size < 8:
       raise ValueError(f"image_size must be >= 8, got {self.image_size}")
-    if self.min_frames < 2:
-      raise ValueError(f"min_frames must be >= 2 (training pairs frame t with t-1), got {self.min_frames}")
+    if self.min_frames < 1:
+      raise ValueError(f"min_frames must be >= 1, got {self.min_frames}")
     if self.max_frames < 0:
       raise ValueError(f"max_frames must be >= 0, got {self.max_frames}")
 
@@ -158,6 +160,49 @@ def track_video(path, detector, landmarker, settings: PrepSettings = PrepSetting
                        f"{settings.min_face_size:g}")
   points = track_lib.smooth_points(main.points, settings.smooth)
   return FaceTrack(main.frames, points, (info.width, info.height), info.fps, seen, os.fspath(path))
+
+
+def is_image(path) -> bool:
+  """Whether `path` names a still picture (by its suffix) rather than a video."""
+  return os.fspath(path).lower().endswith(IMAGE_SUFFIXES)
+
+
+def read_image(path) -> np.ndarray:
+  """[H, W, 3] uint8 RGB pixels of a picture file.
+
+  Raises:
+    SkippedVideo: missing or unreadable (reasons missing, unreadable).
+  """
+  from PIL import Image, UnidentifiedImageError
+  if not os.path.exists(path):
+    raise SkippedVideo(path, "missing", "no such file")
+  try:
+    with Image.open(path) as picture:
+      return np.asarray(picture.convert("RGB"))
+  except (UnidentifiedImageError, OSError) as error:
+    raise SkippedVideo(path, "unreadable", f"not a readable picture ({error})") from error
+
+
+def track_image(path, detector, landmarker, refinements: int = 1) -> FaceTrack:
+  """The largest face of a picture as a one-frame `FaceTrack`.
+
+  The landmarks are taken again `refinements` times from the region their own previous estimate
+  gives (as on the frames of a video), which centres and levels the crop better than the
+  detector's box.
+
+  Raises:
+    SkippedVideo: unreadable, or no face (no_face).
+  """
+  image = read_image(path)
+  found = detector(image)
+  if not found:
+    raise SkippedVideo(path, "no_face", "no face found in the picture")
+  largest = max(found, key=lambda d: float(np.prod(np.asarray(d.box[2:]) - np.asarray(d.box[:2]))))
+  result = landmarker(image, landmarks_lib.roi_from_detection(largest))
+  for _ in range(refinements):
+    result = landmarker(image, landmarks_lib.roi_from_landmarks(result.points))
+  points = np.asarray(result.points, np.float32)[None]
+  return FaceTrack(np.zeros(1, np.int64), points, (image.shape[1], image.shape[0]), 0.0, 1, os.fspath(path))
 
 
 def _file_identity(path) -> dict:

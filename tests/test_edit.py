@@ -1,0 +1,160 @@
+"""Editing with a real (tiny) checkpoint: the three tasks, the output file, bad inputs.
+
+The checkpoint is trained here for two steps with `configs/synthetic.py:tiny` (32 px); the inputs
+are synthetic talking heads encoded as mp4 (one with an audio track) and a still picture, so the
+MediaPipe detector and landmarks see faces they find (test_build.py checks that).
+"""
+
+import os
+
+import av
+import numpy as np
+import pytest
+from absl import flags
+from absl.testing import flagsaver
+from PIL import Image
+
+from tfvgan_jax import edit, face3d, train
+from tfvgan_jax.data import synthetic
+from tfvgan_jax.prep import video
+
+FRAMES = 8
+CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "synthetic.py")
+
+
+def talking_head(model, seed, frames=FRAMES, size=128):
+  truth = synthetic.sample_video(model, seed, frames, size)
+  return synthetic.render_frames(model, truth.appearance, truth.id_coeffs, truth.exp_coeffs, truth.cameras, size)
+
+
+def write_with_audio(path, frames, fps=25, sample_rate=16000):
+  """An mp4 with H.264 video and a 440 Hz AAC tone as long as the video."""
+  with av.open(str(path), mode="w") as container:
+    stream = container.add_stream("libx264", rate=fps)
+    stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+    audio = container.add_stream("aac", rate=sample_rate)
+    for frame in frames:
+      for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+        container.mux(packet)
+    seconds = len(frames) / fps
+    tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(int(seconds * sample_rate)) / sample_rate)).astype(np.float32)
+    for start in range(0, len(tone), 1024):
+      chunk = av.AudioFrame.from_ndarray(tone[None, start:start + 1024], format="fltp", layout="mono")
+      chunk.sample_rate = sample_rate
+      for packet in audio.encode(chunk):
+        container.mux(packet)
+    for encoder in (stream, audio):
+      for packet in encoder.encode():
+        container.mux(packet)
+  return path
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("synthetic_config", CONFIG)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config("tiny")
+  config.data.synthetic.cache_dir = str(tmp_path_factory.mktemp("corpus"))
+  directory = tmp_path_factory.mktemp("run")
+  train.train_and_evaluate(config, directory)
+  return directory
+
+
+@pytest.fixture(scope="module")
+def editor(workdir, mediapipe_models, tmp_path_factory):
+  return edit.Editor(workdir, cache_dir=tmp_path_factory.mktemp("edit_cache"),
+                     settings=edit.EditSettings(batch_size=4))
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+  folder = tmp_path_factory.mktemp("inputs")
+  model = face3d.load_model("procedural:low")
+  paths = {"target": write_with_audio(folder / "target.mp4", talking_head(model, 1))}
+  for name, seed in (("driving", 2), ("expression", 3)):
+    paths[name] = folder / f"{name}.mp4"
+    video.write_video(paths[name], talking_head(model, seed), fps=30)
+  paths["source"] = folder / "source.png"
+  Image.fromarray(talking_head(model, 4, frames=1)[0]).save(paths["source"])
+  blank = [np.full((128, 128, 3), 40, np.uint8)] * 3
+  paths["gap"] = folder / "gap.mp4"
+  video.write_video(paths["gap"], blank + list(talking_head(model, 5, frames=10)), fps=25)
+  paths["wall"] = folder / "wall.mp4"
+  video.write_video(paths["wall"], blank * 3, fps=25)
+  return paths
+
+
+def read_back(path):
+  info = video.probe(path)
+  frames = [f.image for f in video.read_frames(path)]
+  with av.open(str(path)) as container:
+    audio = len(container.streams.audio)
+    metadata = dict(container.metadata)
+  return info, frames, audio, metadata
+
+
+def test_swap_keeps_the_targets_frames_rate_size_and_audio(editor, inputs, tmp_path):
+  report = editor.swap(inputs["source"], inputs["target"], tmp_path / "swap.mp4")
+  info, frames, audio, _ = read_back(tmp_path / "swap.mp4")
+  target = video.probe(inputs["target"])
+  assert report.frames == len(frames) == FRAMES and report.edited == FRAMES and report.passed_through == 0
+  assert (info.width, info.height) == (target.width, target.height) and info.fps == pytest.approx(target.fps)
+  assert audio == 1
+  assert video.is_marked_synthetic(tmp_path / "swap.mp4")
+  originals = [f.image for f in video.read_frames(inputs["target"])]
+  changed = np.mean([np.abs(a.astype(int) - b).mean() for a, b in zip(frames, originals)])
+  assert changed > 1.0  # the face was replaced by the network's output
+  corner = np.mean([np.abs(a[:8, :8].astype(int) - b[:8, :8]).mean() for a, b in zip(frames, originals)])
+  assert corner < 3.0  # far from the face the target is kept
+
+
+@pytest.mark.parametrize("relative", [False, True])
+def test_reenact_uses_the_drivings_timeline_and_the_sources_canvas(editor, inputs, tmp_path, relative):
+  report = editor.reenact(inputs["source"], inputs["driving"], tmp_path / "re.mp4", relative=relative)
+  info, frames, audio, _ = read_back(tmp_path / "re.mp4")
+  assert report.frames == len(frames) == FRAMES and report.edited == FRAMES
+  assert info.fps == pytest.approx(30.0) and (info.width, info.height) == (128, 128)
+  assert audio == 0  # the driving video has none
+
+
+def test_disentangle_takes_three_inputs(editor, inputs, tmp_path):
+  report = editor.disentangle(inputs["source"], inputs["expression"], inputs["target"], tmp_path / "mix.mp4")
+  _, frames, audio, _ = read_back(tmp_path / "mix.mp4")
+  assert report.frames == len(frames) == FRAMES and audio == 1
+
+
+def test_frames_without_a_face_pass_through(editor, inputs, tmp_path):
+  report = editor.swap(inputs["source"], inputs["gap"], tmp_path / "gap.mp4")
+  assert report.frames == 13 and report.passed_through == 3 and report.edited == 10
+
+
+def test_bad_inputs_are_named(editor, workdir, inputs, tmp_path):
+  with pytest.raises(edit.EditError, match="--target=.*source.png.*must be a video"):
+    editor.swap(inputs["source"], inputs["source"], tmp_path / "x.mp4")
+  with pytest.raises(edit.EditError, match="--source=.*missing.png.*no such file"):
+    editor.swap(tmp_path / "missing.png", inputs["target"], tmp_path / "x.mp4")
+  with pytest.raises(edit.EditError, match="--target=.*wall.mp4.*no face"):
+    editor.swap(inputs["source"], inputs["wall"], tmp_path / "x.mp4")
+  with pytest.raises(edit.EditError, match="no checkpoints"):
+    edit.load_checkpoint(tmp_path)
+  other = tmp_path / "other.npz"
+  face3d.save(face3d.procedural_model(seed=3, detail="low"), other)
+  with pytest.raises(edit.EditError, match="not the face model the checkpoint was trained with"):
+    edit.load_checkpoint(workdir, face_model=str(other))
+
+
+def test_command_line(workdir, inputs, tmp_path, mediapipe_models, capsys):
+  with flagsaver.flagsaver():
+    flags.FLAGS(["edit", "--task=swap", f"--checkpoint={workdir}", f"--source={inputs['source']}",
+                 f"--target={inputs['target']}", f"--out={tmp_path / 'cli.mp4'}", "--label",
+                 f"--cache_dir={tmp_path / 'cache'}"])
+    edit.main([])
+  assert "8 frames, 8 edited" in capsys.readouterr().out
+  assert video.probe(tmp_path / "cli.mp4").num_frames == FRAMES
+  with flagsaver.flagsaver():
+    flags.FLAGS(["edit", "--task=disentangle", f"--checkpoint={workdir}", f"--out={tmp_path / 'y.mp4'}",
+                 f"--identity={inputs['source']}"])
+    with pytest.raises(SystemExit, match="--expression, --appearance"):
+      edit.main([])

@@ -1,0 +1,471 @@
+"""Editing real videos with a trained checkpoint: face swap, reenactment, fully disentangled manipulation.
+
+    python -m tfvgan_jax.edit --task=swap --checkpoint=WORKDIR --source=me.jpg --target=clip.mp4 --out=swap.mp4
+    python -m tfvgan_jax.edit --task=reenact --checkpoint=WORKDIR --source=me.jpg --driving=talk.mp4 --out=re.mp4
+    python -m tfvgan_jax.edit --task=disentangle --checkpoint=WORKDIR --identity=a.mp4 --expression=b.mp4 \\
+        --appearance=c.mp4 --out=mix.mp4
+
+How each task fills the network's three inputs (TFVGAN §4.1, UniFaceGAN §IV-B):
+
+  task         X_i (identity, texture)   X_e (expression)        X_p (appearance: pose, background)   hint M
+  swap         source                    target frame t          target frame t                       X_p (1 - M^)
+  reenact      source                    driving frame t         driving frame t                      X_i (1 - M^)
+  disentangle  identity                  expression frame t      appearance frame t                   X_p (1 - M^)
+
+Every input goes through the preparation of `tfvgan_jax.prep` (detection, Face Mesh tracking,
+smoothing, one stable crop per clip, one identity per clip), cached per input file. The identity
+input may be a picture or a video; a video gives its identity coefficients (one per clip) and its
+most frontal frame as the texture X_i. The recombined face is rendered, E and G run in batches,
+and each output crop is pasted back into the full frame with a feathered mask; frames where the
+driving face was not tracked pass through unchanged and are counted. The output is an mp4 at the
+frame rate of the video that drives the timeline (target, driving or appearance) with its audio
+copied, marked as synthetic in its metadata (and with a visible label on request).
+
+Reenactment's `--relative` applies the driving video's motion relative to its first frame to the
+source's own pose and expression (as first-order-model's relative mode), instead of the driving
+frame's absolute pose and expression.
+
+The same runs from Python (`Editor`), e.g. in a notebook:
+
+  editor = Editor("runs/voxceleb")
+  report = editor.swap("me.jpg", "clip.mp4", "swap.mp4")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import app, flags
+from etils import epath
+
+from tfvgan_jax import face3d, render, train
+from tfvgan_jax.prep import clip as clip_lib
+from tfvgan_jax.prep import composite, detect, landmarks, model_files
+from tfvgan_jax.prep import crop as crop_lib
+from tfvgan_jax.prep import video as video_lib
+
+TASKS = ("swap", "reenact", "disentangle")
+
+
+class EditError(ValueError):
+  """An edit that cannot be made; the message names the input and the problem."""
+
+
+class Checkpoint(NamedTuple):
+  """What editing needs of a training run.
+
+  Attributes:
+    config: the run's config.
+    step: the checkpoint's step.
+    face_model: the morphable model the run was trained with.
+    networks: E, G, D graph definitions.
+    params: E and G parameters (the EMA copy when the run kept one).
+    variables: the non-parameter variables (batch-norm statistics).
+  """
+
+  config: ml_collections.ConfigDict
+  step: int
+  face_model: face3d.MorphableModel
+  networks: train.Networks
+  params: dict
+  variables: dict
+
+  @property
+  def image_size(self) -> int:
+    return int(self.config.model.image_size)
+
+
+def load_checkpoint(workdir, face_model: Optional[str] = None, step: Optional[int] = None) -> Checkpoint:
+  """Reads the latest (or `step`) checkpoint of a training workdir.
+
+  Args:
+    workdir: the `--workdir` of `tfvgan_jax.main`.
+    face_model: the morphable model file, when the run's `config.face_model` path does not exist on
+      this machine; it must be the same model (same content hash) when both exist.
+    step: a checkpoint step; default the latest.
+
+  Raises:
+    EditError: no checkpoint there, or a face model that is not the run's.
+  """
+  directory = epath.Path(workdir).expanduser() / "checkpoints"
+  if not directory.exists():
+    raise EditError(f"{workdir}: no checkpoints/ folder; give the --workdir of a training run")
+  manager = ocp.CheckpointManager(directory, item_handlers={
+      "state": ocp.StandardCheckpointHandler(), "config": ocp.JsonCheckpointHandler()})
+  step = manager.latest_step() if step is None else step
+  if step is None:
+    raise EditError(f"{directory}: holds no checkpoint yet")
+  config_json = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
+  config = ml_collections.ConfigDict(config_json)
+  model = _checkpoint_face_model(config, face_model, directory)
+  abstract = jax.eval_shape(lambda key: train.init_state(config, key), jax.random.key(0))
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device), abstract)
+  state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))).state
+  manager.close()
+  return Checkpoint(config, int(step), model, train.abstract_networks(config.model),
+                    state.ema if state.ema else state.params, state.variables)
+
+
+def _checkpoint_face_model(config, override: Optional[str], directory) -> face3d.MorphableModel:
+  trained_with = str(config.face_model)
+  try:
+    trained = face3d.load_model(trained_with)
+  except (OSError, ValueError):
+    trained = None
+  if override is None:
+    if trained is None:
+      raise EditError(f"{directory}: the run was trained with face model {trained_with!r}, which is not "
+                      f"readable here; pass that model with --face_model")
+    return trained
+  model = face3d.load_model(override)
+  if trained is not None and face3d.content_hash(model) != face3d.content_hash(trained):
+    raise EditError(f"{override}: not the face model the checkpoint was trained with ({trained_with!r}, "
+                    f"{trained.name}); edits need the same model")
+  return model
+
+
+class Prepared(NamedTuple):
+  """One input, tracked and fitted.
+
+  Attributes:
+    path: the file.
+    is_image: a picture (one frame) rather than a video.
+    track: the main face track (source pixels).
+    fitted: its crop and fit at the checkpoint's resolution.
+    fps: the video's frame rate (0 for a picture).
+  """
+
+  path: str
+  is_image: bool
+  track: clip_lib.FaceTrack
+  fitted: clip_lib.FittedClip
+  fps: float
+
+  def frontal_index(self) -> int:
+    """The tracked frame whose pose is closest to frontal (the texture source X_i)."""
+    angles = self.fitted.fit.cameras[:, :2]
+    return int(np.argmin(np.sum(angles**2, axis=1)))
+
+
+@dataclasses.dataclass(frozen=True)
+class EditSettings:
+  """How edits are made.
+
+  Attributes:
+    batch_size: frames per network call (padded, so one compilation serves a whole video).
+    feather: width of the soft edge of the pasted face, as a fraction of the crop size.
+    relative: reenactment motion relative to the driving video's first frame.
+    label: draw a visible "SYNTHETIC" label on every frame.
+    mark_synthetic: write the synthetic-content tags into the mp4's metadata.
+    prep: tracking settings for the inputs (the crop size is the checkpoint's).
+  """
+
+  batch_size: int = 8
+  feather: float = 0.04
+  relative: bool = False
+  label: bool = False
+  mark_synthetic: bool = True
+  prep: clip_lib.PrepSettings = clip_lib.PrepSettings(min_frames=1)
+
+
+class EditReport(NamedTuple):
+  """What an edit did: frames written, of them edited and passed through, seconds, the output path."""
+
+  frames: int
+  edited: int
+  passed_through: int
+  seconds: float
+  out: str
+
+
+def _synthesis_function(checkpoint: Checkpoint):
+  """The jitted pass from a batch of recombined inputs to output crops (uint8) and face masks."""
+  tolerance = float(checkpoint.config.render.get("tolerance", 0.5))
+  size = checkpoint.image_size
+  networks = checkpoint.networks
+
+  def synthesize(params, variables, model, identity_image, identity_id, identity_exp, identity_camera,
+                 appearance_image, target_exp, target_camera, hint_from_identity):
+    identity = train.to_model_range(identity_image)
+    appearance = train.to_model_range(appearance_image)
+    target_screen = face3d.project_face(model, identity_id, target_exp, target_camera)
+    identity_screen = face3d.project_face(model, identity_id, identity_exp, identity_camera)
+    face = render.render_face(target_screen, identity_screen, model.triangles, identity, size, size,
+                              tolerance=tolerance)
+    hint = render.appearance_hint(jnp.where(hint_from_identity, identity, appearance), face.face_mask)
+    output, _, _ = train.blend(networks, params, variables, appearance, hint, face.render, face.face_mask,
+                               train=False)
+    pixels = jnp.clip(jnp.round((output + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
+    return pixels, face.face_mask[..., 0]
+
+  return jax.jit(synthesize)
+
+
+class Editor:
+  """Face swap, reenactment and fully disentangled manipulation with one checkpoint.
+
+  Args:
+    checkpoint: a training workdir (or a loaded `Checkpoint`).
+    face_model: see `load_checkpoint`.
+    cache_dir: where input tracks are cached (default `~/.cache/tfvgan_jax/edit`).
+    settings: `EditSettings`.
+    detector, landmarks, landmarker_task: MediaPipe model files (default: the fetched ones).
+  """
+
+  def __init__(self, checkpoint, face_model: Optional[str] = None, cache_dir=None,
+               settings: EditSettings = EditSettings(), detector=None, landmarks_file=None, landmarker_task=None):
+    self.checkpoint = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint, face_model)
+    self.settings = settings
+    self.prep = dataclasses.replace(settings.prep, image_size=self.checkpoint.image_size)
+    paths = model_files.find_models(detector=detector, landmarks=landmarks_file, task=landmarker_task)
+    self.detector = detect.FaceDetector(paths.detector)
+    self.landmarker = landmarks.FaceMesh(paths.landmarks)
+    self.model_hashes = (model_files.sha256_of(paths.detector), model_files.sha256_of(paths.landmarks))
+    self.cache_dir = epath.Path(cache_dir or os.path.expanduser("~/.cache/tfvgan_jax/edit"))
+    self._synthesize = _synthesis_function(self.checkpoint)
+    self._model = jax.tree.map(jnp.asarray, self.checkpoint.face_model)
+
+  # ----- inputs -----
+
+  def prepare(self, path, role: str, video_only: bool = False) -> Prepared:
+    """Tracks and fits one input (the track is cached per file).
+
+    Raises:
+      EditError: naming the role and the file: missing, unreadable, a picture where a video is
+        needed, or no usable face.
+    """
+    path = os.fspath(path)
+    image = clip_lib.is_image(path)
+    if video_only and image:
+      raise EditError(f"--{role}={path}: a picture, but {role} must be a video (it sets the frames of the output)")
+    try:
+      if image:
+        track = clip_lib.track_image(path, self.detector, self.landmarker)
+        fps = 0.0
+      else:
+        track = clip_lib.cached_track(path, self.detector, self.landmarker, self.prep, self.cache_dir,
+                                      self.model_hashes)
+        fps = track.fps
+      fitted = clip_lib.fit_track(track, self.checkpoint.face_model, self.prep)
+    except clip_lib.SkippedVideo as skipped:
+      raise EditError(f"--{role}={path}: {skipped.problem} ({skipped.reason})") from skipped
+    return Prepared(path, image, track, fitted, fps)
+
+  # ----- the three tasks -----
+
+  def swap(self, source, target, out) -> EditReport:
+    """The source's identity on the target video (everything else from the target)."""
+    source_in, target_in = self.prepare(source, "source"), self.prepare(target, "target", video_only=True)
+    fit = target_in.fitted.fit
+    return self._edit(source_in, target_in, target_in, lambda t: fit.exp_coeffs[t], lambda t: fit.cameras[t],
+                      hint_from_identity=False, out=out)
+
+  def reenact(self, source, driving, out, relative: Optional[bool] = None) -> EditReport:
+    """The source's face and background moved by the driving video's pose and expression."""
+    source_in, driving_in = self.prepare(source, "source"), self.prepare(driving, "driving", video_only=True)
+    relative = self.settings.relative if relative is None else relative
+    expression, camera = reenactment_motion(source_in, driving_in, relative)
+    return self._edit(source_in, driving_in, driving_in, expression, camera, hint_from_identity=True, out=out,
+                      canvas=source_in)
+
+  def disentangle(self, identity, expression, appearance, out) -> EditReport:
+    """Identity, expression and appearance (pose and background) from three inputs."""
+    identity_in = self.prepare(identity, "identity")
+    expression_in = self.prepare(expression, "expression")
+    appearance_in = self.prepare(appearance, "appearance", video_only=True)
+    expressions, cameras = expression_in.fitted.fit.exp_coeffs, appearance_in.fitted.fit.cameras
+    return self._edit(identity_in, appearance_in, appearance_in,
+                      lambda t: expressions[min(t, len(expressions) - 1)], lambda t: cameras[t],
+                      hint_from_identity=False, out=out)
+
+  # ----- the shared loop -----
+
+  def _edit(self, identity: Prepared, timeline: Prepared, appearance: Prepared,
+            expression: Callable[[int], np.ndarray], camera: Callable[[int], np.ndarray], hint_from_identity: bool,
+            out, canvas: Optional[Prepared] = None) -> EditReport:
+    """Streams `timeline`'s frames, editing those of its face track, into `out`.
+
+    Output crops are pasted into the timeline's own frames, or into the `canvas` input's frontal
+    frame (reenactment: the source's background).
+    """
+    start = time.perf_counter()
+    out = os.fspath(out)
+    counts = {"edited": 0, "passed": 0}
+    frames = self._edited_frames(identity, timeline, appearance, expression, camera, hint_from_identity,
+                                 canvas, counts)
+    metadata = dict(video_lib.SYNTHETIC_TAGS) if self.settings.mark_synthetic else None
+    written = video_lib.write_video(out, frames, fps=timeline.fps, audio_from=timeline.path, metadata=metadata)
+    return EditReport(written, counts["edited"], counts["passed"], time.perf_counter() - start, out)
+
+  def _edited_frames(self, identity: Prepared, timeline: Prepared, appearance: Prepared, expression, camera,
+                     hint_from_identity: bool, canvas: Optional[Prepared], counts: dict) -> Iterator[np.ndarray]:
+    size = self.checkpoint.image_size
+    batch_size = self.settings.batch_size
+    texture_index = identity.frontal_index()
+    identity_crop = crop_of(identity, texture_index, size)
+    identity_fit = identity.fitted.fit
+    canvas_frame = canvas_crop_to_source = None
+    if canvas is not None:
+      canvas_frame = frame_of(canvas, canvas.frontal_index())
+      canvas_crop_to_source = canvas.fitted.crop_to_source
+    track_frames = {int(f): k for k, f in enumerate(timeline.fitted.frames)}
+    feather = self.settings.feather * size
+    pending: list[tuple[np.ndarray, Optional[int], np.ndarray]] = []
+
+    def flush() -> Iterator[np.ndarray]:
+      edits = [(k, crop) for _, k, crop in pending if k is not None]
+      outputs = masks = None
+      if edits:
+        outputs, masks = self._run_batch(identity_crop, identity_fit, texture_index, edits, expression, camera,
+                                         hint_from_identity)
+      used = 0
+      for frame, k, _ in pending:
+        if k is None:
+          counts["passed"] += 1
+          result = canvas_frame if canvas_frame is not None else frame
+        else:
+          base = canvas_frame if canvas_frame is not None else frame
+          mapping = canvas_crop_to_source if canvas_crop_to_source is not None else timeline.fitted.crop_to_source
+          mask = composite.feathered_mask(masks[used], feather)
+          result = composite.paste_back(base, outputs[used], mapping, mask)
+          used += 1
+          counts["edited"] += 1
+        yield even_sized(composite.label_synthetic(result) if self.settings.label else result)
+      pending.clear()
+
+    box = appearance.fitted.box
+    for frame in video_lib.read_frames(timeline.path):
+      k = track_frames.get(frame.index)
+      crop = None if k is None else crop_lib.crop_image(frame.image, box, size)
+      pending.append((frame.image, k, crop))
+      if len(pending) == batch_size:
+        yield from flush()
+    yield from flush()
+
+  def _run_batch(self, identity_crop, identity_fit, texture_index, edits, expression, camera, hint_from_identity):
+    count, batch_size = len(edits), self.settings.batch_size
+    indices = [k for k, _ in edits] + [edits[-1][0]] * (batch_size - len(edits))
+    crops = np.stack([c for _, c in edits] + [edits[-1][1]] * (batch_size - len(edits)))
+    repeat = lambda x: np.repeat(np.asarray(x, np.float32)[None], batch_size, axis=0)  # noqa: E731
+    outputs, masks = self._synthesize(
+        self.checkpoint.params, self.checkpoint.variables, self._model,
+        np.repeat(identity_crop[None], batch_size, axis=0), repeat(identity_fit.id_coeffs),
+        repeat(identity_fit.exp_coeffs[texture_index]), repeat(identity_fit.cameras[texture_index]),
+        crops, np.stack([expression(k) for k in indices]).astype(np.float32),
+        np.stack([camera(k) for k in indices]).astype(np.float32), jnp.asarray(hint_from_identity))
+    return np.asarray(outputs)[:count], np.asarray(masks)[:count]
+
+
+def even_sized(frame: np.ndarray) -> np.ndarray:
+  """The frame with its last row / column repeated where its height / width is odd (H.264 in
+  yuv420p needs even sizes)."""
+  height, width = frame.shape[:2]
+  if height % 2 == 0 and width % 2 == 0:
+    return frame
+  return np.pad(frame, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
+
+
+def frame_of(prepared: Prepared, index: int) -> np.ndarray:
+  """The full source frame of the `index`-th tracked frame of an input."""
+  if prepared.is_image:
+    return clip_lib.read_image(prepared.path)
+  number = int(prepared.fitted.frames[index])
+  return next(video_lib.read_frames(prepared.path, start=number, stop=number + 1)).image
+
+
+def crop_of(prepared: Prepared, index: int, size: int) -> np.ndarray:
+  """The [S, S, 3] crop of the `index`-th tracked frame of an input."""
+  return crop_lib.crop_image(frame_of(prepared, index), prepared.fitted.box, size)
+
+
+def reenactment_motion(source: Prepared, driving: Prepared, relative: bool):
+  """Per driving frame k: the expression and camera the reenacted face takes.
+
+  Absolute: the driving frame's own expression and camera. Relative: the source's frontal frame
+  moved as the driving face moved since its first frame: expression and pose offsets added, scale
+  multiplied, translation offset scaled by the two faces' size ratio.
+  """
+  fit = driving.fitted.fit
+  if not relative:
+    return (lambda k: fit.exp_coeffs[k]), (lambda k: fit.cameras[k])
+  base = source.frontal_index()
+  source_exp, source_camera = source.fitted.fit.exp_coeffs[base], source.fitted.fit.cameras[base]
+  first_exp, first_camera = fit.exp_coeffs[0], fit.cameras[0]
+
+  def camera(k):
+    moved = np.array(source_camera, np.float32)
+    moved[:3] += fit.cameras[k, :3] - first_camera[:3]
+    ratio = source_camera[3] / first_camera[3]
+    moved[3] = source_camera[3] * fit.cameras[k, 3] / first_camera[3]
+    moved[4:] += (fit.cameras[k, 4:] - first_camera[4:]) * ratio
+    return moved
+
+  return (lambda k: source_exp + fit.exp_coeffs[k] - first_exp), camera
+
+
+# ----- command line -----
+
+_TASK = flags.DEFINE_enum("task", None, TASKS, "swap, reenact or disentangle")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "a training --workdir holding checkpoints/")
+_OUT = flags.DEFINE_string("out", None, "the mp4 to write")
+_SOURCE = flags.DEFINE_string("source", None, "swap: the identity (picture or video); reenact: identity and background")
+_TARGET = flags.DEFINE_string("target", None, "swap: the video whose face is replaced (everything else is kept)")
+_DRIVING = flags.DEFINE_string("driving", None, "reenact: the video giving pose and expression (and the timeline)")
+_IDENTITY = flags.DEFINE_string("identity", None, "the identity input (= swap's --source)")
+_EXPRESSION = flags.DEFINE_string("expression", None, "disentangle: the expression input (picture or video)")
+_APPEARANCE = flags.DEFINE_string("appearance", None, "pose and background (= swap's --target, reenact's --driving)")
+_RELATIVE = flags.DEFINE_bool("relative", False, "reenact: motion relative to the driving video's first frame")
+_FACE_MODEL = flags.DEFINE_string("face_model", None, "the run's face model, if its path is not readable here")
+_BATCH = flags.DEFINE_integer("batch_size", 8, "frames per network call")
+_LABEL = flags.DEFINE_bool("label", False, "draw a visible SYNTHETIC label on the frames")
+_MARK = flags.DEFINE_bool("mark_synthetic", True, "tag the mp4's metadata as synthetic")
+_CACHE = flags.DEFINE_string("cache_dir", None, "where input tracks are cached (default ~/.cache/tfvgan_jax/edit)")
+
+
+def _inputs(task: str) -> dict:
+  """The task's inputs from the per-task flags or the general ones (the first given wins)."""
+  pick = lambda *names: next((f.value for f in names if f.value), None)  # noqa: E731
+  if task == "swap":
+    inputs = {"source": pick(_SOURCE, _IDENTITY), "target": pick(_TARGET, _APPEARANCE)}
+  elif task == "reenact":
+    inputs = {"source": pick(_SOURCE, _IDENTITY), "driving": pick(_DRIVING, _APPEARANCE)}
+  else:
+    inputs = {"identity": pick(_IDENTITY, _SOURCE), "expression": _EXPRESSION.value,
+              "appearance": pick(_APPEARANCE, _TARGET)}
+  missing = [name for name, value in inputs.items() if not value]
+  if missing:
+    raise EditError(f"--task={task} needs {', '.join('--' + m for m in missing)}")
+  return inputs
+
+
+def main(argv):
+  del argv
+  if not (_TASK.value and _CHECKPOINT.value and _OUT.value):
+    sys.exit("error: --task, --checkpoint and --out are required (see --help)")
+  try:
+    inputs = _inputs(_TASK.value)
+    settings = EditSettings(batch_size=_BATCH.value, relative=_RELATIVE.value, label=_LABEL.value,
+                            mark_synthetic=_MARK.value)
+    editor = Editor(_CHECKPOINT.value, face_model=_FACE_MODEL.value, cache_dir=_CACHE.value, settings=settings)
+    report = getattr(editor, _TASK.value)(*inputs.values(), out=_OUT.value)
+  except (EditError, model_files.ModelFilesError, video_lib.VideoError) as error:
+    sys.exit(f"error: {error}")
+  print(json.dumps(report._asdict()))
+  print(f"wrote {report.out}: {report.frames} frames, {report.edited} edited, {report.passed_through} without a "
+        f"face passed through, in {report.seconds:.1f} s")
+
+
+if __name__ == "__main__":
+  app.run(main)
