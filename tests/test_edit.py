@@ -16,7 +16,7 @@ from PIL import Image
 
 from tfvgan_jax import edit, face3d, train
 from tfvgan_jax.data import synthetic
-from tfvgan_jax.prep import video
+from tfvgan_jax.prep import fit, video
 
 FRAMES = 8
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "synthetic.py")
@@ -158,3 +158,13 @@ def test_command_line(workdir, inputs, tmp_path, mediapipe_models, capsys):
                  f"--identity={inputs['source']}"])
     with pytest.raises(SystemExit, match="--expression, --appearance"):
       edit.main([])
+
+
+def test_per_frame_baseline_fits_every_frame_alone_and_jitters_more(editor, workdir, inputs, tmp_path):
+  baseline = edit.Editor(workdir, cache_dir=tmp_path / "cache", settings=edit.EditSettings(batch_size=4, per_frame=True))
+  ours, alone = editor.prepare(inputs["target"], "target"), baseline.prepare(inputs["target"], "target")
+  assert alone.fitted.fit.exp_coeffs.shape == ours.fitted.fit.exp_coeffs.shape
+  jitter = lambda p: float(np.sum(fit.pose_jitter(p.fitted.fit.cameras, window=3)))  # noqa: E731
+  assert jitter(alone) > jitter(ours)
+  report = baseline.swap(inputs["source"], inputs["target"], tmp_path / "baseline.mp4")
+  assert report.frames == FRAMES

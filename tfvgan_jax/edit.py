@@ -167,6 +167,8 @@ class EditSettings:
     batch_size: frames per network call (padded, so one compilation serves a whole video).
     feather: width of the soft edge of the pasted face, as a fraction of the crop size.
     relative: reenactment motion relative to the driving video's first frame.
+    per_frame: the frame-by-frame baseline: no landmark smoothing and every frame fitted alone (its
+      own identity, no temporal terms), to measure what the per-clip fit and smoothing buy.
     label: draw a visible "SYNTHETIC" label on every frame.
     mark_synthetic: write the synthetic-content tags into the mp4's metadata.
     prep: tracking settings for the inputs (the crop size is the checkpoint's).
@@ -175,6 +177,7 @@ class EditSettings:
   batch_size: int = 8
   feather: float = 0.04
   relative: bool = False
+  per_frame: bool = False
   label: bool = False
   mark_synthetic: bool = True
   prep: clip_lib.PrepSettings = clip_lib.PrepSettings(min_frames=1)
@@ -228,7 +231,8 @@ class Editor:
                settings: EditSettings = EditSettings(), detector=None, landmarks_file=None, landmarker_task=None):
     self.checkpoint = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint, face_model)
     self.settings = settings
-    self.prep = dataclasses.replace(settings.prep, image_size=self.checkpoint.image_size)
+    self.prep = dataclasses.replace(settings.prep, image_size=self.checkpoint.image_size,
+                                    **({"smooth": 0.0} if settings.per_frame else {}))
     paths = model_files.find_models(detector=detector, landmarks=landmarks_file, task=landmarker_task)
     self.detector = detect.FaceDetector(paths.detector)
     self.landmarker = landmarks.FaceMesh(paths.landmarks)
@@ -258,7 +262,7 @@ class Editor:
         track = clip_lib.cached_track(path, self.detector, self.landmarker, self.prep, self.cache_dir,
                                       self.model_hashes)
         fps = track.fps
-      fitted = clip_lib.fit_track(track, self.checkpoint.face_model, self.prep)
+      fitted = clip_lib.fit_track(track, self.checkpoint.face_model, self.prep, per_frame=self.settings.per_frame)
     except clip_lib.SkippedVideo as skipped:
       raise EditError(f"--{role}={path}: {skipped.problem} ({skipped.reason})") from skipped
     return Prepared(path, image, track, fitted, fps)

@@ -268,8 +268,12 @@ def on_mesh_topology(model: face3d.MorphableModel) -> bool:
 
 
 def fit_track(track: FaceTrack, model: face3d.MorphableModel, settings: PrepSettings = PrepSettings(),
-              fit_config: Optional[fit_lib.FitConfig] = None) -> FittedClip:
+              fit_config: Optional[fit_lib.FitConfig] = None, per_frame: bool = False) -> FittedClip:
   """Chooses the clip's crop and fits `model` to the track's landmarks in crop pixels.
+
+  With `per_frame`, every frame is fitted alone (its own identity, no temporal smoothness): the
+  frame-by-frame baseline that the per-clip fit is measured against. Its `fit.id_coeffs` is then
+  the first frame's.
 
   Raises:
     SkippedVideo: the fit did not converge to finite values (fit_failed).
@@ -282,7 +286,13 @@ def fit_track(track: FaceTrack, model: face3d.MorphableModel, settings: PrepSett
     observed, vertex_ids = mesh_points, np.arange(NUM_MESH_POINTS)
   else:
     observed, vertex_ids = landmarks, np.asarray(model.landmarks)
-  fit = fit_lib.fit_clip(model, observed, vertex_ids=vertex_ids, config=fit_config or fit_lib.FitConfig())
+  config = fit_config or fit_lib.FitConfig()
+  if per_frame:
+    frames = [fit_lib.fit_clip(model, observed[t:t + 1], vertex_ids=vertex_ids, config=config)
+              for t in range(len(observed))]
+    fit = fit_lib.FitResult(frames[0].id_coeffs, *(np.concatenate(parts) for parts in zip(*(f[1:] for f in frames))))
+  else:
+    fit = fit_lib.fit_clip(model, observed, vertex_ids=vertex_ids, config=config)
   values = (fit.id_coeffs, fit.exp_coeffs, fit.cameras, fit.residual)
   if not all(np.all(np.isfinite(np.asarray(v))) for v in values):
     raise SkippedVideo(track.source, "fit_failed", "the fit produced non-finite coefficients")
