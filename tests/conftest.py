@@ -2,12 +2,26 @@
 
 import os
 import pathlib
+import shutil
 import sys
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One persistent XLA compilation cache for the whole session, inherited by the subprocesses the
+# training tests start: the tiny training run, the fitter's buckets and the editing pass are each
+# compiled once instead of once per test.
+_COMPILATION_CACHE = None
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _COMPILATION_CACHE = os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="tfvgan_jax_xla_cache_")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
 import pytest  # noqa: E402
+
+
+def pytest_unconfigure(config):
+  if _COMPILATION_CACHE:
+    shutil.rmtree(_COMPILATION_CACHE, ignore_errors=True)
 
 TESTDATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "testdata"
 
@@ -28,3 +42,27 @@ def mediapipe_models():
     return model_files.find_models()
   except model_files.ModelFilesError as error:
     pytest.skip(f"MediaPipe face models not available ({error})")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+  """(config, workdir): configs/synthetic.py:tiny trained for its 2 steps (32 px), shared by the editing,
+  notebook and evaluation tests. Its corpus, held-out videos included, is in config.data.synthetic.cache_dir."""
+  import importlib.util
+
+  from tfvgan_jax import train
+  spec = importlib.util.spec_from_file_location("synthetic_config", pathlib.Path(__file__).parents[1] / "configs" / "synthetic.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config("tiny")
+  config.data.synthetic.cache_dir = str(tmp_path_factory.mktemp("tiny_corpus"))
+  workdir = tmp_path_factory.mktemp("tiny_run")
+  train.train_and_evaluate(config, workdir)
+  return config, workdir
+
+
+@pytest.fixture(scope="session")
+def edit_inputs(tmp_path_factory):
+  """The synthetic editing inputs of `edit_inputs.make_inputs`, made once."""
+  import edit_inputs as made
+  return made.make_inputs(tmp_path_factory.mktemp("edit_inputs"))

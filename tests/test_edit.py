@@ -1,65 +1,25 @@
 """Editing with a real (tiny) checkpoint: the three tasks, the output file, bad inputs.
 
-The checkpoint is trained here for two steps with `configs/synthetic.py:tiny` (32 px); the inputs
-are synthetic talking heads encoded as mp4 (one with an audio track) and a still picture, so the
-MediaPipe detector and landmarks see faces they find (test_build.py checks that).
+The checkpoint is `configs/synthetic.py:tiny` trained for two steps (32 px, the session's
+`tiny_run`); the inputs are synthetic talking heads encoded as mp4 (one with an audio track) and a
+still picture (`edit_inputs`), faces the MediaPipe detector and landmarks find (test_build.py
+checks that).
 """
-
-import os
 
 import av
 import numpy as np
 import pytest
 from absl import flags
 from absl.testing import flagsaver
-from PIL import Image
 
-from tfvgan_jax import edit, face3d, train
-from tfvgan_jax.data import synthetic
+from edit_inputs import FRAMES
+from tfvgan_jax import edit, face3d
 from tfvgan_jax.prep import fit, video
-
-FRAMES = 8
-CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "synthetic.py")
-
-
-def talking_head(model, seed, frames=FRAMES, size=128):
-  truth = synthetic.sample_video(model, seed, frames, size)
-  return synthetic.render_frames(model, truth.appearance, truth.id_coeffs, truth.exp_coeffs, truth.cameras, size)
-
-
-def write_with_audio(path, frames, fps=25, sample_rate=16000):
-  """An mp4 with H.264 video and a 440 Hz AAC tone as long as the video."""
-  with av.open(str(path), mode="w") as container:
-    stream = container.add_stream("libx264", rate=fps)
-    stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
-    audio = container.add_stream("aac", rate=sample_rate)
-    for frame in frames:
-      for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-        container.mux(packet)
-    seconds = len(frames) / fps
-    tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(int(seconds * sample_rate)) / sample_rate)).astype(np.float32)
-    for start in range(0, len(tone), 1024):
-      chunk = av.AudioFrame.from_ndarray(tone[None, start:start + 1024], format="fltp", layout="mono")
-      chunk.sample_rate = sample_rate
-      for packet in audio.encode(chunk):
-        container.mux(packet)
-    for encoder in (stream, audio):
-      for packet in encoder.encode():
-        container.mux(packet)
-  return path
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-  import importlib.util
-  spec = importlib.util.spec_from_file_location("synthetic_config", CONFIG)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config("tiny")
-  config.data.synthetic.cache_dir = str(tmp_path_factory.mktemp("corpus"))
-  directory = tmp_path_factory.mktemp("run")
-  train.train_and_evaluate(config, directory)
-  return directory
+def workdir(tiny_run):
+  return tiny_run[1]
 
 
 @pytest.fixture(scope="module")
@@ -69,21 +29,8 @@ def editor(workdir, mediapipe_models, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
-  folder = tmp_path_factory.mktemp("inputs")
-  model = face3d.load_model("procedural:low")
-  paths = {"target": write_with_audio(folder / "target.mp4", talking_head(model, 1))}
-  for name, seed in (("driving", 2), ("expression", 3)):
-    paths[name] = folder / f"{name}.mp4"
-    video.write_video(paths[name], talking_head(model, seed), fps=30)
-  paths["source"] = folder / "source.png"
-  Image.fromarray(talking_head(model, 4, frames=1)[0]).save(paths["source"])
-  blank = [np.full((128, 128, 3), 40, np.uint8)] * 3
-  paths["gap"] = folder / "gap.mp4"
-  video.write_video(paths["gap"], blank + list(talking_head(model, 5, frames=10)), fps=25)
-  paths["wall"] = folder / "wall.mp4"
-  video.write_video(paths["wall"], blank * 3, fps=25)
-  return paths
+def inputs(edit_inputs):
+  return edit_inputs
 
 
 def read_back(path):

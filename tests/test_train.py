@@ -44,17 +44,10 @@ def cache_dir(tmp_path_factory):
   return str(tmp_path_factory.mktemp("synthetic_cache"))
 
 
-@pytest.fixture(scope="module")
-def compile_cache(tmp_path_factory):
-  """A persistent XLA compilation cache shared by this module's runs: a resumed run compiles the
-  same programs as the run it resumes."""
-  return str(tmp_path_factory.mktemp("xla_cache"))
-
-
-def run_main(workdir, cache, *flags, devices=1, wait=True, compile_cache=None):
+def run_main(workdir, cache, *flags, devices=1, wait=True):
+  # The environment carries conftest's persistent compilation cache: a resumed run compiles the
+  # same programs as the run it resumes.
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-  if compile_cache:
-    env.update(JAX_COMPILATION_CACHE_DIR=compile_cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
   command = [sys.executable, "-m", "tfvgan_jax.main", f"--config={CONFIG}:tiny", f"--workdir={workdir}",
              f"--config.data.synthetic.cache_dir={cache}", *flags]
   if not wait:
@@ -102,15 +95,14 @@ def test_one_and_eight_devices_give_the_same_first_loss(tmp_path, cache_dir):
   np.testing.assert_allclose(first["fsdp"], first["one"], rtol=1e-5)
 
 
-def test_run_killed_with_sigkill_resumes_to_the_same_parameters(tmp_path, cache_dir, compile_cache):
+def test_run_killed_with_sigkill_resumes_to_the_same_parameters(tmp_path, cache_dir):
   steps = 12
   common = ["--config.train.checkpoint_every=2", "--config.train.log_every=1", "--config.data.synthetic.eval_videos=0",
             "--config.train.keep_checkpoints=20"]
   reference, killed = tmp_path / "reference", tmp_path / "killed"
-  run_main(reference, cache_dir, f"--config.train.num_steps={steps}", *common, compile_cache=compile_cache)
+  run_main(reference, cache_dir, f"--config.train.num_steps={steps}", *common)
 
-  process = run_main(killed, cache_dir, "--config.train.num_steps=100000", *common, wait=False,
-                     compile_cache=compile_cache)
+  process = run_main(killed, cache_dir, "--config.train.num_steps=100000", *common, wait=False)
   first_checkpoint = killed / "checkpoints" / "2"
   deadline = time.monotonic() + 300
   while not first_checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
@@ -123,7 +115,7 @@ def test_run_killed_with_sigkill_resumes_to_the_same_parameters(tmp_path, cache_
   manager.close()
   assert interrupted_at is not None and 2 <= interrupted_at < steps, f"killed at checkpoint {interrupted_at}"
 
-  resumed = run_main(killed, cache_dir, f"--config.train.num_steps={steps}", *common, compile_cache=compile_cache)
+  resumed = run_main(killed, cache_dir, f"--config.train.num_steps={steps}", *common)
   assert f"resumed from" in resumed.stderr and f"at step {interrupted_at}" in resumed.stderr
   expected, got = restore_params(reference, steps), restore_params(killed, steps)
   assert len(expected) == len(got)
