@@ -1,0 +1,220 @@
+"""`python -m tfvgan_jax.evaluate` on a real (tiny) checkpoint and its held-out records.
+
+The checkpoint is conftest's `tiny_run`: `configs/synthetic.py:tiny` (32 px) trained for its two
+steps, whose corpus holds the held-out records the evaluation reads. Its outputs are not faces
+yet, so Face Mesh's score threshold is 0 where the landmark metrics must produce numbers; their
+accuracy is checked on rendered synthetic faces with known cameras and landmarks instead. The ONNX networks are tiny
+graphs built with onnx.helper; nothing is downloaded.
+"""
+
+import json
+
+import numpy as np
+import pytest
+from absl import flags
+from absl.testing import flagsaver
+from test_metrics import save_onnx_model
+
+from tfvgan_jax import edit, evaluate, face3d, metrics, train
+from tfvgan_jax.data import records, synthetic
+from tfvgan_jax.prep import landmarks
+
+VIDEOS, FRAMES = 2, 3
+
+
+@pytest.fixture(scope="module")
+def run(tiny_run):
+  """(workdir, held-out records) of the shared tiny run (conftest's `tiny_run`)."""
+  config, workdir = tiny_run
+  _, eval_path = train.resolve_data(config, face3d.load_model(config.face_model))
+  return workdir, eval_path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(run):
+  return edit.load_checkpoint(run[0])
+
+
+@pytest.fixture(scope="module")
+def onnx_files(tmp_path_factory):
+  """A channel-mean 'Inception' (3 features) and a conv + pool 'face recogniser' (4 features)."""
+  pytest.importorskip("onnx")
+  from onnx import helper
+  directory = tmp_path_factory.mktemp("onnx")
+  inception = save_onnx_model(directory / "inception.onnx",
+                              [helper.make_node("GlobalAveragePool", ["images"], ["features"])],
+                              ["N", 3, "H", "W"], ["N", 3, 1, 1])
+  weights = np.random.default_rng(0).normal(size=(4, 3, 3, 3)).astype(np.float32)
+  nodes = [helper.make_node("Conv", ["images", "weights", "bias"], ["conv"]),
+           helper.make_node("GlobalAveragePool", ["conv"], ["features"])]
+  arcface = save_onnx_model(directory / "arcface.onnx", nodes, ["N", 3, "H", "W"], ["N", 4, 1, 1],
+                            [("weights", weights), ("bias", np.full(4, 0.5, np.float32))])
+  return inception, arcface
+
+
+@pytest.fixture(scope="module")
+def result(checkpoint, run, onnx_files):
+  """The Python evaluation with both ONNX networks and every output frame counted as a face."""
+  return evaluate.evaluate_checkpoint(checkpoint, run[1], num_videos=VIDEOS, num_frames=FRAMES,
+                                      inception=onnx_files[0], face_recognition=onnx_files[1],
+                                      batch_size=4, min_face_score=0.0)
+
+
+def test_table_has_both_rows_in_the_papers_layout(result):
+  assert list(result.rows) == [evaluate.SWAPPING, evaluate.REENACTMENT]
+  reenact, swap = result.rows[evaluate.REENACTMENT], result.rows[evaluate.SWAPPING]
+  assert -1.0 <= reenact["ssim"] <= 1.0
+  assert swap["ssim"] is None
+  for row in (reenact, swap):
+    assert np.isfinite(row["e_tmp"]) and row["e_tmp"] >= 0.0
+    assert np.isfinite(row["fid"]) and row["fid"] >= -1e-6
+    assert 0.0 <= row["e_id"] <= 2.0
+  lines = result.markdown.splitlines()
+  assert lines[0].startswith("| Method | FID ↓ | SSIM ↑ | E_id ↓ | E_pose ↓ | E_exp ↓ | E_tmp ↓")
+  assert lines[2].startswith("| Swapping (ours) | ") and lines[2].split(" | ")[2] == "-"
+  document = result.document
+  assert [row["method"] for row in document["rows"]] == [evaluate.SWAPPING, evaluate.REENACTMENT]
+  assert document["details"]["rows"][evaluate.SWAPPING]["e_tmp_flow"] == "opencv_farneback"
+  assert document["details"]["num_videos"] == VIDEOS and document["details"]["num_frames"] == FRAMES
+
+
+def test_reported_numbers_match_a_recomputation_on_the_outputs(result):
+  reenact, swap = result.outputs["reenactment"], result.outputs["swapping"]
+  assert reenact["output"].shape == (VIDEOS * FRAMES, 32, 32, 3)
+  np.testing.assert_allclose(result.rows[evaluate.REENACTMENT]["ssim"],
+                             float(metrics.ssim(reenact["output"], reenact["appearance"])), rtol=1e-5, atol=1e-6)
+  has_flow = reenact["flow_pixels"] > 0
+  np.testing.assert_allclose(result.rows[evaluate.REENACTMENT]["e_tmp"], np.mean(reenact["temporal_error"][has_flow]),
+                             rtol=1e-6)
+  videos = evaluate.to_uint8(swap["output"]).reshape(VIDEOS, FRAMES, 32, 32, 3)
+  np.testing.assert_allclose(result.rows[evaluate.SWAPPING]["e_tmp"],
+                             np.mean([metrics.temporal_error_optical_flow(v) for v in videos]), rtol=1e-6)
+  np.testing.assert_allclose(result.document["details"]["rows"][evaluate.SWAPPING]["e_tmp_3d_flow"],
+                             np.mean(swap["temporal_error"][swap["flow_pixels"] > 0]), rtol=1e-6)
+
+
+def test_fid_and_identity_error_use_the_onnx_features(result, onnx_files):
+  # The 'Inception' is a channel mean of the 299 px resize: FID of those 3 features, by NumPy.
+  from PIL import Image
+  for name, method in (("reenactment", evaluate.REENACTMENT), ("swapping", evaluate.SWAPPING)):
+    outputs = result.outputs[name]
+
+    def channel_means(images):
+      resized = [np.asarray(Image.fromarray(image).resize((299, 299), Image.Resampling.BILINEAR), np.float64)
+                 for image in evaluate.to_uint8(images)]
+      return np.stack([image.mean(axis=(0, 1)) / 255.0 for image in resized])
+
+    a, b = channel_means(outputs["output"]), channel_means(outputs["identity"])
+    mu_a, mu_b, cov_a, cov_b = a.mean(0), b.mean(0), np.cov(a.T), np.cov(b.T)
+    eigenvalues = np.linalg.eigvals(cov_a @ cov_b)
+    expected = np.sum((mu_a - mu_b) ** 2) + np.trace(cov_a) + np.trace(cov_b) - 2 * np.sum(
+        np.sqrt(np.clip(eigenvalues.real, 0, None)))
+    np.testing.assert_allclose(result.rows[method]["fid"], expected, rtol=1e-3, atol=1e-6)
+    assert result.rows[method]["e_id"] is not None
+
+
+def test_swaps_pair_each_video_with_the_next_identity_and_the_appearance_hint(result):
+  reenact, swap = result.outputs["reenactment"], result.outputs["swapping"]
+  for v in range(VIDEOS):
+    rows = slice(v * FRAMES, (v + 1) * FRAMES)
+    other = slice(((v + 1) % VIDEOS) * FRAMES, ((v + 1) % VIDEOS + 1) * FRAMES)
+    np.testing.assert_array_equal(swap["identity"][rows], reenact["identity"][other])
+    np.testing.assert_array_equal(swap["appearance"][rows], reenact["appearance"][rows])
+    assert not np.array_equal(swap["identity"][rows], reenact["identity"][rows])
+  # Outside the face the hint is the frame it was cut from: X_i for reenactment, X_p for swaps.
+  for outputs, source in ((reenact, "identity"), (swap, "appearance")):
+    background = outputs["face_mask"] == 0
+    assert background.any()
+    np.testing.assert_allclose(outputs["hint"][background], outputs[source][background], atol=1e-6)
+
+
+def test_landmark_metrics_are_numbers_when_face_mesh_is_present(result, mediapipe_models):
+  for method in (evaluate.REENACTMENT, evaluate.SWAPPING):
+    row = result.rows[method]
+    assert np.shape(row["e_pose"]) == (3,) and np.all(np.isfinite(row["e_pose"]))
+    assert np.isfinite(row["e_exp"]) and row["e_exp"] >= 0
+    assert result.document["details"]["rows"][method]["landmark_frames"] == VIDEOS * FRAMES
+
+
+def test_landmark_errors_on_rendered_faces_with_known_cameras(mediapipe_models):
+  """Outputs that are the drivers themselves score a few degrees and a few percent of the eye
+  distance; pairing each video with the other's drivers scores far worse."""
+  model = face3d.load_model("procedural:low")
+  videos, points, cameras = [], [], []
+  for seed in (3, 4):
+    truth = synthetic.sample_video(model, seed, 4, 128)
+    videos.append(synthetic.render_frames(model, truth.appearance, truth.id_coeffs, truth.exp_coeffs,
+                                          truth.cameras, 128))
+    vertices = face3d.vertices(model, truth.id_coeffs, truth.exp_coeffs)
+    landmark_vertices = vertices[:, np.asarray(model.landmarks)]
+    points.append(np.asarray(face3d.project(landmark_vertices, face3d.Camera.from_vector(truth.cameras)))[..., :2])
+    cameras.append(truth.cameras)
+  videos, points, cameras = np.stack(videos), np.stack(points), np.stack(cameras)
+  mesh = landmarks.FaceMesh(mediapipe_models.landmarks)
+  same = evaluate.landmark_errors(videos, points, cameras, model, mesh)
+  assert same.used.all()
+  assert np.all(same.e_pose < 4.0) and same.e_exp < 0.15
+  # The aggregation, by NumPy: mean |angle difference| in degrees, mean distance / eye distance.
+  difference = np.degrees(same.cameras[..., :3] - cameras[..., :3]).reshape(-1, 3)
+  np.testing.assert_allclose(same.e_pose, np.mean(np.abs(difference), axis=0), rtol=1e-4, atol=1e-4)
+  eyes = np.linalg.norm(points[..., 36, :] - points[..., 45, :], axis=-1)
+  expected = np.mean(np.linalg.norm(same.points - points, axis=-1).mean(-1) / eyes)
+  np.testing.assert_allclose(same.e_exp, expected, rtol=1e-4)
+  swapped = evaluate.landmark_errors(videos, points[::-1], cameras[::-1], model, mesh)
+  assert swapped.e_pose[1] > 5 * same.e_pose[1] and swapped.e_exp > 3 * same.e_exp
+
+
+def test_command_line_without_onnx_or_face_mesh_reports_dashes(run, tmp_path, monkeypatch, capsys):
+  monkeypatch.setenv("TFVGAN_MODELS", str(tmp_path / "no_models"))
+  workdir, records = run
+  with flagsaver.flagsaver():
+    flags.FLAGS(["evaluate", f"--checkpoint={workdir}", f"--videos={records}", f"--num_videos={VIDEOS}",
+                 f"--num_frames={FRAMES}", f"--out={tmp_path / 'results'}"])
+    with pytest.warns(UserWarning, match="E_pose and E_exp are not measured"):
+      evaluate.main([])
+  printed = capsys.readouterr().out
+  assert "| Reenactment (ours) | - |" in printed and "| Swapping (ours) | - | - | - | - | - |" in printed
+  document = json.loads((tmp_path / "results" / "results.json").read_text())
+  rows = {row["method"]: row for row in document["rows"]}
+  for method in (evaluate.REENACTMENT, evaluate.SWAPPING):
+    assert rows[method]["fid"] is None and rows[method]["e_id"] is None
+    assert rows[method]["e_pose"] is None and rows[method]["e_exp"] is None
+    assert rows[method]["e_tmp"] >= 0
+  assert -1 <= rows[evaluate.REENACTMENT]["ssim"] <= 1
+  assert (tmp_path / "results" / "results.md").read_text().startswith("| Method |")
+  with flagsaver.flagsaver():
+    flags.FLAGS(["evaluate", f"--checkpoint={workdir}"])
+    with pytest.raises(SystemExit, match="--checkpoint and --videos are required"):
+      evaluate.main([])
+
+
+def blank_records(directory, model, size, videos=2, frames=3):
+  """A small frame dataset of black crops and zero coefficients (only its metadata matters)."""
+  examples = [{"image": np.zeros((size, size, 3), np.uint8), "id_coeffs": np.zeros(model.num_id),
+               "exp_coeffs": np.zeros(model.num_exp), "camera": np.zeros(face3d.CAMERA_SIZE),
+               "landmarks": np.zeros((68, 2)), "video_id": f"video{v}", "frame_index": t,
+               "crop_to_source": np.eye(2, 3), "source_path": "blank", "fit_residual": np.float32(0.0)}
+              for v in range(videos) for t in range(frames)]
+  return records.write_dataset(directory, "blank", examples, model, size)
+
+
+def test_records_of_another_model_or_size_are_refused(checkpoint, run, tmp_path):
+  other_model = blank_records(tmp_path / "other", face3d.load_model("procedural:medium"), 32)
+  with pytest.raises(evaluate.EvaluationError, match="fitted with morphable model 'procedural-v1-medium'"):
+    evaluate.evaluate_checkpoint(checkpoint, other_model, num_videos=2, num_frames=2)
+  smaller = blank_records(tmp_path / "smaller", checkpoint.face_model, 16)
+  with pytest.raises(evaluate.EvaluationError, match="hold 16 px crops, but the checkpoint was trained on 32 px"):
+    evaluate.evaluate_checkpoint(checkpoint, smaller, num_videos=2, num_frames=2)
+  with pytest.raises(evaluate.EvaluationError, match="evaluation needs 5 videos"):
+    evaluate.evaluate_checkpoint(checkpoint, run[1], num_videos=5, num_frames=2)
+  with pytest.raises(evaluate.EvaluationError, match="num_videos >= 2"):
+    evaluate.evaluate_checkpoint(checkpoint, run[1], num_videos=1, num_frames=2)
+
+
+def test_padded_chunks_cover_the_batch_once_with_equal_sizes():
+  batch = {"a": np.arange(7), "b": {"c": np.arange(14).reshape(7, 2)}}
+  chunks = evaluate.padded_chunks(batch, 7, 3)
+  assert [len(chunk["a"]) for chunk in chunks] == [3, 3, 3]
+  np.testing.assert_array_equal(np.concatenate([chunk["a"] for chunk in chunks]), [0, 1, 2, 3, 4, 5, 6, 6, 6])
+  np.testing.assert_array_equal(chunks[2]["b"]["c"], [[12, 13]] * 3)
+  assert len(evaluate.padded_chunks(batch, 7, 16)) == 1

@@ -1,0 +1,439 @@
+"""The papers' Table I for a trained checkpoint, on held-out frame records.
+
+    python -m tfvgan_jax.evaluate --checkpoint=WORKDIR --videos=RECORDS [--num_videos=8 --num_frames=8] \\
+        [--inception=pt_inception.onnx] [--face_recognition=w600k_r50.onnx] [--out=DIR]
+
+writes DIR/results.md and DIR/results.json (DIR defaults to WORKDIR) and prints the table: one row
+per task, the columns of UniFaceGAN Table I (`metrics.TABLE_I_COLUMNS`) and E_tmp (Table II).
+The same runs from Python: `evaluation = evaluate_checkpoint(WORKDIR, RECORDS)`.
+
+The records (`data.records`) must be fitted with the checkpoint's morphable model and cut at its
+crop size (`config.model.image_size`); they should hold videos the run did not train on. The first
+`num_videos` videos (in video-id order) with at least num_frames + 1 frames are used, frames
+0 .. num_frames of each:
+
+  row                  X_i (identity)              X_p = X_e (pose, expression,   hint M
+                                                   background)
+  Swapping (ours)      frame 0 of video v + 1      frames t = 1 .. T of video v   X_p (1 - M^)
+  Reenactment (ours)   frame 0 of video v          frames t = 1 .. T of video v   X_i (1 - M^)
+
+(video v + 1 wraps to the first video), i.e. self-driving reenactment as the papers evaluate it,
+and a swap of every video's face with the next video's identity. Each sample is generated at t and
+t - 1 by the training run's own inference pass (`train.make_generate`, jitted, on a one-device mesh,
+in batches of `batch_size` samples); its outputs Y at t = 1 .. T form an output video per row and
+video. The metrics, over all samples of a row (UniFaceGAN §IV-A, TFVGAN §4):
+
+  SSIM     Y against X_p, which is the ground truth of self-driving reenactment only
+           (`metrics.ssim_per_sample` on [0, 1] images, 11 x 11 Gaussian window); '-' for swaps.
+  E_tmp    reenactment: `metrics.temporal_warping_error_per_sample` of Y(t) and Y(t-1) along the
+           recombined mesh's 3D flow, averaged over the samples with a valid flow pixel;
+           swapping: `metrics.temporal_error_optical_flow` (OpenCV Farneback flow, pixels whose
+           forward and backward flow agree) on each output video, averaged over the videos, as
+           TFVGAN Table 3 estimates the flow of swaps. The swap's 3D-flow value (its mesh's flow
+           exists too) is in results.json's details. Both are mean squared errors of [0, 1] images.
+  E_pose   Euler angles of Y against X_e's record camera, mean absolute difference per angle in
+           degrees, (pitch, yaw, roll) as the papers tabulate it (`metrics.pose_error_per_angle`).
+           Y's pose is estimated as the data's cameras were: MediaPipe Face Mesh on Y with the
+           whole crop as its region (rotated to level X_e's outer eye corners, so a rolled head is
+           seen upright; the records' crops leave about the margin Face Mesh expects), its 68 iBUG
+           points (`prep.landmarks.ibug68`), and the morphable model fitted to them per output
+           video (`prep.fit.fit_clip`: one identity per video, camera per frame).
+  E_exp    mean distance between Y's 68 Face Mesh points and X_e's record landmarks, divided by
+           X_e's inter-ocular distance (outer eye corners 36 and 45), so that crops of any size
+           compare (`metrics.expression_error`, normalize='inter_ocular'); no alignment, since
+           Y should take X_e's pose too. The papers report MTCNN's 5 points in pixels of their
+           crops; this number is on another scale.
+  FID      `metrics.fid` of Inception features (`onnx_models.inception_network`) of all Y against
+           those of the X_i of the same samples (TFVGAN: "between Y^t and X_i^t"); X_i repeats
+           within a video, and FID is biased upward for small sets: compare equal settings only.
+  E_id     `metrics.identity_error`, 1 - mean cosine similarity of face-recognition embeddings
+           (`onnx_models.face_recognition_network`) of each Y and its X_i. The crops are fed whole
+           (resized to 112 px), not aligned to ArcFace's five-point template, so values compare
+           only between runs of this tool.
+
+FID and E_id need the ONNX files and are '-' without them. E_pose and E_exp need the Face Mesh
+model (`prep.model_files.find_models`, or `landmarks_model`); without it they are '-' and a
+warning says why. Output frames where Face Mesh's face-presence score is below `min_face_score`
+are left out of both (and counted in the details).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import app, flags
+from etils import epath
+
+from tfvgan_jax import edit, face3d, metrics, onnx_models, train
+from tfvgan_jax.data import evaluation as evaluation_data
+from tfvgan_jax.data import records, sampling
+from tfvgan_jax.prep import fit as fit_lib
+from tfvgan_jax.prep import landmarks as landmarks_lib
+from tfvgan_jax.prep import model_files
+
+SWAPPING = "Swapping (ours)"
+REENACTMENT = "Reenactment (ours)"
+COLUMNS = metrics.TABLE_I_COLUMNS + ("e_tmp",)
+# iBUG-68 outer eye corners, the subject's right one first: they level Face Mesh's region.
+_OUTER_EYE_CORNERS = (36, 45)
+
+
+class EvaluationError(ValueError):
+  """An evaluation that cannot run; the message names the input and the problem."""
+
+
+class LandmarkErrors(NamedTuple):
+  """E_pose and E_exp of a set of output videos.
+
+  Attributes:
+    e_pose: [3] (pitch, yaw, roll) degrees, or None when no frame had a face.
+    e_exp: inter-ocular distances, or None when no frame had a face.
+    cameras: [V, T, 6] the cameras fitted to the outputs' landmarks (NaN where not fitted).
+    points: [V, T, 68, 2] the outputs' iBUG-68 Face Mesh points in crop pixels.
+    used: [V, T] bool, the frames that entered both errors (face score >= the threshold).
+  """
+
+  e_pose: Optional[np.ndarray]
+  e_exp: Optional[float]
+  cameras: np.ndarray
+  points: np.ndarray
+  used: np.ndarray
+
+
+class Evaluation(NamedTuple):
+  """What `evaluate_checkpoint` measured.
+
+  Attributes:
+    rows: {SWAPPING, REENACTMENT: {metric key: value or None}} (`metrics.results_table` input).
+    markdown: the table and the notes below it.
+    document: the results.json contents: `metrics.results_table`'s JSON plus 'details'.
+    outputs: {'reenactment', 'swapping': `train.make_generate` outputs as NumPy, [V * T, ...]
+      video-major: sample v * T + (t - 1) is frame t of video v}.
+  """
+
+  rows: dict
+  markdown: str
+  document: dict
+  outputs: dict
+
+
+# ----- the two evaluation batches -----
+
+
+def swapping_batch(reenactment: dict, num_frames: int) -> dict:
+  """The swap batch of a self-reenactment batch: video v's frames with video v + 1's identity.
+
+  Args:
+    reenactment: `data.evaluation.self_reenactment_batch` of V >= 2 videos and `num_frames` frames
+      each (video-major).
+    num_frames: T.
+
+  Returns:
+    The same layout, identity rows moved by one video (wrapping) and `branch` INTER, so that the
+    hint is X_p (1 - M^) (`train.build_scene`).
+  """
+  batch = dict(reenactment)
+  for role in ("identity_t", "identity_prev"):
+    batch[role] = {key: np.roll(value, -num_frames, axis=0) for key, value in reenactment[role].items()}
+  batch["branch"] = np.full_like(reenactment["branch"], sampling.INTER)
+  return batch
+
+
+def generate_outputs(generate, state: train.TrainState, batch: dict, model: face3d.MorphableModel,
+                     batch_size: int) -> dict:
+  """Runs the jitted `generate` over a batch in chunks of `batch_size` samples.
+
+  The last chunk is padded by repeating its last sample (one compilation serves every chunk; G
+  uses its running batch statistics, so padding changes no real output) and the padding dropped.
+
+  Returns:
+    {name: [B, ...] NumPy}, the outputs of `train.make_generate`.
+  """
+  size = len(batch["branch"])
+  results = [jax.device_get(generate(state, chunk, model))
+             for chunk in padded_chunks(train.step_batch(batch), size, batch_size)]
+  return {name: np.concatenate([result[name] for result in results])[:size] for name in results[0]}
+
+
+def padded_chunks(batch: dict, size: int, batch_size: int) -> list[dict]:
+  """Splits a [size, ...] batch pytree into chunks of `batch_size`, the last padded by repetition."""
+  chunk = min(batch_size, size)
+  padded = -size % chunk
+  batch = jax.tree.map(lambda x: np.concatenate([x, np.repeat(x[-1:], padded, axis=0)]), batch)
+  return [jax.tree.map(lambda x, start=start: x[start:start + chunk], batch)
+          for start in range(0, size + padded, chunk)]
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+  """[..., 3] floats in [0, 1] -> uint8 (rounded), the edge format of OpenCV, ONNX and Face Mesh."""
+  return np.round(np.clip(np.asarray(images, np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+# ----- the metrics of a row -----
+
+
+def mean_temporal_error(outputs: dict) -> float:
+  """E_tmp with the 3D flow: the mean of the per-sample errors over samples with a valid flow pixel."""
+  has_flow = np.asarray(outputs["flow_pixels"]) > 0
+  return float(np.mean(outputs["temporal_error"][has_flow])) if has_flow.any() else 0.0
+
+
+def optical_flow_temporal_error(videos: np.ndarray) -> float:
+  """E_tmp with OpenCV's flow: `metrics.temporal_error_optical_flow` per video, averaged over videos.
+
+  Args:
+    videos: [V, T, S, S, 3] uint8, T >= 2.
+  """
+  return float(np.mean([metrics.temporal_error_optical_flow(video) for video in videos]))
+
+
+def face_region(size: int, reference_points: np.ndarray) -> landmarks_lib.RegionOfInterest:
+  """Face Mesh's region for a crop: the whole S x S crop, turned to level the reference's eyes.
+
+  Args:
+    size: S.
+    reference_points: [68, 2] iBUG-68 points (the expression driver's record landmarks).
+  """
+  right, left = _OUTER_EYE_CORNERS
+  rotation = landmarks_lib.eye_line_rotation(reference_points[right], reference_points[left])
+  return landmarks_lib.RegionOfInterest(np.full(2, size / 2.0, np.float32), float(size), rotation)
+
+
+def landmark_errors(videos: np.ndarray, driver_points: np.ndarray, driver_cameras: np.ndarray,
+                    model: face3d.MorphableModel, landmarker, min_face_score: float = 0.5) -> LandmarkErrors:
+  """E_pose and E_exp of output videos against their expression drivers (module docstring).
+
+  Args:
+    videos: [V, T, S, S, 3] uint8 output crops.
+    driver_points: [V, T, 68, 2] X_e's iBUG-68 landmarks in crop pixels (x right, y down).
+    driver_cameras: [V, T, 6] X_e's cameras [pitch, yaw, roll, scale, tx, ty].
+    model: the morphable model that `driver_cameras` were fitted with.
+    landmarker: a `prep.landmarks.FaceMesh`.
+    min_face_score: frames whose face-presence score is lower are left out.
+
+  Returns:
+    `LandmarkErrors`.
+  """
+  videos = np.asarray(videos)
+  num_videos, num_frames, size = videos.shape[:3]
+  points = np.full((num_videos, num_frames, 68, 2), np.nan, np.float32)
+  cameras = np.full((num_videos, num_frames, face3d.CAMERA_SIZE), np.nan, np.float32)
+  used = np.zeros((num_videos, num_frames), bool)
+  for v in range(num_videos):
+    for t in range(num_frames):
+      found = landmarker(videos[v, t], face_region(size, driver_points[v, t]))
+      points[v, t] = landmarks_lib.ibug68(found.points)[:, :2]
+      used[v, t] = found.score >= min_face_score
+    if used[v].any():
+      cameras[v] = fit_lib.fit_clip(model, points[v], valid=used[v]).cameras
+  if not used.any():
+    return LandmarkErrors(None, None, cameras, points, used)
+  e_pose = np.asarray(metrics.pose_error_per_angle(cameras[used], np.asarray(driver_cameras)[used]))
+  e_exp = float(metrics.expression_error(points[used], np.asarray(driver_points)[used], normalize="inter_ocular"))
+  return LandmarkErrors(e_pose, e_exp, cameras, points, used)
+
+
+def feature_metrics(outputs: np.ndarray, identities: np.ndarray, inception, face_recognition) -> dict:
+  """FID and E_id of outputs Y against their identity images X_i ('-', i.e. None, without a network).
+
+  Args:
+    outputs, identities: [N, S, S, 3] uint8, row n of one paired with row n of the other.
+    inception, face_recognition: `onnx_models.OnnxModel`s or None.
+  """
+  result = {"fid": None, "e_id": None}
+  if inception is not None:
+    result["fid"] = metrics.fid(inception(outputs), inception(identities))
+  if face_recognition is not None:
+    result["e_id"] = float(metrics.identity_error(face_recognition(outputs), face_recognition(identities)))
+  return result
+
+
+# ----- the evaluation -----
+
+
+def _open_records(videos, checkpoint: edit.Checkpoint) -> records.FrameDataset:
+  """The held-out records, refused when fitted with another model or cut at another size."""
+  try:
+    dataset = records.open_dataset(videos)
+    records.check_model(dataset, checkpoint.face_model)
+  except (FileNotFoundError, ValueError) as error:
+    raise EvaluationError(f"--videos={videos}: {error}") from error
+  if dataset.image_size != checkpoint.image_size:
+    raise EvaluationError(
+        f"--videos={videos}: the records hold {dataset.image_size} px crops, but the checkpoint was trained on "
+        f"{checkpoint.image_size} px crops (config.model.image_size); cut the records at {checkpoint.image_size} px")
+  return dataset
+
+
+def _landmarker(landmarks_model):
+  """Face Mesh from `landmarks_model` or the fetched models; None, with a warning, when absent."""
+  try:
+    if landmarks_model is not None:
+      if not os.path.isfile(landmarks_model):
+        raise model_files.ModelFilesError(f"{landmarks_model}: no such Face Mesh model file")
+      path = os.fspath(landmarks_model)
+    else:
+      path = model_files.find_models().landmarks
+  except model_files.ModelFilesError as error:
+    warnings.warn(f"E_pose and E_exp are not measured ('-'): {error}", stacklevel=3)
+    return None
+  return landmarks_lib.FaceMesh(path)
+
+
+def evaluate_checkpoint(checkpoint, videos, num_videos: int = 8, num_frames: int = 8, inception=None,
+                        face_recognition=None, landmarks_model=None, face_model: Optional[str] = None,
+                        batch_size: int = 16, min_face_score: float = 0.5) -> Evaluation:
+  """Measures Table I (and E_tmp) of a checkpoint on held-out records (module docstring).
+
+  Args:
+    checkpoint: a training workdir, or an `edit.Checkpoint`.
+    videos: a frame dataset fitted with the checkpoint's face model at its crop size.
+    num_videos: V >= 2 videos used (the swaps pair different videos).
+    num_frames: T >= 2 output frames per video (frames 1 .. T; frame 0 is the identity).
+    inception: the FID Inception network's .onnx file; None leaves FID '-'.
+    face_recognition: a face-recognition .onnx file; None leaves E_id '-'.
+    landmarks_model: Face Mesh's .tflite; default the fetched MediaPipe model, and when that is
+      absent E_pose and E_exp are '-' (with a warning).
+    face_model: see `edit.load_checkpoint`.
+    batch_size: samples per generator call.
+    min_face_score: Face Mesh's face-presence score below which an output frame is left out of
+      E_pose and E_exp.
+
+  Returns:
+    `Evaluation`.
+
+  Raises:
+    EvaluationError: records of another model or crop size, too few videos, or bad settings.
+  """
+  if num_videos < 2 or num_frames < 2:
+    raise EvaluationError(f"need num_videos >= 2 (swaps pair two videos) and num_frames >= 2 (E_tmp compares "
+                          f"consecutive frames), got {num_videos} and {num_frames}")
+  if not isinstance(checkpoint, edit.Checkpoint):
+    checkpoint = edit.load_checkpoint(checkpoint, face_model)
+  dataset = _open_records(videos, checkpoint)
+  try:
+    reenactment = evaluation_data.self_reenactment_batch(dataset.path, num_videos, num_frames, checkpoint.face_model)
+  except records.DatasetError as error:
+    raise EvaluationError(f"--videos={videos}: {error}") from error
+  # The papers' row order: swapping first.
+  batches = {SWAPPING: swapping_batch(reenactment, num_frames), REENACTMENT: reenactment}
+  inception = onnx_models.inception_network(inception) if inception else None
+  face_recognition = onnx_models.face_recognition_network(face_recognition) if face_recognition else None
+  landmarker = _landmarker(landmarks_model)
+
+  mesh = train.create_mesh(ml_collections.ConfigDict({"data": 1, "fsdp": 1}))
+  generate = jax.jit(train.make_generate(checkpoint.config, checkpoint.networks, mesh))
+  # The inference pass reads only params (the EMA copy when the run kept one) and variables.
+  state = train.TrainState(step=jnp.int32(checkpoint.step), rng=jnp.zeros(2, jnp.uint32), params=checkpoint.params,
+                           disc_params={}, variables=checkpoint.variables, gen_opt=(), disc_opt=(), ema={})
+  model = jax.tree.map(jnp.asarray, checkpoint.face_model)
+
+  rows, outputs, details = {}, {}, {}
+  for method, batch in batches.items():
+    result = generate_outputs(generate, state, batch, model, batch_size)
+    output_videos = to_uint8(result["output"]).reshape(num_videos, num_frames, *result["output"].shape[1:])
+    row = feature_metrics(to_uint8(result["output"]), to_uint8(result["identity"]), inception, face_recognition)
+    row["ssim"] = float(np.mean(result["ssim"])) if method == REENACTMENT else None
+    temporal_3d = mean_temporal_error(result)
+    row["e_tmp"] = temporal_3d if method == REENACTMENT else optical_flow_temporal_error(output_videos)
+    row_details = {"samples": len(result["output"]), "e_tmp_3d_flow": temporal_3d,
+                   "e_tmp_flow": "3d_mesh" if method == REENACTMENT else "opencv_farneback"}
+    row["e_pose"] = row["e_exp"] = None
+    if landmarker is not None:
+      drivers = batch["expression_t"]
+      shape = (num_videos, num_frames)
+      errors = landmark_errors(output_videos, drivers["landmarks"].reshape(*shape, 68, 2),
+                               drivers["camera"].reshape(*shape, -1), checkpoint.face_model, landmarker,
+                               min_face_score)
+      row["e_pose"], row["e_exp"] = errors.e_pose, errors.e_exp
+      row_details.update(landmark_frames=int(errors.used.sum()), frames_without_face=int((~errors.used).sum()))
+      if not errors.used.all():
+        warnings.warn(f"{method}: Face Mesh found no face (score < {min_face_score}) in {int((~errors.used).sum())} "
+                      f"of {errors.used.size} output frames; E_pose and E_exp leave them out", stacklevel=2)
+    rows[method] = row
+    outputs["reenactment" if method == REENACTMENT else "swapping"] = result
+    details[method] = row_details
+
+  markdown, table_json = metrics.results_table(rows, columns=COLUMNS)
+  markdown += results_notes(num_videos, num_frames, inception, face_recognition, landmarker)
+  document = json.loads(table_json)
+  document["details"] = {
+      "checkpoint_step": checkpoint.step, "videos": os.fspath(dataset.path), "num_videos": num_videos,
+      "num_frames": num_frames, "image_size": checkpoint.image_size, "face_model": checkpoint.face_model.name,
+      "e_pose_units": "degrees (pitch, yaw, roll)", "e_exp_units": "inter-ocular distances",
+      "e_tmp_units": "mean squared error of [0, 1] images", "min_face_score": min_face_score, "rows": details}
+  return Evaluation(rows, markdown, document, outputs)
+
+
+def results_notes(num_videos: int, num_frames: int, inception, face_recognition, landmarker) -> str:
+  """The lines below the table: what was measured on what, and why a column may be '-'."""
+  lines = [f"{num_videos} held-out videos x {num_frames} frames. SSIM: self-driving reenactment only. "
+           "E_tmp: reenactment with the mesh's 3D flow, swapping with OpenCV (Farneback) flow.",
+           "E_pose: degrees (pitch, yaw, roll); E_exp: inter-ocular distances (68 Face Mesh points)."]
+  missing = [name for name, present in (("FID (--inception)", inception), ("E_id (--face_recognition)",
+                                                                         face_recognition),
+                                        ("E_pose / E_exp (Face Mesh model)", landmarker)) if present is None]
+  if missing:
+    lines.append("Not measured: " + ", ".join(missing) + ".")
+  return "\n" + "\n".join(lines) + "\n"
+
+
+def write_results(evaluation: Evaluation, out_dir) -> tuple[epath.Path, epath.Path]:
+  """Writes results.md and results.json into `out_dir` (created); returns their paths."""
+  out_dir = epath.Path(out_dir).expanduser()
+  out_dir.mkdir(parents=True, exist_ok=True)
+  markdown_path, json_path = out_dir / "results.md", out_dir / "results.json"
+  markdown_path.write_text(evaluation.markdown)
+  json_path.write_text(json.dumps(evaluation.document, indent=2, ensure_ascii=False) + "\n")
+  return markdown_path, json_path
+
+
+# ----- command line -----
+
+# --checkpoint, --out and --face_model are also flags of tfvgan_jax.edit, with the same types;
+# allow_override lets both modules be imported in one process (the test suite, a notebook).
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "a training --workdir holding checkpoints/",
+                                  allow_override=True)
+_VIDEOS = flags.DEFINE_string("videos", None, "held-out frame records fitted with the checkpoint's face model")
+_NUM_VIDEOS = flags.DEFINE_integer("num_videos", 8, "held-out videos evaluated (>= 2)")
+_NUM_FRAMES = flags.DEFINE_integer("num_frames", 8, "output frames per video (>= 2)")
+_INCEPTION = flags.DEFINE_string("inception", None, "FID Inception network (.onnx); without it FID is '-'")
+_FACE_RECOGNITION = flags.DEFINE_string("face_recognition", None,
+                                        "face-recognition network (.onnx) for E_id; without it E_id is '-'")
+_LANDMARKS = flags.DEFINE_string("landmarks_model", None, "Face Mesh .tflite (default: the fetched MediaPipe model)")
+_OUT = flags.DEFINE_string("out", None, "where results.md and results.json go (default: the checkpoint's workdir)",
+                           allow_override=True)
+_FACE_MODEL = flags.DEFINE_string("face_model", None, "the run's face model, if its path is not readable here",
+                                  allow_override=True)
+_EVAL_BATCH = flags.DEFINE_integer("eval_batch_size", 16, "samples per generator call")
+_MIN_FACE_SCORE = flags.DEFINE_float("min_face_score", 0.5,
+                                     "output frames with a lower Face Mesh face score are left out of E_pose/E_exp")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not (_CHECKPOINT.value and _VIDEOS.value):
+    sys.exit("error: --checkpoint and --videos are required (see --help)")
+  try:
+    evaluation = evaluate_checkpoint(
+        _CHECKPOINT.value, _VIDEOS.value, num_videos=_NUM_VIDEOS.value, num_frames=_NUM_FRAMES.value,
+        inception=_INCEPTION.value, face_recognition=_FACE_RECOGNITION.value, landmarks_model=_LANDMARKS.value,
+        face_model=_FACE_MODEL.value, batch_size=_EVAL_BATCH.value, min_face_score=_MIN_FACE_SCORE.value)
+  except (EvaluationError, edit.EditError, FileNotFoundError) as error:
+    sys.exit(f"error: {error}")
+  markdown_path, json_path = write_results(evaluation, _OUT.value or _CHECKPOINT.value)
+  print(evaluation.markdown)
+  print(f"wrote {markdown_path} and {json_path}")
+
+
+if __name__ == "__main__":
+  app.run(main)
