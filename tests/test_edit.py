@@ -115,3 +115,15 @@ def test_per_frame_baseline_fits_every_frame_alone_and_jitters_more(editor, work
   assert jitter(alone) > jitter(ours)
   report = baseline.swap(inputs["source"], inputs["target"], tmp_path / "baseline.mp4")
   assert report.frames == FRAMES
+
+
+def test_tasks_on_the_shared_clips(editor, testdata, tmp_path):
+  source, target, driving = testdata / "images" / "d8.jpg", testdata / "videos" / "d20.mp4", testdata / "videos" / "d11.mp4"
+  for name, run, timeline in (("swap", lambda out: editor.swap(source, target, out), target),
+                              ("reenact", lambda out: editor.reenact(source, driving, out, relative=True), driving),
+                              ("mix", lambda out: editor.disentangle(source, driving, target, out), target)):
+    report = run(tmp_path / f"{name}.mp4")
+    info, expected = video.probe(tmp_path / f"{name}.mp4"), video.probe(timeline)
+    assert report.frames == expected.num_frames == info.num_frames
+    assert info.fps == pytest.approx(expected.fps) and info.has_audio == expected.has_audio
+    assert report.edited >= 0.95 * report.frames
