@@ -122,6 +122,12 @@ def test_paste_back_matches_brute_force_for_any_affine():
   assert np.mean(out != expected) < 0.2
 
 
+def assert_only_region_changed(out, before, rows: slice, cols: slice):
+  untouched = np.ones(before.shape[:2], bool)
+  untouched[rows, cols] = False
+  np.testing.assert_array_equal(out[untouched], before[untouched])
+
+
 def test_paste_back_inverts_crop_image():
   frame = smooth_frame(96, 128)
   other = np.random.default_rng(3).integers(0, 256, frame.shape, dtype=np.uint8)
@@ -130,24 +136,18 @@ def test_paste_back_inverts_crop_image():
   box = CropBox(30, 20, 40)
   out = paste_back(other, crop_image(frame, box, 40), crop_to_source(box, 40), ones)
   np.testing.assert_array_equal(out[20:60, 30:70], frame[20:60, 30:70])
-  untouched = np.ones(frame.shape[:2], bool)
-  untouched[20:60, 30:70] = False
-  np.testing.assert_array_equal(out[untouched], other[untouched])
+  assert_only_region_changed(out, other, slice(20, 60), slice(30, 70))
   # Resized (80 source pixels to 40): back to interpolation error.
   box = CropBox(24, 8, 80)
   out = paste_back(other, crop_image(frame, box, 40), crop_to_source(box, 40), ones)
   error = np.abs(out[8:88, 24:104].astype(int) - frame[8:88, 24:104])
   assert error.mean() < 2.0 and np.percentile(error, 99) < 8
-  untouched = np.ones(frame.shape[:2], bool)
-  untouched[8:88, 24:104] = False
-  np.testing.assert_array_equal(out[untouched], other[untouched])
+  assert_only_region_changed(out, other, slice(8, 88), slice(24, 104))
   # A box partly outside the frame: the part inside comes back, nothing else changes.
   box = CropBox(100, -15, 40)
   out = paste_back(other, crop_image(frame, box, 40), crop_to_source(box, 40), ones)
   np.testing.assert_array_equal(out[0:25, 100:128], frame[0:25, 100:128])
-  untouched = np.ones(frame.shape[:2], bool)
-  untouched[0:25, 100:128] = False
-  np.testing.assert_array_equal(out[untouched], other[untouched])
+  assert_only_region_changed(out, other, slice(0, 25), slice(100, 128))
   # Wholly outside: the frame, unchanged.
   box = CropBox(200, 0, 40)
   np.testing.assert_array_equal(paste_back(other, crop_image(frame, box, 40), crop_to_source(box, 40), ones), other)
