@@ -257,6 +257,19 @@ def test_temporal_error_optical_flow_static_smooth_and_flicker():
   assert no_flow > 100 * smooth
 
 
+def test_temporal_error_with_the_inputs_flow_counts_motion_the_input_does_not_have():
+  moving = textured_video((1, 1), frames=3)
+  frozen = np.repeat(moving[:1], 3, axis=0)
+  # An output that moves as its input does: small either way.
+  assert metrics.temporal_error_optical_flow(moving, flow_frames=moving) < 1e-5
+  # An output frozen while its input moves: steady by its own flow, but not with the input's.
+  assert metrics.temporal_error_optical_flow(frozen) == pytest.approx(0.0, abs=1e-6)
+  assert metrics.temporal_error_optical_flow(frozen, flow_frames=moving) > 100 * metrics.temporal_error_optical_flow(
+      moving, flow_frames=moving)
+  with pytest.raises(ValueError, match="differ in shape"):
+    metrics.temporal_error_optical_flow(moving, flow_frames=moving[:2])
+
+
 def test_temporal_error_optical_flow_rejects_bad_inputs():
   with pytest.raises(ValueError, match="T >= 2"):
     metrics.temporal_error_optical_flow(np.zeros((1, 8, 8, 3), np.uint8))

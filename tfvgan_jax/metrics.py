@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Mapping, Sequence
+from typing import Optional
 
 import cv2
 import jax
@@ -244,11 +245,14 @@ def flow_consistency_mask(
   return (round_trip <= tolerance) & inside
 
 
-def temporal_error_optical_flow(frames: np.ndarray, mask: str = "consistent") -> float:
+def temporal_error_optical_flow(frames: np.ndarray, mask: str = "consistent",
+                                flow_frames: Optional[np.ndarray] = None) -> float:
   """E_tmp of a video with Farneback's flow in place of the 3D flow, for outputs without a mesh.
 
-  Every pair of consecutive frames (t-1, t) gets the backward flow of `optical_flow_farneback`;
-  then E_tmp is `temporal_warping_error` on frames scaled to [0, 1]: the mean squared difference
+  Every pair of consecutive frames (t-1, t) gets the backward flow of `optical_flow_farneback`,
+  estimated on `flow_frames` when given (Lai et al.'s protocol: the flow of the input video, so
+  that output changes the input's motion does not explain count as flicker), else on `frames`
+  themselves; then E_tmp is `temporal_warping_error` on frames scaled to [0, 1]: the mean squared difference
   between frame t and frame t-1 warped to it, over the compared pixels and the channels, averaged
   over the pairs that have a compared pixel. The papers tabulate E_tmp at a scale they do not state
   (3.54 for TFVGAN's swaps); this is the plain mean squared error of [0, 1] images.
@@ -257,17 +261,22 @@ def temporal_error_optical_flow(frames: np.ndarray, mask: str = "consistent") ->
     frames: [T, H, W, 3] uint8 RGB, T >= 2.
     mask: which pixels are compared: 'consistent' (`flow_consistency_mask` of the backward and the
       forward flow; this costs a second flow per pair) or 'all'.
+    flow_frames: optional [T, H, W, 3] uint8 frames the flow is estimated on (e.g. the input of an
+      edit, same shape as `frames`).
 
   Returns:
     E_tmp, float; 0 for a static video.
   """
   frames = np.asarray(frames)
+  source = frames if flow_frames is None else np.asarray(flow_frames)
+  if source.shape != frames.shape:
+    raise ValueError(f"flow_frames {source.shape} and frames {frames.shape} differ in shape")
   if frames.ndim != 4 or frames.shape[0] < 2:
     raise ValueError(f"temporal_error_optical_flow takes [T, H, W, 3] frames with T >= 2, got {frames.shape}")
   if mask not in ("consistent", "all"):
     raise ValueError(f"mask must be 'consistent' or 'all', got {mask!r}")
   flows, masks = [], []
-  for previous, current in zip(frames[:-1], frames[1:]):
+  for previous, current in zip(source[:-1], source[1:]):
     backward = optical_flow_farneback(previous, current)
     flows.append(backward)
     if mask == "consistent":
