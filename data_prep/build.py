@@ -169,7 +169,7 @@ class PrepareVideo(beam.DoFn):
 
 def prepared_name(video_id: str) -> str:
   """A flat file name for a video id (folders flattened, then a short hash against collisions)."""
-  flat = "".join(c if c.isalnum() or c in "-_" else "_" for c in video_id)[-80:]
+  flat = clip_lib.safe_file_name(video_id)[-80:]
   return f"{flat}-{hashlib.sha1(video_id.encode()).hexdigest()[:8]}"
 
 

@@ -153,8 +153,7 @@ def track_video(path, detector, landmarker, settings: PrepSettings = PrepSetting
   if len(main) < settings.min_frames:
     raise SkippedVideo(path, "too_short", f"the longest face track has {len(main)} frames of {seen}, "
                        f"fewer than min_frames={settings.min_frames}")
-  boxes = track_lib.box_of_points(main.points)
-  size = float(np.median(np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])))
+  size = float(np.median(track_lib.box_size(track_lib.box_of_points(main.points))))
   if size < settings.min_face_size:
     raise SkippedVideo(path, "face_too_small", f"the face is {size:.0f} px, below min_face_size="
                        f"{settings.min_face_size:g}")
@@ -219,8 +218,12 @@ def track_cache_key(path, settings: PrepSettings, model_hashes: tuple[str, ...],
   identity = {"file": file_identity or _file_identity(path), "settings": settings.track_key(), "models": list(model_hashes),
               "version": _TRACK_CACHE_VERSION}
   digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-  stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in os.path.splitext(os.path.basename(path))[0])
-  return f"{stem[:48]}-{digest}"
+  return f"{safe_file_name(os.path.splitext(os.path.basename(path))[0])[:48]}-{digest}"
+
+
+def safe_file_name(text: str) -> str:
+  """`text` with every character but letters, digits, '-' and '_' replaced by '_'."""
+  return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)
 
 
 def write_npz_atomically(path: epath.Path, **arrays) -> None:

@@ -21,7 +21,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
-from tfvgan_jax.prep.track import box_of_points
+from tfvgan_jax.prep.track import box_of_points, box_size
 
 
 class CropBox(NamedTuple):
@@ -47,7 +47,7 @@ def stable_crop(points: np.ndarray, frame_size: tuple[int, int], scale: float = 
     raise ValueError(f"crop scale must be > 0, got {scale}")
   boxes = box_of_points(points)
   centres = 0.5 * (boxes[:, :2] + boxes[:, 2:])
-  sizes = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+  sizes = box_size(boxes)
   side = float(min(np.ceil(scale * np.percentile(sizes, 90)), min(frame_size)))
   centre = np.median(centres, axis=0)
   corner = np.round(centre - side / 2)

@@ -82,6 +82,11 @@ def box_of_points(points: np.ndarray) -> np.ndarray:
   return np.concatenate([xy.min(axis=-2), xy.max(axis=-2)], axis=-1)
 
 
+def box_size(box: np.ndarray) -> np.ndarray:
+  """[..., 4] boxes (x0, y0, x1, y1) -> [...] their larger side (a face's size)."""
+  return np.maximum(box[..., 2] - box[..., 0], box[..., 3] - box[..., 1])
+
+
 class _Following:
   """A track being extended frame by frame."""
 
@@ -155,14 +160,9 @@ def track_faces(frames: Iterable[Frame], detector: _Detector, landmarker: _Landm
   return [track for track in done if len(track)], seen
 
 
-def _mean_size(track: Track) -> float:
-  box = box_of_points(track.points)
-  return float(np.mean(np.maximum(box[:, 2] - box[:, 0], box[:, 3] - box[:, 1])))
-
-
 def main_track(tracks: list[Track]) -> Track | None:
   """The longest track (ties: the larger face), or None when no face was followed."""
-  return max(tracks, key=lambda t: (len(t), _mean_size(t)), default=None)
+  return max(tracks, key=lambda t: (len(t), float(np.mean(box_size(box_of_points(t.points))))), default=None)
 
 
 def gaussian_weights(sigma: float) -> np.ndarray:
