@@ -11,12 +11,17 @@ conditional normalization layers of G chosen by name (`norms.NORMS`).
   spectral_norm     spectral normalization on every conv of D.
   disc_conditional  optional, default True: D sees (Y, X_i) concatenated, as in both papers.
   max_width         optional, default 512: cap on every channel width.
+
+Initial weights are drawn with JAX's non-partitionable threefry: XLA on CPU compiles it several
+times faster than the partitionable variant (the tiny test model's init: 15 s -> 5 s), and the drawn
+values do not depend on how the parameters are sharded either way.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
+import jax
 from flax import nnx
 
 from tfvgan_jax.models.discriminator import MultiScaleDiscriminator, PatchDiscriminator, SpectralNormConv
@@ -40,6 +45,11 @@ class Models(NamedTuple):
 
 def build_models(config, rngs: nnx.Rngs) -> Models:
   """E, G and D as the model config describes them (fields in the module docstring)."""
+  with jax.threefry_partitionable(False):
+    return _build_models(config, rngs)
+
+
+def _build_models(config, rngs: nnx.Rngs) -> Models:
   max_width = config.get('max_width', 512)
   embedder = AppearanceEmbedder(
       width=config.emb_width, downsamples=config.emb_downsamples, max_width=max_width, rngs=rngs)
