@@ -479,6 +479,11 @@ def global_batch(mesh: jax.sharding.Mesh, local_batch: dict) -> dict:
 
 
 def checkpoint_manager(workdir: epath.Path, train_config) -> ocp.CheckpointManager:
+  if jax.default_backend() == "cpu" and jax.local_device_count() > 1:
+    # Replica-parallel saving (orbax's default off GPU) compiles a slicing program per array and
+    # replica; CPU "devices" share one memory, so it only costs seconds per save there.
+    ocp.type_handlers.register_type_handler(
+        jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
   options = ocp.CheckpointManagerOptions(
       max_to_keep=int(train_config.keep_checkpoints),
       enable_async_checkpointing=bool(train_config.get("async_checkpoints", True)),
