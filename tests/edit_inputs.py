@@ -40,7 +40,7 @@ def write_with_audio(path, frames, fps=25, sample_rate=16000):
 
 def make_inputs(folder):
   """target.mp4 (with audio), driving.mp4 and expression.mp4 (30 fps), source.png, gap.mp4 (3 faceless
-  frames, then 10 with a face) and wall.mp4 (no face)."""
+  frames, 5 with a face, 3 faceless, 6 with the face again) and wall.mp4 (no face)."""
   model = face3d.load_model("procedural:low")
   paths = {"target": write_with_audio(folder / "target.mp4", talking_head(model, 1))}
   for name, seed in (("driving", 2), ("expression", 3)):
@@ -50,7 +50,8 @@ def make_inputs(folder):
   Image.fromarray(talking_head(model, 4, frames=1)[0]).save(paths["source"])
   blank = [np.full((128, 128, 3), 40, np.uint8)] * 3
   paths["gap"] = folder / "gap.mp4"
-  video.write_video(paths["gap"], blank + list(talking_head(model, 5, frames=10)), fps=25)
+  face = list(talking_head(model, 5, frames=11))
+  video.write_video(paths["gap"], blank + face[:5] + blank + face[5:], fps=25)
   paths["wall"] = folder / "wall.mp4"
   video.write_video(paths["wall"], blank * 3, fps=25)
   return paths

@@ -86,6 +86,30 @@ def test_lost_face_ends_the_track_and_is_found_again():
   assert np.all(np.diff(main.frames) == 1)
 
 
+def test_a_face_found_again_is_joined_and_another_face_is_not():
+  # Face A lost for frames 12-16, face B appears at x = 320 from frame 20 while A is still there.
+  a = moving(40, velocity=(1.0, 0.0))
+  for t in range(12, 17):
+    a[t] = None
+  b = [None] * 20 + moving(20, start=(320.0, 150.0), velocity=(0.0, 0.0))
+  video = Scripted([a, b])
+  tracks, _ = track.track_faces(video.frames(), video.detector, video.landmarker, track.TrackConfig(detect_every=5))
+  assert sorted((int(t.frames[0]), int(t.frames[-1])) for t in tracks) == [(0, 11), (17, 39), (22, 39)]  # B: at the next detection
+  assert track.join_tracks(tracks, 0) == tracks
+  assert len(track.join_tracks(tracks, 4)) == 3  # the gap is 5 frames
+  joined = track.join_tracks(tracks, 5)
+  assert sorted(len(t) for t in joined) == [18, 35]
+  main = track.main_track(joined)
+  np.testing.assert_array_equal(main.frames, np.r_[0:12, 17:40])
+  assert np.all(track.box_of_points(main.points)[:, 2] < 260)  # B (overlapping in time) was not joined
+  assert [(r.start, r.stop) for r in track.runs(main.frames)] == [(0, 12), (12, 35)]
+  # A face found again elsewhere in the frame is another face.
+  far = moving(12) + [None] * 3 + moving(10, start=(330.0, 150.0), velocity=(0.0, 0.0))
+  video = Scripted([far])
+  tracks, _ = track.track_faces(video.frames(), video.detector, video.landmarker, track.TrackConfig())
+  assert len(track.join_tracks(tracks, 50)) == 2
+
+
 def test_main_track_is_the_longest_and_faces_are_not_swapped():
   second = [None] * 10 + moving(20, start=(300.0, 150.0), velocity=(0.0, 0.0))
   video = Scripted([moving(30, velocity=(0.5, 0.0)), second])
@@ -118,6 +142,67 @@ def test_gaussian_smoothing_keeps_constants_and_lines_and_cuts_noise():
   np.testing.assert_array_equal(track.smooth_points(noise[:50], 0.0), noise[:50].astype(np.float32))
   with pytest.raises(ValueError, match="sigma"):
     track.smooth_points(noise, -1.0)
+
+
+def grid_face(side=100.0, n=5):
+  """[n*n, 2] points on a square of `side` px: a face whose box side is `side`."""
+  u = np.linspace(0.0, side, n)
+  return np.stack(np.meshgrid(u, u), -1).reshape(-1, 2) + 50.0
+
+
+def test_landmark_speed_is_in_face_sizes_per_frame():
+  shift = np.array([3.0, 4.0])  # 5 px per frame
+  points = grid_face(100.0)[None] + np.arange(12)[:, None, None] * shift
+  np.testing.assert_allclose(track.landmark_speed(points), 0.05)
+  np.testing.assert_allclose(track.landmark_speed(np.repeat(grid_face()[None], 6, 0)), 0.0)
+  assert track.landmark_speed(grid_face()[None]).tolist() == [0.0]
+
+
+def brute_force_adaptive(points, sigma, half_speed):
+  """Frame by frame: the speed from finite differences of the fixed-Gaussian track, then a
+  renormalized Gaussian of that frame's own width over the frames that exist."""
+  base = track.smooth_points(points, sigma).astype(np.float64)
+  count, radius = len(points), int(np.ceil(3 * sigma))
+  out = np.zeros_like(np.asarray(points, np.float64))
+  for t in range(count):
+    lo, hi = max(t - 1, 0), min(t + 1, count - 1)
+    velocity = (base[hi] - base[lo]) / (hi - lo)
+    extent = base[t].max(0) - base[t].min(0)
+    speed = np.median(np.linalg.norm(velocity, axis=-1)) / extent.max()
+    width = sigma / (1 + speed / half_speed)
+    total, norm = 0.0, 0.0
+    for k in range(-radius, radius + 1):
+      if 0 <= t + k < count:
+        w = np.exp(-0.5 * (k / width) ** 2)
+        total, norm = total + w * points[t + k], norm + w
+    out[t] = total / norm
+  return out
+
+
+def test_motion_adaptive_smoothing_matches_a_frame_by_frame_computation():
+  rng = np.random.default_rng(1)
+  steps = np.where(np.arange(30) < 15, 0.0, 6.0)  # still, then 6 px per frame
+  points = grid_face()[None] + np.cumsum(steps)[:, None, None] * np.array([1.0, 0.0]) + rng.normal(0, 0.5, (30, 25, 2))
+  np.testing.assert_allclose(track.motion_adaptive_smoothing(points, 1.5, 0.02),
+                             brute_force_adaptive(points, 1.5, 0.02), atol=1e-4)
+
+
+def test_motion_adaptive_smoothing_keeps_turns_that_a_fixed_gaussian_rounds_off():
+  # A still face that starts moving fast at frame 40: the fixed Gaussian cuts the corner.
+  rng = np.random.default_rng(0)
+  x = np.maximum(np.arange(80) - 40, 0) * 8.0
+  truth = grid_face()[None] + x[:, None, None] * np.array([1.0, 0.0])
+  noisy = truth + rng.normal(0, 1.0, truth.shape)
+  fixed, adaptive = track.smooth_points(noisy, 2.0), track.motion_adaptive_smoothing(noisy, 2.0, 0.02)
+  error = lambda p: np.abs(p - truth).mean(axis=(1, 2))
+  assert error(adaptive)[38:43].max() < 0.5 * error(fixed)[38:43].max()
+  # Still stretches are smoothed nearly as much as before; symmetric taps keep constant motion exact.
+  assert error(adaptive)[5:30].mean() < 1.2 * error(fixed)[5:30].mean() < 0.6 * error(noisy)[5:30].mean()
+  line = grid_face()[None] + np.arange(30)[:, None, None] * np.array([6.0, 2.0])
+  np.testing.assert_allclose(track.motion_adaptive_smoothing(line, 2.0, 0.02)[6:-6], line[6:-6], atol=1e-3)
+  # half_speed 0 (off) is the fixed Gaussian; sigma 0 leaves the points alone.
+  np.testing.assert_array_equal(track.motion_adaptive_smoothing(noisy, 2.0, 0.0), fixed)
+  np.testing.assert_array_equal(track.motion_adaptive_smoothing(noisy, 0.0, 0.02), noisy.astype(np.float32))
 
 
 def test_stable_crop_is_centred_and_sized_by_the_percentile():

@@ -171,7 +171,9 @@ class EditSettings:
       own identity, no temporal terms), to measure what the per-clip fit and smoothing buy.
     label: draw a visible "SYNTHETIC" label on every frame.
     mark_synthetic: write the synthetic-content tags into the mp4's metadata.
-    prep: tracking settings for the inputs (the crop size is the checkpoint's).
+    prep: tracking settings for the inputs (the crop size is the checkpoint's). Unlike training
+      data, a face lost for up to 50 frames and found again in about the same place stays one track,
+      so the re-found face is edited too.
   """
 
   batch_size: int = 8
@@ -180,7 +182,7 @@ class EditSettings:
   per_frame: bool = False
   label: bool = False
   mark_synthetic: bool = True
-  prep: clip_lib.PrepSettings = clip_lib.PrepSettings(min_frames=1)
+  prep: clip_lib.PrepSettings = clip_lib.PrepSettings(min_frames=1, join_gap=50)
 
 
 class EditReport(NamedTuple):

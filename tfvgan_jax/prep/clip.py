@@ -55,6 +55,12 @@ class PrepSettings:
     smooth: sigma in frames of the zero-lag Gaussian smoothing of the landmarks over time; 1.0 takes
       the frame-to-frame jitter of the landmark model out while keeping a blink (3-5 frames at 25
       fps); 0 turns it off.
+    smooth_motion: the face speed, in face sizes per frame, at which the smoothing is half as wide
+      (prep.track.motion_adaptive_smoothing); 0 keeps it fixed.
+    join_gap: join the main face's track with a later one that starts at most this many frames after
+      it ends, in about the same place (prep.track.join_tracks): the same face found again after an
+      occlusion. 0 (training data, whose clips must be consecutive frames) never joins; editing joins
+      gaps of up to 2 s so that a re-found face is edited too.
     crop_scale: the crop's side over the face box's side (1.6: the face, hair and some background),
       at most the frame's shorter side (prep.crop.stable_crop).
     min_frames: a clip whose main face track is shorter is skipped (too_short).
@@ -66,6 +72,8 @@ class PrepSettings:
   image_size: int = 256
   track: track_lib.TrackConfig = track_lib.TrackConfig()
   smooth: float = 1.0
+  smooth_motion: float = 0.0
+  join_gap: int = 0
   crop_scale: float = 1.6
   min_frames: int = 8
   max_frames: int = 0
@@ -78,10 +86,15 @@ class PrepSettings:
       raise ValueError(f"min_frames must be >= 1, got {self.min_frames}")
     if self.max_frames < 0:
       raise ValueError(f"max_frames must be >= 0, got {self.max_frames}")
+    if self.join_gap < 0:
+      raise ValueError(f"join_gap must be >= 0, got {self.join_gap}")
+    if self.smooth < 0 or self.smooth_motion < 0:
+      raise ValueError(f"smooth and smooth_motion must be >= 0, got {self.smooth}, {self.smooth_motion}")
 
   def track_key(self) -> dict:
     """The settings a cached `FaceTrack` depends on."""
-    return {"track": dataclasses.asdict(self.track), "smooth": self.smooth, "max_frames": self.max_frames}
+    return {"track": dataclasses.asdict(self.track), "smooth": self.smooth, "smooth_motion": self.smooth_motion,
+            "join_gap": self.join_gap, "max_frames": self.max_frames}
 
 
 class SkippedVideo(Exception):
@@ -96,7 +109,8 @@ class FaceTrack(NamedTuple):
   """The main face of a video, followed and smoothed.
 
   Attributes:
-    frames: [T] int64 consecutive frame numbers.
+    frames: [T] int64 increasing frame numbers, consecutive unless `PrepSettings.join_gap` joined
+      segments of the face.
     points: [T, 468, 3] float32 smoothed Face Mesh landmarks, source pixels (z toward the camera).
     frame_size: (width, height) of the source frames.
     fps: the video's frame rate.
@@ -147,7 +161,7 @@ def track_video(path, detector, landmarker, settings: PrepSettings = PrepSetting
     tracks, seen = track_lib.track_faces(_frames(path, settings), detector, landmarker, settings.track)
   except video_lib.VideoError as error:
     raise SkippedVideo(path, error.reason, error.problem) from error
-  main = track_lib.main_track(tracks)
+  main = track_lib.main_track(track_lib.join_tracks(tracks, settings.join_gap))
   if main is None:
     raise SkippedVideo(path, "no_face", f"no face found in {seen} frames")
   if len(main) < settings.min_frames:
@@ -157,7 +171,9 @@ def track_video(path, detector, landmarker, settings: PrepSettings = PrepSetting
   if size < settings.min_face_size:
     raise SkippedVideo(path, "face_too_small", f"the face is {size:.0f} px, below min_face_size="
                        f"{settings.min_face_size:g}")
-  points = track_lib.smooth_points(main.points, settings.smooth)
+  # Smoothed run by run: nothing is blended across the frames where the face was lost.
+  points = np.concatenate([track_lib.motion_adaptive_smoothing(main.points[run], settings.smooth, settings.smooth_motion)
+                           for run in track_lib.runs(main.frames)])
   return FaceTrack(main.frames, points, (info.width, info.height), info.fps, seen, os.fspath(path))
 
 
@@ -306,8 +322,10 @@ def fit_track(track: FaceTrack, model: face3d.MorphableModel, settings: PrepSett
 def crop_frames(path, track: FaceTrack, box: crop_lib.CropBox, size: int) -> Iterator[tuple[int, np.ndarray]]:
   """Decodes `path` again and yields (frame number, [S, S, 3] uint8 crop) for the track's frames."""
   first, last = int(track.frames[0]), int(track.frames[-1])
+  wanted = set(track.frames.tolist())
   try:
     for frame in video_lib.read_frames(path, start=first, stop=last + 1):
-      yield frame.index, crop_lib.crop_image(frame.image, box, size)
+      if frame.index in wanted:
+        yield frame.index, crop_lib.crop_image(frame.image, box, size)
   except video_lib.VideoError as error:
     raise SkippedVideo(path, error.reason, error.problem) from error

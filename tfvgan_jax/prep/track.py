@@ -52,10 +52,10 @@ class TrackConfig:
 
 
 class Track(NamedTuple):
-  """One face followed over consecutive frames.
+  """One face followed over consecutive frames (or segments of them, after `join_tracks`).
 
   Attributes:
-    frames: [T] int64 frame numbers, consecutive.
+    frames: [T] int64 increasing frame numbers, consecutive as `track_faces` makes them.
     points: [T, 468, 3] float32 Face Mesh landmarks in image pixels (z: depth toward the camera).
     scores: [T] float32 face-presence probabilities.
   """
@@ -165,6 +165,42 @@ def main_track(tracks: list[Track]) -> Track | None:
   return max(tracks, key=lambda t: (len(t), float(np.mean(box_size(box_of_points(t.points))))), default=None)
 
 
+def join_tracks(tracks: list[Track], max_gap: int, min_iou: float = 0.1) -> list[Track]:
+  """Joins each track to one that ended at most `max_gap` frames before it started in about the
+  same place: the same face lost for a moment (a hand, a turn, a missed detection) and found again.
+
+  A track continues the earlier, not yet continued track whose last landmark box overlaps its first
+  one best (IoU >= `min_iou`); tracks that overlap in time are different faces and never join.
+  Joined tracks keep their frame numbers, so their frames are no longer consecutive (`runs`).
+  `max_gap` 0 returns the tracks as they are.
+  """
+  if max_gap <= 0 or len(tracks) < 2:
+    return list(tracks)
+  chains: list[list[Track]] = []
+  for piece in sorted(tracks, key=lambda t: int(t.frames[0])):
+    start, first_box = int(piece.frames[0]), box_of_points(piece.points[0])
+    best, best_iou = None, min_iou
+    for chain in chains:
+      gap = start - int(chain[-1].frames[-1]) - 1
+      if 0 <= gap <= max_gap:
+        iou = float(detect.box_iou(first_box, box_of_points(chain[-1].points[-1])[None])[0])
+        if iou >= best_iou:
+          best, best_iou = chain, iou
+    if best is None:
+      chains.append([piece])
+    else:
+      best.append(piece)
+  return [Track(*(np.concatenate(parts) for parts in zip(*chain))) if len(chain) > 1 else chain[0] for chain in chains]
+
+
+def runs(frames: np.ndarray) -> list[slice]:
+  """Slices of `frames` (increasing frame numbers) over which the numbers are consecutive."""
+  frames = np.asarray(frames)
+  breaks = np.flatnonzero(np.diff(frames) != 1) + 1
+  edges = [0, *breaks.tolist(), len(frames)]
+  return [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
+
+
 def gaussian_weights(sigma: float) -> np.ndarray:
   """[2r+1] normalized Gaussian taps, r = ceil(3 sigma); [1] for sigma = 0."""
   if sigma < 0:
@@ -194,3 +230,45 @@ def smooth_points(points: np.ndarray, sigma: float) -> np.ndarray:
   total = sum(tap * padded[k:k + len(points)] for k, tap in enumerate(taps))
   norm = sum(tap * weight[k:k + len(points)] for k, tap in enumerate(taps))
   return (total / norm[:, None]).reshape(points.shape).astype(np.float32)
+
+
+def landmark_speed(points: np.ndarray) -> np.ndarray:
+  """[T] speed of a [T, N, 2+] landmark track in face sizes per frame.
+
+  The median over the points of the central-difference displacement (one-sided at the ends),
+  divided by the frame's face box side: a head turn, a nod or a walk towards the camera all count,
+  jitter of a few points does not.
+  """
+  points = np.asarray(points, np.float64)[..., :2]
+  if len(points) < 2:
+    return np.zeros(len(points))
+  velocity = np.gradient(points, axis=0)
+  speed = np.median(np.linalg.norm(velocity, axis=-1), axis=-1)
+  return speed / np.maximum(box_size(box_of_points(points)), 1e-6)
+
+
+def motion_adaptive_smoothing(points: np.ndarray, sigma: float, half_speed: float) -> np.ndarray:
+  """Zero-lag Gaussian smoothing whose width falls as the face moves faster (sigma in frames).
+
+  Frame t is smoothed with sigma_t = sigma / (1 + v_t / half_speed), v_t the `landmark_speed` of
+  the Gaussian-smoothed track, so the filter is `smooth_points(points, sigma)` on a still face and
+  half as wide at `half_speed` face sizes per frame: the offline counterpart of the One-Euro filter's
+  speed-dependent cutoff. A fixed Gaussian rounds off fast head turns and leaves the edited face
+  behind the head; this one keeps them. `half_speed` <= 0 gives the fixed Gaussian.
+  """
+  points = np.asarray(points, np.float64)
+  taps = gaussian_weights(sigma)
+  radius = len(taps) // 2
+  if half_speed <= 0 or radius == 0 or len(points) < 2:
+    return smooth_points(points, sigma)
+  speed = landmark_speed(smooth_points(points, sigma))
+  sigmas = sigma / (1.0 + speed / half_speed)
+  flat = points.reshape(len(points), -1)
+  count = len(points)
+  offsets = np.arange(-radius, radius + 1)
+  index = np.arange(count)[:, None] + offsets[None, :]  # [T, 2r+1]
+  inside = (index >= 0) & (index < count)
+  weights = np.exp(-0.5 * (offsets[None, :] / sigmas[:, None]) ** 2) * inside
+  weights /= weights.sum(axis=1, keepdims=True)
+  out = np.einsum("tk,tkd->td", weights, flat[np.clip(index, 0, count - 1)])
+  return out.reshape(points.shape).astype(np.float32)
