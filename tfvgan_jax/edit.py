@@ -396,29 +396,38 @@ def crop_of(prepared: Prepared, index: int, size: int) -> np.ndarray:
   return crop_lib.crop_image(frame_of(prepared, index), prepared.fitted.box, size)
 
 
+def relative_cameras(source_camera: np.ndarray, driving_cameras: np.ndarray) -> np.ndarray:
+  """[K, 6] cameras: the source's camera moved as the driving face moved since its first frame.
+
+  Rotations compose (R_k = R_drive,k R_drive,0^T R_source: the driving head's turn since frame 0,
+  applied to the source head where it is), so a large turn of a non-frontal source stays a rigid
+  rotation instead of the distortion of added Euler angles. The scale is multiplied by the driving
+  face's, and the translation moves by the driving face's, in proportion to the two faces' sizes.
+  """
+  source = np.asarray(source_camera, np.float32)
+  driving = np.asarray(driving_cameras, np.float32)
+  turn = np.asarray(face3d.euler_to_matrix(driving[:, :3])) @ np.asarray(face3d.euler_to_matrix(driving[0, :3])).T
+  rotation = turn @ np.asarray(face3d.euler_to_matrix(source[:3]))
+  ratio = source[3] / driving[0, 3]
+  scale = driving[:, 3] * ratio
+  translation = source[4:] + (driving[:, 4:] - driving[0, 4:]) * ratio
+  return np.concatenate([np.asarray(face3d.matrix_to_euler(rotation)), scale[:, None], translation], axis=1)
+
+
 def reenactment_motion(source: Prepared, driving: Prepared, relative: bool):
   """Per driving frame k: the expression and camera the reenacted face takes.
 
-  Absolute: the driving frame's own expression and camera. Relative: the source's frontal frame
-  moved as the driving face moved since its first frame: expression and pose offsets added, scale
-  multiplied, translation offset scaled by the two faces' size ratio.
+  Absolute: the driving frame's own expression and camera. Relative (first-order-model's relative
+  mode): the source's frontal frame moved as the driving face moved since its first frame, its
+  expression offset by the driving expression's change and its camera by `relative_cameras`.
   """
   fit = driving.fitted.fit
   if not relative:
     return (lambda k: fit.exp_coeffs[k]), (lambda k: fit.cameras[k])
   base = source.frontal_index()
-  source_exp, source_camera = source.fitted.fit.exp_coeffs[base], source.fitted.fit.cameras[base]
-  first_exp, first_camera = fit.exp_coeffs[0], fit.cameras[0]
-
-  def camera(k):
-    moved = np.array(source_camera, np.float32)
-    moved[:3] += fit.cameras[k, :3] - first_camera[:3]
-    ratio = source_camera[3] / first_camera[3]
-    moved[3] = source_camera[3] * fit.cameras[k, 3] / first_camera[3]
-    moved[4:] += (fit.cameras[k, 4:] - first_camera[4:]) * ratio
-    return moved
-
-  return (lambda k: source_exp + fit.exp_coeffs[k] - first_exp), camera
+  source_exp = source.fitted.fit.exp_coeffs[base]
+  cameras = relative_cameras(source.fitted.fit.cameras[base], fit.cameras)
+  return (lambda k: source_exp + fit.exp_coeffs[k] - fit.exp_coeffs[0]), (lambda k: cameras[k])
 
 
 # ----- command line -----
