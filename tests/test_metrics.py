@@ -468,6 +468,10 @@ def test_results_table_hand_case():
   assert parsed["rows"][1]["e_exp"] is None
   markdown, _ = metrics.results_table({"TFVGAN": {"fid": 34.1, "e_tmp": 3.54}}, columns=("fid", "e_tmp"), decimals=1)
   assert markdown.splitlines()[2] == "| TFVGAN | 34.1 | 3.5 |"
+  # Values below the rounding keep three significant digits; exact zeros stay 0.00.
+  markdown, _ = metrics.results_table({"ours": {"e_tmp": 0.00015857, "ssim": 0.0, "e_pose": (0.004, 1.0, 0.0)}},
+                                      columns=("ssim", "e_pose", "e_tmp"))
+  assert markdown.splitlines()[2] == "| ours | 0.00 | (0.004, 1.00, 0.00) | 0.000159 |"
   with pytest.raises(ValueError, match="unknown metrics"):
     metrics.results_table({"x": {"fdi": 1.0}})
   with pytest.raises(ValueError, match="unknown column"):

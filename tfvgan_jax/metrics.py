@@ -584,7 +584,8 @@ def results_table(
     rows: {method: {metric key: value}}, methods in display order; keys from `METRIC_COLUMNS`.
     columns: the metric keys shown, in order; `TABLE_I_COLUMNS` by default, add 'e_tmp' for the
       ablation tables.
-    decimals: digits after the decimal point in the markdown.
+    decimals: digits after the decimal point in the markdown; a nonzero value smaller than
+      10^-decimals is written with three significant digits instead.
 
   Returns:
     markdown: a GitHub table, methods in the first column.
@@ -603,12 +604,18 @@ def results_table(
   table = {method: {key: _table_value(method, key, values.get(key)) for key in columns}
            for method, values in rows.items()}
 
+  def number(value: float) -> str:
+    # Small values (E_tmp is ~1e-4) keep three significant digits instead of rounding to 0.00.
+    if value != 0 and abs(value) < 10.0 ** -decimals:
+      return f"{value:.3g}"
+    return f"{value:.{decimals}f}"
+
   def cell(value: float | list[float] | None) -> str:
     if value is None:
       return "-"
     if isinstance(value, list):
-      return "(" + ", ".join(f"{v:.{decimals}f}" for v in value) + ")"
-    return f"{value:.{decimals}f}"
+      return "(" + ", ".join(number(v) for v in value) + ")"
+    return number(value)
 
   headers = ["Method"] + [f"{METRIC_COLUMNS[key][0]} {'↑' if METRIC_COLUMNS[key][1] else '↓'}" for key in columns]
   lines = ["| " + " | ".join(headers) + " |", "|" + "---|" + "---:|" * len(columns)]
