@@ -292,6 +292,8 @@ def add_video_flags(parser: argparse.ArgumentParser) -> None:
                       help="run the face detector every N frames, follow landmarks between (%(default)s)")
   parser.add_argument("--smooth", type=float, default=defaults.smooth,
                       help="landmark smoothing, Gaussian sigma in frames; 0 = off (%(default)s)")
+  parser.add_argument("--smooth_motion", type=float, default=defaults.smooth_motion,
+                      help="face speed (face sizes per frame) at which the smoothing halves; 0 = fixed (%(default)s)")
   parser.add_argument("--min_frames", type=int, default=defaults.min_frames,
                       help="skip videos whose face track is shorter (%(default)s)")
   parser.add_argument("--max_frames", type=int, default=defaults.max_frames,
@@ -305,7 +307,7 @@ def add_video_flags(parser: argparse.ArgumentParser) -> None:
 
 def prep_settings(args: argparse.Namespace, **more) -> clip_lib.PrepSettings:
   """PrepSettings from the flags of `add_video_flags` (and `more` fields)."""
-  return clip_lib.PrepSettings(smooth=args.smooth, min_frames=args.min_frames, max_frames=args.max_frames,
+  return clip_lib.PrepSettings(smooth=args.smooth, smooth_motion=args.smooth_motion, min_frames=args.min_frames, max_frames=args.max_frames,
                                min_face_size=args.min_face_size,
                                track=track_lib.TrackConfig(detect_every=args.detect_every), **more)
 
