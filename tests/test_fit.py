@@ -392,3 +392,29 @@ def test_fit_rejects_bad_input():
   points[1, 3] = np.nan
   with pytest.raises(ValueError, match=r"frames \[1\] are marked valid"):
     fit.fit_clip(m, points, valid=np.ones(4, bool))
+
+
+def test_a_joined_track_is_fitted_across_its_gap():
+  # A face drifting 4 px per frame, tracked in frames 0-19 and 40-59 (a joined track). Fitted with
+  # the gap as frames without landmarks, the frames by the gap land near where a fit that saw every
+  # frame puts them; fitted as if frame 40 followed frame 19, the smoothness term drags them along.
+  from tfvgan_jax.prep import clip as clip_lib
+  from tfvgan_jax.prep import crop, topology
+  m = model()
+  _, _, _, observed = clip(3, 60, noise=0.5)
+  observed = observed + np.arange(60)[:, None, None] * np.array([4.0, 0.0])
+  mesh = np.zeros((60, 468, 3), np.float32)
+  mesh[..., :2] = observed[:, np.arange(468) % 68]
+  mesh[:, topology.IBUG68_FROM_MESH, :2] = observed
+  kept = np.r_[0:20, 40:60]
+  joined = clip_lib.fit_track(clip_lib.FaceTrack(kept, mesh[kept], (512, 256), 25.0, 60, "joined"), m,
+                              clip_lib.PrepSettings(image_size=SIZE))
+  assert len(joined.fit.cameras) == 40 and np.all(joined.frames == kept)
+  # Every frame in the joined track's crop pixels: the reference fit, and the gap ignored.
+  every = crop.to_crop(mesh, joined.box, SIZE)[:, topology.IBUG68_FROM_MESH, :2]
+  seen = fit.fit_clip(m, every)
+  naive = fit.fit_clip(m, joined.landmarks)
+  by_gap = [18, 19, 20, 21]
+  gap_aware = np.abs(joined.fit.cameras[by_gap, 4:] - seen.cameras[kept[by_gap], 4:]).max()
+  as_consecutive = np.abs(naive.cameras[by_gap, 4:] - seen.cameras[kept[by_gap], 4:]).max()
+  assert gap_aware < 0.5 * as_consecutive

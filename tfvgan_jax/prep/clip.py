@@ -313,12 +313,27 @@ def fit_track(track: FaceTrack, model: face3d.MorphableModel, settings: PrepSett
               for t in range(len(observed))]
     fit = fit_lib.FitResult(frames[0].id_coeffs, *(np.concatenate(parts) for parts in zip(*(f[1:] for f in frames))))
   else:
-    fit = fit_lib.fit_clip(model, observed, vertex_ids=vertex_ids, config=config)
+    fit = _fit_with_gaps(model, track.frames, observed, vertex_ids, config)
   values = (fit.id_coeffs, fit.exp_coeffs, fit.cameras, fit.residual)
   if not all(np.all(np.isfinite(np.asarray(v))) for v in values):
     raise SkippedVideo(track.source, "fit_failed", "the fit produced non-finite coefficients")
   return FittedClip(track.frames, box, crop_lib.crop_to_source(box, size), landmarks, fit,
                     np.asarray(fit_lib.interocular_distance(landmarks), np.float32))
+
+
+def _fit_with_gaps(model, frames: np.ndarray, observed: np.ndarray, vertex_ids, config) -> fit_lib.FitResult:
+  """`fit_lib.fit_clip` of a track whose frame numbers may skip (joined tracks): the missing frames
+  enter as frames without landmarks, so the temporal terms span a gap as the gap's length of steps
+  (the fit interpolates across it) instead of as one step; the tracked frames' results come back."""
+  offsets = np.asarray(frames) - int(frames[0])
+  if offsets[-1] == len(frames) - 1:
+    return fit_lib.fit_clip(model, observed, vertex_ids=vertex_ids, config=config)
+  full = np.full((int(offsets[-1]) + 1, *observed.shape[1:]), np.nan, np.float32)
+  full[offsets] = observed
+  valid = np.zeros(len(full), bool)
+  valid[offsets] = True
+  fit = fit_lib.fit_clip(model, full, vertex_ids=vertex_ids, valid=valid, config=config)
+  return fit_lib.FitResult(fit.id_coeffs, fit.exp_coeffs[offsets], fit.cameras[offsets], fit.residual[offsets])
 
 
 def crop_frames(path, track: FaceTrack, box: crop_lib.CropBox, size: int) -> Iterator[tuple[int, np.ndarray]]:
