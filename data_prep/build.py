@@ -49,7 +49,7 @@ from typing import Optional
 import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from etils import epath
 
 from tfvgan_jax import face3d
@@ -266,12 +266,28 @@ def summarize(statuses: list[dict], seconds: float) -> dict:
   }
 
 
+def local_runner(options: PipelineOptions):
+  """The runner for `options`: Beam's FnApiRunner when none or the DirectRunner is named, else None
+  (Beam resolves `--runner` itself).
+
+  Beam's DirectRunner first tries its Prism runner, which downloads a Go binary from GitHub at run
+  time (and leaves a temporary folder behind when it cannot); the FnApiRunner is what it falls back
+  to, and takes the same `--direct_num_workers` and `--direct_running_mode`.
+  """
+  name = options.view_as(StandardOptions).runner
+  if name is None or name in ("DirectRunner", "direct", "SwitchingDirectRunner"):
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+    return FnApiRunner()
+  return None
+
+
 def run_pipeline(inputs: list[str], settings: JobSettings, beam_args: list[str]) -> list[dict]:
   """Runs the Beam pipeline over `inputs`; returns one status dict per input."""
   ids = video_ids(inputs)
   status_dir = tempfile.mkdtemp(prefix="build_status_")
+  options = PipelineOptions(beam_args)
   try:
-    with beam.Pipeline(options=PipelineOptions(beam_args)) as pipeline:
+    with beam.Pipeline(runner=local_runner(options), options=options) as pipeline:
       _ = (pipeline
            | "Videos" >> beam.Create([(path, ids[path]) for path in inputs])
            | "Spread" >> beam.Reshuffle()

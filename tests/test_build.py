@@ -135,6 +135,14 @@ def test_video_ids_are_paths_below_the_common_folder():
   assert build.prepared_name("id1/a/00001") != build.prepared_name("id1_a/00001")
 
 
+def test_local_runs_never_fetch_beams_prism_binary():
+  from apache_beam.options.pipeline_options import PipelineOptions
+  from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+  for args in ([], ["--runner=DirectRunner", "--direct_num_workers=2"]):
+    assert isinstance(build.local_runner(PipelineOptions(args)), FnApiRunner)
+  assert build.local_runner(PipelineOptions(["--runner=DataflowRunner"])) is None
+
+
 def test_track_cache_skips_decoding_on_a_second_call(tmp_path, corpus, mediapipe_models):
   folder, _ = corpus
   detector = detect.FaceDetector(mediapipe_models.detector)
