@@ -12,7 +12,7 @@ of the output itself / of the target video (Lai et al.'s protocol):
                    baseline the issue's target is measured against
   clip, raw        one identity per clip and the fit's temporal terms, landmarks not smoothed
   clip, gauss 1    ... landmarks smoothed with a fixed zero-lag Gaussian (sigma 1 frame)
-  clip, adaptive   ... the Gaussian narrowed on fast motion (PrepSettings defaults: the editor's)
+  clip, adaptive   ... the Gaussian narrowed on fast motion (the EditSettings defaults)
 
 and, last, each variant's E_tmp over the baseline's, averaged over the clips.
 """

@@ -173,7 +173,8 @@ class EditSettings:
     mark_synthetic: write the synthetic-content tags into the mp4's metadata.
     prep: tracking settings for the inputs (the crop size is the checkpoint's). Unlike training
       data, a face lost for up to 50 frames and found again in about the same place stays one track,
-      so the re-found face is edited too.
+      so the re-found face is edited too, and the landmark smoothing narrows on fast motion
+      (`benchmarks/edit_stability.py` measures both choices).
   """
 
   batch_size: int = 8
@@ -182,7 +183,7 @@ class EditSettings:
   per_frame: bool = False
   label: bool = False
   mark_synthetic: bool = True
-  prep: clip_lib.PrepSettings = clip_lib.PrepSettings(min_frames=1, join_gap=50)
+  prep: clip_lib.PrepSettings = clip_lib.PrepSettings(min_frames=1, join_gap=50, smooth_motion=0.02)
 
 
 class EditReport(NamedTuple):
