@@ -99,7 +99,10 @@ def test_command_line(workdir, inputs, tmp_path, mediapipe_models, capsys):
                  f"--target={inputs['target']}", f"--out={tmp_path / 'cli.mp4'}", "--label",
                  f"--cache_dir={tmp_path / 'cache'}"])
     edit.main([])
-  assert "8 frames, 8 edited" in capsys.readouterr().out
+  captured = capsys.readouterr()
+  assert "8 frames, 8 edited" in captured.out
+  # Progress bars on stderr: the target tracked (a fresh cache), then its frames edited.
+  assert "tracking --target" in captured.err and "editing target.mp4" in captured.err and "8/8" in captured.err
   assert video.probe(tmp_path / "cli.mp4").num_frames == FRAMES
   with flagsaver.flagsaver():
     flags.FLAGS(["edit", "--task=disentangle", f"--checkpoint={workdir}", f"--out={tmp_path / 'y.mp4'}",

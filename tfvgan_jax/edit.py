@@ -46,6 +46,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+import tqdm
 from absl import app, flags
 from etils import epath
 
@@ -171,6 +172,7 @@ class EditSettings:
       own identity, no temporal terms), to measure what the per-clip fit and smoothing buy.
     label: draw a visible "SYNTHETIC" label on every frame.
     mark_synthetic: write the synthetic-content tags into the mp4's metadata.
+    progress: progress bars (on stderr) while inputs are tracked and while frames are edited.
     prep: tracking settings for the inputs (the crop size is the checkpoint's). Unlike training
       data, a face lost for up to 50 frames and found again in about the same place stays one track,
       so the re-found face is edited too, and the landmark smoothing narrows on fast motion
@@ -183,6 +185,7 @@ class EditSettings:
   per_frame: bool = False
   label: bool = False
   mark_synthetic: bool = True
+  progress: bool = True
   prep: clip_lib.PrepSettings = clip_lib.PrepSettings(min_frames=1, join_gap=50, smooth_motion=0.02)
 
 
@@ -263,12 +266,19 @@ class Editor:
         fps = 0.0
       else:
         track = clip_lib.cached_track(path, self.detector, self.landmarker, self.prep, self.cache_dir,
-                                      self.model_hashes)
+                                      self.model_hashes, progress=self._progress(f"tracking --{role}"))
         fps = track.fps
       fitted = clip_lib.fit_track(track, self.checkpoint.face_model, self.prep, per_frame=self.settings.per_frame)
     except clip_lib.SkippedVideo as skipped:
       raise EditError(f"--{role}={path}: {skipped.problem} ({skipped.reason})") from skipped
     return Prepared(path, image, track, fitted, fps)
+
+  def _progress(self, description: str) -> Callable[..., Iterator]:
+    """Wraps an iterator in a progress bar (or leaves it alone with `settings.progress` off)."""
+    def wrap(iterable, total=None):
+      return tqdm.tqdm(iterable, total=total, desc=description, unit="frame", disable=not self.settings.progress,
+                       leave=False, dynamic_ncols=True)
+    return wrap
 
   # ----- the three tasks -----
 
@@ -353,7 +363,9 @@ class Editor:
       pending.clear()
 
     box = appearance.fitted.box
-    for frame in video_lib.read_frames(timeline.path):
+    total = video_lib.probe(timeline.path).num_frames or None
+    for frame in self._progress(f"editing {os.path.basename(timeline.path)}")(video_lib.read_frames(timeline.path),
+                                                                             total=total):
       k = track_frames.get(frame.index)
       crop = None if k is None else crop_lib.crop_image(frame.image, box, size)
       pending.append((frame.image, k, crop))
@@ -447,6 +459,7 @@ _FACE_MODEL = flags.DEFINE_string("face_model", None, "the run's face model, if 
 _BATCH = flags.DEFINE_integer("batch_size", 8, "frames per network call")
 _LABEL = flags.DEFINE_bool("label", False, "draw a visible SYNTHETIC label on the frames")
 _MARK = flags.DEFINE_bool("mark_synthetic", True, "tag the mp4's metadata as synthetic")
+_PROGRESS = flags.DEFINE_bool("progress", True, "progress bars on stderr while tracking and editing")
 _CACHE = flags.DEFINE_string("cache_dir", None, "where input tracks are cached (default ~/.cache/tfvgan_jax/edit)")
 
 
@@ -473,7 +486,7 @@ def main(argv):
   try:
     inputs = _inputs(_TASK.value)
     settings = EditSettings(batch_size=_BATCH.value, relative=_RELATIVE.value, label=_LABEL.value,
-                            mark_synthetic=_MARK.value)
+                            mark_synthetic=_MARK.value, progress=_PROGRESS.value)
     editor = Editor(_CHECKPOINT.value, face_model=_FACE_MODEL.value, cache_dir=_CACHE.value, settings=settings)
     report = getattr(editor, _TASK.value)(*inputs.values(), out=_OUT.value)
   except (EditError, model_files.ModelFilesError, video_lib.VideoError) as error:

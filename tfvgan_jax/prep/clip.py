@@ -25,7 +25,7 @@ import hashlib
 import io
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -153,15 +153,23 @@ def _frames(path, settings: PrepSettings) -> Iterator[video_lib.Frame]:
   return video_lib.read_frames(path, stop=settings.max_frames or None)
 
 
-def track_video(path, detector, landmarker, settings: PrepSettings = PrepSettings()) -> FaceTrack:
+def track_video(path, detector, landmarker, settings: PrepSettings = PrepSettings(),
+                progress: Optional[Callable[[Iterator], Iterator]] = None) -> FaceTrack:
   """Decodes `path` once and returns its main face track, smoothed.
+
+  `progress` wraps the decoded frames (a progress bar: `tqdm.tqdm`-like, called with the frame
+  iterator and `total`, the video's frame count).
 
   Raises:
     SkippedVideo: the video cannot be read, or its main face is missing, too short or too small.
   """
   try:
     info = video_lib.probe(path)
-    tracks, seen = track_lib.track_faces(_frames(path, settings), detector, landmarker, settings.track)
+    frames = _frames(path, settings)
+    if progress is not None:
+      total = min(info.num_frames, settings.max_frames) if settings.max_frames else info.num_frames
+      frames = progress(frames, total=total or None)
+    tracks, seen = track_lib.track_faces(frames, detector, landmarker, settings.track)
   except video_lib.VideoError as error:
     raise SkippedVideo(path, error.reason, error.problem) from error
   main = track_lib.main_track(track_lib.join_tracks(tracks, settings.join_gap))
@@ -255,7 +263,7 @@ def write_npz_atomically(path: epath.Path, **arrays) -> None:
 
 
 def cached_track(path, detector, landmarker, settings: PrepSettings, cache_dir, model_hashes=(),
-                 file_identity=None) -> FaceTrack:
+                 file_identity=None, progress: Optional[Callable[[Iterator], Iterator]] = None) -> FaceTrack:
   """`track_video` through a cache folder: a second call on an unchanged file reads the result.
 
   A skip is cached too (its reason and message), so a re-run does not decode a faceless video again.
@@ -274,7 +282,7 @@ def cached_track(path, detector, landmarker, settings: PrepSettings, cache_dir, 
                        float(stored["fps"]), int(stored["frames_decoded"]), os.fspath(path))
   cache_dir.mkdir(parents=True, exist_ok=True)
   try:
-    result = track_video(path, detector, landmarker, settings)
+    result = track_video(path, detector, landmarker, settings, progress)
   except SkippedVideo as skipped:
     write_npz_atomically(entry, skip_reason=np.str_(skipped.reason), skip_problem=np.str_(skipped.problem))
     raise
