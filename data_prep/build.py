@@ -323,8 +323,8 @@ def add_video_flags(parser: argparse.ArgumentParser) -> None:
 
 def prep_settings(args: argparse.Namespace, **more) -> clip_lib.PrepSettings:
   """PrepSettings from the flags of `add_video_flags` (and `more` fields)."""
-  return clip_lib.PrepSettings(smooth=args.smooth, smooth_motion=args.smooth_motion, min_frames=args.min_frames, max_frames=args.max_frames,
-                               min_face_size=args.min_face_size,
+  return clip_lib.PrepSettings(smooth=args.smooth, smooth_motion=args.smooth_motion, min_frames=args.min_frames,
+                               max_frames=args.max_frames, min_face_size=args.min_face_size,
                                track=track_lib.TrackConfig(detect_every=args.detect_every), **more)
 
 

@@ -363,9 +363,8 @@ class Editor:
       pending.clear()
 
     box = appearance.fitted.box
-    total = video_lib.probe(timeline.path).num_frames or None
-    for frame in self._progress(f"editing {os.path.basename(timeline.path)}")(video_lib.read_frames(timeline.path),
-                                                                             total=total):
+    bar = self._progress(f"editing {os.path.basename(timeline.path)}")
+    for frame in bar(video_lib.read_frames(timeline.path), total=timeline.track.frames_decoded or None):
       k = track_frames.get(frame.index)
       crop = None if k is None else crop_lib.crop_image(frame.image, box, size)
       pending.append((frame.image, k, crop))

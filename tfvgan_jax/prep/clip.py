@@ -154,7 +154,7 @@ def _frames(path, settings: PrepSettings) -> Iterator[video_lib.Frame]:
 
 
 def track_video(path, detector, landmarker, settings: PrepSettings = PrepSettings(),
-                progress: Optional[Callable[[Iterator], Iterator]] = None) -> FaceTrack:
+                progress: Optional[Callable[..., Iterator]] = None) -> FaceTrack:
   """Decodes `path` once and returns its main face track, smoothed.
 
   `progress` wraps the decoded frames (a progress bar: `tqdm.tqdm`-like, called with the frame
@@ -263,7 +263,7 @@ def write_npz_atomically(path: epath.Path, **arrays) -> None:
 
 
 def cached_track(path, detector, landmarker, settings: PrepSettings, cache_dir, model_hashes=(),
-                 file_identity=None, progress: Optional[Callable[[Iterator], Iterator]] = None) -> FaceTrack:
+                 file_identity=None, progress: Optional[Callable[..., Iterator]] = None) -> FaceTrack:
   """`track_video` through a cache folder: a second call on an unchanged file reads the result.
 
   A skip is cached too (its reason and message), so a re-run does not decode a faceless video again.
