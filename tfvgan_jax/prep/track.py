@@ -270,5 +270,8 @@ def motion_adaptive_smoothing(points: np.ndarray, sigma: float, half_speed: floa
   inside = (index >= 0) & (index < count)
   weights = np.exp(-0.5 * (offsets[None, :] / sigmas[:, None]) ** 2) * inside
   weights /= weights.sum(axis=1, keepdims=True)
-  out = np.einsum("tk,tkd->td", weights, flat[np.clip(index, 0, count - 1)])
+  # One shifted copy at a time: memory stays O(T x points) for long videos.
+  out = np.zeros_like(flat)
+  for k in range(len(offsets)):
+    out += weights[:, k, None] * flat[np.clip(index[:, k], 0, count - 1)]
   return out.reshape(points.shape).astype(np.float32)
