@@ -220,16 +220,26 @@ def smooth_points(points: np.ndarray, sigma: float) -> np.ndarray:
   so a constant track stays constant and nothing is extrapolated.
   """
   points = np.asarray(points, np.float64)
-  taps = gaussian_weights(sigma)
-  radius = len(taps) // 2
+  radius = len(gaussian_weights(sigma)) // 2
   if radius == 0 or len(points) < 2:
     return points.astype(np.float32)
-  flat = points.reshape(len(points), -1)
-  padded = np.pad(flat, ((radius, radius), (0, 0)))
-  weight = np.pad(np.ones(len(points)), radius)
-  total = sum(tap * padded[k:k + len(points)] for k, tap in enumerate(taps))
-  norm = sum(tap * weight[k:k + len(points)] for k, tap in enumerate(taps))
-  return (total / norm[:, None]).reshape(points.shape).astype(np.float32)
+  return _gaussian_filter(points, np.full(len(points), float(sigma)), radius)
+
+
+def _gaussian_filter(points: np.ndarray, sigmas: np.ndarray, radius: int) -> np.ndarray:
+  """[T, ...] points, frame t averaged over frames t-radius..t+radius with Gaussian weights of width
+  sigmas[t], truncated at the track's ends and renormalized. One shifted copy at a time: memory
+  stays O(T x points) for long videos."""
+  count = len(points)
+  flat = points.reshape(count, -1)
+  offsets = np.arange(-radius, radius + 1)
+  index = np.arange(count)[:, None] + offsets[None, :]  # [T, 2r+1]
+  weights = np.exp(-0.5 * (offsets[None, :] / sigmas[:, None]) ** 2) * ((index >= 0) & (index < count))
+  weights /= weights.sum(axis=1, keepdims=True)
+  out = np.zeros_like(flat)
+  for k in range(len(offsets)):
+    out += weights[:, k, None] * flat[np.clip(index[:, k], 0, count - 1)]
+  return out.reshape(points.shape).astype(np.float32)
 
 
 def landmark_speed(points: np.ndarray) -> np.ndarray:
@@ -257,21 +267,8 @@ def motion_adaptive_smoothing(points: np.ndarray, sigma: float, half_speed: floa
   behind the head; this one keeps them. `half_speed` <= 0 gives the fixed Gaussian.
   """
   points = np.asarray(points, np.float64)
-  taps = gaussian_weights(sigma)
-  radius = len(taps) // 2
+  radius = len(gaussian_weights(sigma)) // 2
   if half_speed <= 0 or radius == 0 or len(points) < 2:
     return smooth_points(points, sigma)
   speed = landmark_speed(smooth_points(points, sigma))
-  sigmas = sigma / (1.0 + speed / half_speed)
-  flat = points.reshape(len(points), -1)
-  count = len(points)
-  offsets = np.arange(-radius, radius + 1)
-  index = np.arange(count)[:, None] + offsets[None, :]  # [T, 2r+1]
-  inside = (index >= 0) & (index < count)
-  weights = np.exp(-0.5 * (offsets[None, :] / sigmas[:, None]) ** 2) * inside
-  weights /= weights.sum(axis=1, keepdims=True)
-  # One shifted copy at a time: memory stays O(T x points) for long videos.
-  out = np.zeros_like(flat)
-  for k in range(len(offsets)):
-    out += weights[:, k, None] * flat[np.clip(index[:, k], 0, count - 1)]
-  return out.reshape(points.shape).astype(np.float32)
+  return _gaussian_filter(points, sigma / (1.0 + speed / half_speed), radius)
