@@ -13,6 +13,7 @@ from absl import flags
 from absl.testing import flagsaver
 
 from edit_inputs import FRAMES
+from test_fit import rotation_numpy
 from tfvgan_jax import edit, face3d
 from tfvgan_jax.prep import fit, video
 
@@ -133,15 +134,6 @@ def test_tasks_on_the_shared_clips(editor, testdata, tmp_path):
     assert report.edited >= 0.95 * report.frames
 
 
-def rotation(pitch, yaw, roll):
-  """R = Rz(roll) Ry(yaw) Rx(pitch), written out axis by axis (DESIGN.md's convention)."""
-  c, s = np.cos, np.sin
-  rx = np.array([[1, 0, 0], [0, c(pitch), -s(pitch)], [0, s(pitch), c(pitch)]])
-  ry = np.array([[c(yaw), 0, s(yaw)], [0, 1, 0], [-s(yaw), 0, c(yaw)]])
-  rz = np.array([[c(roll), -s(roll), 0], [s(roll), c(roll), 0], [0, 0, 1]])
-  return rz @ ry @ rx
-
-
 def test_relative_cameras_compose_the_driving_turn_with_the_source_pose():
   source = np.array([0.3, -0.2, 0.1, 2.0, 100.0, 120.0])
   driving = np.array([[0.05, 0.1, 0.0, 4.0, 60.0, 50.0],    # first frame
@@ -151,8 +143,8 @@ def test_relative_cameras_compose_the_driving_turn_with_the_source_pose():
   # The first driving frame leaves the source where it is.
   np.testing.assert_allclose(moved[0], source, atol=1e-5)
   for k in (1, 2):
-    expected = rotation(*driving[k, :3]) @ rotation(*driving[0, :3]).T @ rotation(*source[:3])
-    np.testing.assert_allclose(rotation(*moved[k, :3]), expected, atol=1e-5)
+    expected = rotation_numpy(driving[k, :3]) @ rotation_numpy(driving[0, :3]).T @ rotation_numpy(source[:3])
+    np.testing.assert_allclose(rotation_numpy(moved[k, :3]), expected, atol=1e-5)
   # Scale follows the driving face's in proportion; translation moves by the driving motion x 2 / 4.
   np.testing.assert_allclose(moved[2, 3], 2.0 * 5.0 / 4.0, rtol=1e-6)
   np.testing.assert_allclose(moved[2, 4:], [100.0 + 10.0 * 0.5, 120.0 - 10.0 * 0.5], rtol=1e-6)
