@@ -108,8 +108,65 @@ def test_command_line(workdir, inputs, tmp_path, mediapipe_models, capsys):
   with flagsaver.flagsaver():
     flags.FLAGS(["edit", "--task=disentangle", f"--checkpoint={workdir}", f"--out={tmp_path / 'y.mp4'}",
                  f"--identity={inputs['source']}"])
-    with pytest.raises(SystemExit, match="--expression, --appearance"):
+    with pytest.raises(edit.EditError, match="--expression, --appearance"):
       edit.main([])
+
+
+def test_the_output_is_never_an_input_and_a_failed_edit_deletes_nothing(editor, inputs, tmp_path):
+  """Before: `--out` equal to `--target` overwrote the input with a shorter video (exit 0), and a
+  failed edit removed whatever file was at `--out` (a user's notes, the source picture)."""
+  target = tmp_path / "c.mp4"
+  target.write_bytes(inputs["target"].read_bytes())
+  original = target.read_bytes()
+  with pytest.raises(edit.EditError, match=r"--out=.*c\.mp4: is also an input \(--target="):
+    editor.swap(inputs["source"], target, target)
+  link = tmp_path / "link.mp4"
+  link.symlink_to(target)
+  with pytest.raises(edit.EditError, match="is also an input"):
+    editor.reenact(inputs["source"], target, link)
+  with pytest.raises(edit.EditError, match="is also an input"):
+    editor.disentangle(inputs["source"], target, inputs["target"], str(target))
+  assert target.read_bytes() == original
+  notes = tmp_path / "notes.txt"
+  notes.write_text("keep me")
+  with pytest.raises(edit.EditError, match="no face"):
+    editor.swap(inputs["source"], inputs["wall"], notes)
+  assert notes.read_text() == "keep me"
+  with pytest.raises(edit.EditError, match="is a folder"):
+    editor.swap(inputs["source"], target, tmp_path)
+  with pytest.raises(edit.EditError, match="does not exist"):
+    editor.swap(inputs["source"], target, tmp_path / "no" / "such" / "folder.mp4")
+  with pytest.raises(edit.EditError, match="--batch_size=0"):
+    edit.EditSettings(batch_size=0)
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["c.mp4", "link.mp4", "notes.txt"]
+
+
+def test_command_line_errors_are_one_line(workdir, inputs, tmp_path, mediapipe_models):
+  """Every error of the command is one line naming the flag or file (no traceback); --debug shows it."""
+  import subprocess
+  import sys
+  picture = tmp_path / "me.png"
+  picture.write_bytes(inputs["source"].read_bytes())
+  corrupt = tmp_path / "model.npz"
+  corrupt.write_bytes(b"not a zip file")
+  cases = [
+      ([f"--source={picture}", f"--target={inputs['target']}", f"--out={picture}"], "is also an input"),
+      ([f"--source={picture}", f"--target={inputs['target']}", f"--out={tmp_path / 'o.mp4'}", "--batch_size=0"],
+       "--batch_size=0: must be at least 1"),
+      ([f"--source={picture}", f"--target={inputs['target']}", f"--out={tmp_path / 'o.mp4'}",
+        f"--face_model={corrupt}"], "model.npz"),
+  ]
+  for extra, expected in cases:
+    run = subprocess.run([sys.executable, "-m", "tfvgan_jax.edit", "--task=swap", f"--checkpoint={workdir}",
+                          "--noprogress", *extra], capture_output=True, text=True, timeout=300)
+    lines = [line for line in run.stderr.splitlines() if line.strip() and "WARNING" not in line]
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
+    assert lines[-1].startswith("error: ") and expected in lines[-1], run.stderr
+  assert picture.read_bytes() == inputs["source"].read_bytes()
+  debug = subprocess.run([sys.executable, "-m", "tfvgan_jax.edit", "--task=swap", f"--checkpoint={workdir}",
+                          f"--source={picture}", f"--target={inputs['target']}", f"--out={picture}", "--debug"],
+                         capture_output=True, text=True, timeout=300)
+  assert debug.returncode != 0 and "Traceback" in debug.stderr
 
 
 def test_per_frame_baseline_fits_every_frame_alone_and_jitters_more(editor, workdir, inputs, tmp_path):

@@ -2,6 +2,10 @@
 output side of editing (soundtrack copied from the source, synthetic-video tags)."""
 
 import itertools
+import os
+import signal
+import subprocess
+import sys
 
 import av
 import numpy as np
@@ -86,6 +90,28 @@ def test_writer_refuses_bad_frames_and_leaves_no_file(tmp_path, clip):
   assert not mixed.exists()
   with pytest.raises(ValueError, match="no frames"):
     write_video(tmp_path / "none.mp4", [], fps=25)
+  assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_failed_write_keeps_the_file_that_was_there(tmp_path, clip):
+  """Before: the error path removed `path`, even a file the writer never wrote (a user's notes)."""
+  notes = tmp_path / "notes.txt"
+  notes.write_text("my notes")
+  with pytest.raises(ValueError):
+    write_video(notes, [clip[0], np.zeros((32, 32, 3), np.uint8)], fps=25)
+  assert notes.read_text() == "my notes"
+  earlier = tmp_path / "result.mp4"
+  write_video(earlier, clip, fps=25)
+  before = earlier.read_bytes()
+
+  def dies_midway():
+    yield clip[0]
+    raise KeyboardInterrupt  # as a kill would stop the writer: the earlier result must survive
+
+  with pytest.raises(KeyboardInterrupt):
+    write_video(earlier, dies_midway(), fps=25)
+  assert earlier.read_bytes() == before
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "result.mp4"]
 
 
 def test_reads_a_real_clip(testdata):
@@ -221,3 +247,28 @@ def test_edits_a_real_clip_with_its_sound(tmp_path, testdata):
     stream = container.streams.audio[0]
     samples = sum(frame.samples for frame in container.decode(stream))
     assert abs(samples - 2.0 * stream.codec_context.sample_rate) <= AAC_FRAME
+
+
+def test_kill_9_mid_write_leaves_the_earlier_video(tmp_path, clip):
+  """Before: the mp4 was written in place, so a killed edit left an unreadable file there."""
+  earlier = tmp_path / "result.mp4"
+  write_video(earlier, clip, fps=25)
+  before = earlier.read_bytes()
+  script = (
+      "import sys, time, numpy as np\n"
+      "from tfvgan_jax.prep import write_video\n"
+      "def frames():\n"
+      "  for k in range(10000):\n"
+      "    yield np.full((64, 64, 3), k % 256, np.uint8)\n"
+      "    if k == 5: print('writing', flush=True)\n"
+      "    time.sleep(0.01)\n"
+      "write_video(sys.argv[1], frames(), fps=25)\n")
+  process = subprocess.Popen([sys.executable, "-c", script, str(earlier)], stdout=subprocess.PIPE, text=True)
+  try:
+    assert process.stdout.readline().strip() == "writing"
+    os.kill(process.pid, signal.SIGKILL)
+  finally:
+    process.kill()
+    process.wait(timeout=30)
+  assert earlier.read_bytes() == before
+  assert len(list(read_frames(earlier))) == len(clip)

@@ -36,7 +36,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import NamedTuple, Optional
@@ -50,7 +49,7 @@ import tqdm
 from absl import app, flags
 from etils import epath
 
-from tfvgan_jax import face3d, render, train
+from tfvgan_jax import cli, face3d, files, render, train
 from tfvgan_jax.prep import clip as clip_lib
 from tfvgan_jax.prep import composite, detect, landmarks, model_files
 from tfvgan_jax.prep import crop as crop_lib
@@ -188,6 +187,12 @@ class EditSettings:
   progress: bool = True
   prep: clip_lib.PrepSettings = clip_lib.PrepSettings(min_frames=1, join_gap=50, smooth_motion=0.02)
 
+  def __post_init__(self):
+    if int(self.batch_size) < 1:
+      raise EditError(f"--batch_size={self.batch_size}: must be at least 1 (frames per network call)")
+    if not 0.0 <= float(self.feather) < 0.5:
+      raise EditError(f"feather={self.feather}: must be in [0, 0.5) (a fraction of the crop size)")
+
 
 class EditReport(NamedTuple):
   """What an edit did: frames written, of them edited and passed through, seconds, the output path."""
@@ -284,6 +289,7 @@ class Editor:
 
   def swap(self, source, target, out) -> EditReport:
     """The source's identity on the target video (everything else from the target)."""
+    out = check_output(out, source=source, target=target)
     source_in, target_in = self.prepare(source, "source"), self.prepare(target, "target", video_only=True)
     fit = target_in.fitted.fit
     return self._edit(source_in, target_in, target_in, lambda t: fit.exp_coeffs[t], lambda t: fit.cameras[t],
@@ -291,6 +297,7 @@ class Editor:
 
   def reenact(self, source, driving, out, relative: Optional[bool] = None) -> EditReport:
     """The source's face and background moved by the driving video's pose and expression."""
+    out = check_output(out, source=source, driving=driving)
     source_in, driving_in = self.prepare(source, "source"), self.prepare(driving, "driving", video_only=True)
     relative = self.settings.relative if relative is None else relative
     expression, camera = reenactment_motion(source_in, driving_in, relative)
@@ -299,6 +306,7 @@ class Editor:
 
   def disentangle(self, identity, expression, appearance, out) -> EditReport:
     """Identity, expression and appearance (pose and background) from three inputs."""
+    out = check_output(out, identity=identity, expression=expression, appearance=appearance)
     identity_in = self.prepare(identity, "identity")
     expression_in = self.prepare(expression, "expression")
     appearance_in = self.prepare(appearance, "appearance", video_only=True)
@@ -384,6 +392,23 @@ class Editor:
         crops, np.stack([expression(k) for k in indices]).astype(np.float32),
         np.stack([camera(k) for k in indices]).astype(np.float32), jnp.asarray(hint_from_identity))
     return np.asarray(outputs)[:count], np.asarray(masks)[:count]
+
+
+def check_output(out, **inputs) -> str:
+  """The output path of an edit, checked before any work: a writable file path that is none of the
+  inputs (the same path, or the same file through a link).
+
+  Raises:
+    EditError: naming the path and the problem.
+  """
+  try:
+    return files.check_output_file(out, inputs.values())
+  except files.OutputPathError as error:
+    names = {os.fspath(path): role for role, path in inputs.items() if path is not None}
+    message = str(error)
+    for path, role in names.items():
+      message = message.replace(f"({path})", f"(--{role}={path})")
+    raise EditError(message) from None
 
 
 def even_sized(frame: np.ndarray) -> np.ndarray:
@@ -479,21 +504,21 @@ def _inputs(task: str) -> dict:
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not (_TASK.value and _CHECKPOINT.value and _OUT.value):
-    sys.exit("error: --task, --checkpoint and --out are required (see --help)")
-  try:
-    inputs = _inputs(_TASK.value)
-    settings = EditSettings(batch_size=_BATCH.value, relative=_RELATIVE.value, label=_LABEL.value,
-                            mark_synthetic=_MARK.value, progress=_PROGRESS.value)
-    editor = Editor(_CHECKPOINT.value, face_model=_FACE_MODEL.value, cache_dir=_CACHE.value, settings=settings)
-    report = getattr(editor, _TASK.value)(*inputs.values(), out=_OUT.value)
-  except (EditError, model_files.ModelFilesError, video_lib.VideoError) as error:
-    sys.exit(f"error: {error}")
+    raise app.UsageError("--task, --checkpoint and --out are required")
+  inputs = _inputs(_TASK.value)
+  # Everything that can be checked without loading a model is checked before any work.
+  check_output(_OUT.value, **inputs)
+  settings = EditSettings(batch_size=_BATCH.value, relative=_RELATIVE.value, label=_LABEL.value,
+                          mark_synthetic=_MARK.value, progress=_PROGRESS.value)
+  editor = Editor(_CHECKPOINT.value, face_model=_FACE_MODEL.value, cache_dir=_CACHE.value, settings=settings)
+  report = getattr(editor, _TASK.value)(*inputs.values(), out=_OUT.value)
   print(json.dumps(report._asdict()))
   print(f"wrote {report.out}: {report.frames} frames, {report.edited} edited, {report.passed_through} without a "
         f"face passed through, in {report.seconds:.1f} s")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -25,6 +25,8 @@ from typing import NamedTuple, Optional
 import av
 import numpy as np
 
+from tfvgan_jax import files
+
 
 class VideoError(ValueError):
   """A video that cannot be read; the message names the file and the problem.
@@ -277,8 +279,10 @@ def write_video(path, frames: Iterable[np.ndarray], fps: float, crf: int = 18, a
     The number of frames written.
 
   Raises:
-    ValueError: a frame of another size or type, or an odd size, or an empty audio range; the
-      output file is removed.
+    ValueError: a frame of another size or type, or an odd size, or an empty audio range.
+
+  The video is written to a temporary file beside `path` and renamed over it when complete: on an
+  error, or if the process is killed, whatever was at `path` before is left as it was.
     VideoError: `audio_from` is missing, empty or unreadable.
   """
   path = os.fspath(path)
@@ -287,7 +291,7 @@ def write_video(path, frames: Iterable[np.ndarray], fps: float, crf: int = 18, a
   soundtrack = _Soundtrack(audio_from, audio_range) if audio_from is not None else None
   count = 0
   try:
-    with av.open(path, mode="w") as container:
+    with files.atomic_path(path) as temporary, av.open(temporary, mode="w") as container:
       if metadata:
         _write_tags(container, metadata)
       stream = None
@@ -318,10 +322,6 @@ def write_video(path, frames: Iterable[np.ndarray], fps: float, crf: int = 18, a
         container.mux(packet)
       if soundtrack is not None:
         soundtrack.mux_until(container, math.inf)
-  except BaseException:
-    if os.path.exists(path):
-      os.remove(path)
-    raise
   finally:
     if soundtrack is not None:
       soundtrack.close()
