@@ -9,14 +9,10 @@ image: inter-identity swapping, no temporal loss), else one video clip (TFVGAN Â
 else is `configs/voxceleb.py`, whose variants (`:res=128`, `:runlocal`) apply here too.
 """
 
-import importlib.util
-import pathlib
+from configs import voxceleb
 
 
 def get_config(arg=None):
-  spec = importlib.util.spec_from_file_location("voxceleb_config", pathlib.Path(__file__).with_name("voxceleb.py"))
-  voxceleb = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(voxceleb)
   config = voxceleb.get_config(arg)
   config.data.sampling = "video_image"
   config.data.sigma = 0.5

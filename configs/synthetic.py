@@ -18,22 +18,17 @@ norm. Two downsamplings keep G's bottleneck at 16 x 16, as the papers' four do a
 Any field can be overridden: --config.train.num_steps=2000 --config.data.batch_size=16.
 """
 
-import importlib.util
-import pathlib
-
 import ml_collections
 
+from configs import common, voxceleb
 
-def paper_config():
-  spec = importlib.util.spec_from_file_location("voxceleb_config", pathlib.Path(__file__).with_name("voxceleb.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+# The variants this file knows (`common.parse_variant`).
+VARIANTS = {"res": int, "tiny": bool}
 
 
 def get_config(arg=None):
-  variant = dict(part.split("=") if "=" in part else (part, True) for part in (arg or "").split(",") if part)
-  config = paper_config()
+  variant = common.parse_variant(arg, VARIANTS)
+  config = voxceleb.paper_config()
   config.face_model = "procedural:medium"
 
   config.data.batch_size = 8
@@ -47,7 +42,7 @@ def get_config(arg=None):
   config.data.synthetic.eval_videos = 4
   config.data.synthetic.seed = 0
 
-  config.model.image_size = int(variant.get("res", 64))
+  config.model.image_size = variant.get("res", 64)
   config.model.emb_width = 32
   config.model.emb_downsamples = 2
   config.model.gen_width = 16

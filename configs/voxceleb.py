@@ -18,9 +18,21 @@ choice 7's (G and E 1e-4, D 4e-4, betas 0.5 / 0.999).
 
 import ml_collections
 
+from configs import common
+
+# The variants this file knows (`common.parse_variant`).
+VARIANTS = {"res": int, "runlocal": bool}
+
 
 def get_config(arg=None):
-  variant = dict(part.split("=") if "=" in part else (part, True) for part in (arg or "").split(",") if part)
+  variant = common.parse_variant(arg, VARIANTS)
+  return paper_config(variant)
+
+
+def paper_config(variant: dict | None = None):
+  """The papers' config; `variant` is a parsed `VARIANTS` dict (configs that build on this one pass
+  the keys they share with it)."""
+  variant = variant or {}
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.face_model = ""

@@ -1,0 +1,48 @@
+"""The config files: one strict variant parser for all of them."""
+
+import pytest
+
+from configs import common
+from helpers import load_config
+
+
+def test_variants_parse_strictly():
+  known = {"tiny": bool, "res": int, "rate": float, "name": str}
+  assert common.parse_variant("", known) == {}
+  assert common.parse_variant("tiny,res=128", known) == {"tiny": True, "res": 128}
+  assert common.parse_variant("tiny=False", known) == {"tiny": False}
+  assert common.parse_variant("tiny=0, rate=1e-3,name=x", known) == {"tiny": False, "rate": 1e-3, "name": "x"}
+  with pytest.raises(ValueError, match=r"unknown config variant 'tiy' in 'tiy'; known: name, rate, res, tiny"):
+    common.parse_variant("tiy", known)
+  with pytest.raises(ValueError, match="expected a boolean"):
+    common.parse_variant("tiny=maybe", known)
+  with pytest.raises(ValueError, match="expected an integer"):
+    common.parse_variant("res=12.5", known)
+  with pytest.raises(ValueError, match="expected a number"):
+    common.parse_variant("res=big", known)
+  with pytest.raises(ValueError, match="needs a value"):
+    common.parse_variant("res", known)
+  with pytest.raises(ValueError, match="given twice"):
+    common.parse_variant("res=1,res=2", known)
+
+
+def test_every_config_rejects_unknown_variants_and_reads_booleans():
+  """Before: `:tiy` ran the full config, and `:tiny=False` still applied the tiny settings."""
+  for name in ("synthetic", "voxceleb", "ffhq_voxceleb"):
+    with pytest.raises(ValueError, match="unknown config variant 'tiy'"):
+      load_config(name, "tiy")
+  assert load_config("synthetic", "tiny=False").model.image_size == 64
+  assert load_config("synthetic", "tiny").model.image_size == 32
+  assert load_config("synthetic", "res=128").model.image_size == 128
+  assert load_config("voxceleb", "runlocal").model.image_size == 64
+  with pytest.raises(ValueError, match="unknown config variant 'runlocal'.*known: res, tiny"):
+    load_config("synthetic", "runlocal")
+
+
+def test_every_config_sets_every_field_the_code_reads():
+  paper = load_config("voxceleb", None).to_dict()
+  for name in ("synthetic", "ffhq_voxceleb"):
+    config = load_config(name, None).to_dict()
+    missing = {f"{section}.{key}" for section, fields in paper.items() if isinstance(fields, dict)
+               for key in fields if key not in config[section]}
+    assert not missing, f"{name} lacks {missing}"
