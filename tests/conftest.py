@@ -45,16 +45,23 @@ def mediapipe_models():
 
 
 @pytest.fixture(scope="session")
+def face_detector(mediapipe_models):  # the models, or a skip naming the fetch command
+  from tfvgan_jax.prep.detect import FaceDetector
+  return FaceDetector(mediapipe_models.detector)
+
+
+@pytest.fixture(scope="session")
+def astronaut():
+  return pytest.importorskip("skimage.data").astronaut()
+
+
+@pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
   """(config, workdir): configs/synthetic.py:tiny trained for its 2 steps (32 px), shared by the editing,
   notebook and evaluation tests. Its corpus, held-out videos included, is in config.data.synthetic.cache_dir."""
-  import importlib.util
-
+  from helpers import load_config
   from tfvgan_jax import train
-  spec = importlib.util.spec_from_file_location("synthetic_config", pathlib.Path(__file__).parents[1] / "configs" / "synthetic.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config("tiny")
+  config = load_config("synthetic", "tiny")
   config.data.synthetic.cache_dir = str(tmp_path_factory.mktemp("tiny_corpus"))
   workdir = tmp_path_factory.mktemp("tiny_run")
   train.train_and_evaluate(config, workdir)

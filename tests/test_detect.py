@@ -7,27 +7,10 @@ import zipfile
 
 import numpy as np
 import pytest
-from PIL import Image
+from helpers import TESTDATA_IMAGES, read_rgb
 
 from tfvgan_jax.prep import detect, model_files
 from tfvgan_jax.prep.detect import FaceDetector
-
-TESTDATA_IMAGES = ("d8.jpg", "d12.jpg", "d19.jpg")
-
-
-@pytest.fixture(scope="session")
-def face_detector(mediapipe_models):  # the models, or a skip naming the fetch command (conftest)
-  return FaceDetector(mediapipe_models.detector)
-
-
-@pytest.fixture(scope="session")
-def astronaut():
-  return pytest.importorskip("skimage.data").astronaut()
-
-
-def read_rgb(path) -> np.ndarray:
-  return np.asarray(Image.open(path).convert("RGB"))
-
 
 # --- anchors, decoding, NMS ---------------------------------------------------------------------
 

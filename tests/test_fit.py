@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from helpers import rotation_numpy
 from tfvgan_jax import face3d
 from tfvgan_jax.data import synthetic
 from tfvgan_jax.prep import fit
@@ -30,15 +31,6 @@ def clip(seed, num_frames, dense=False, noise=0.0):
   points = np.asarray(face3d.project(verts, face3d.Camera.from_vector(truth.cameras)))[..., :2]
   observed = points + noise * np.random.default_rng(seed).normal(size=points.shape)
   return truth, ids, points, observed
-
-
-def rotation_numpy(pose):
-  """Rz(roll) @ Ry(yaw) @ Rx(pitch) from the elementary rotations, float64."""
-  p, y, r = pose
-  rx = np.array([[1, 0, 0], [0, np.cos(p), -np.sin(p)], [0, np.sin(p), np.cos(p)]])
-  ry = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
-  rz = np.array([[np.cos(r), -np.sin(r), 0], [np.sin(r), np.cos(r), 0], [0, 0, 1]])
-  return rz @ ry @ rx
 
 
 def project_numpy(shape, camera):

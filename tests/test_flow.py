@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from meshes import dome, grid_mesh, merge
 from tfvgan_jax import face3d, render
@@ -102,6 +103,7 @@ def test_warp_is_exact_for_integer_flow_and_batches():
   np.testing.assert_allclose(out[:, :, :-1], images[:, :, 1:], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_flow_and_warp_are_differentiable():
   verts, tris = dome(8, 32)
   image = jnp.asarray(smooth_image(*np.meshgrid(np.arange(32) + 0.5, np.arange(32) + 0.5)).astype(np.float32))

@@ -8,8 +8,7 @@ from PIL import Image
 from tfvgan_jax.prep import landmarks, topology
 from tfvgan_jax.prep.landmarks import FaceMesh, RegionOfInterest
 from tfvgan_jax.prep.detect import Detection
-from test_detect import (  # noqa: F401 (fixtures)
-    TESTDATA_IMAGES, astronaut, face_detector, read_rgb)
+from helpers import TESTDATA_IMAGES, read_rgb
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
+from helpers import save_onnx_model
 from tfvgan_jax import metrics, onnx_models
 
 # Compiled once per shape: op-by-op dispatch of the convolutions and the warp is slower than this.
@@ -502,22 +503,6 @@ def test_frechet_distance_retries_with_an_offset_when_the_root_fails(monkeypatch
 
 
 # ONNX feature networks (tiny models built here with onnx.helper; nothing is downloaded).
-
-
-def save_onnx_model(path, nodes, input_shape, output_shape, initializers=()):
-  """Writes a one-input, one-output float32 graph to `path` and returns the path."""
-  onnx = pytest.importorskip("onnx")
-  from onnx import TensorProto, helper, numpy_helper
-  graph = helper.make_graph(
-      nodes, "tiny",
-      [helper.make_tensor_value_info("images", TensorProto.FLOAT, input_shape)],
-      [helper.make_tensor_value_info("features", TensorProto.FLOAT, output_shape)],
-      initializer=[numpy_helper.from_array(np.asarray(value), name) for name, value in initializers])
-  model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-  model.ir_version = 8
-  onnx.checker.check_model(model)
-  onnx.save(model, str(path))
-  return path
 
 
 def conv_pool_model(path, weights, bias, size=("H", "W")):

@@ -58,6 +58,7 @@ def forward(models, render, appearance, hint, mask):
   return p, y, discriminator(y, render)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('image_size', [32, 64])
 def test_output_shapes(image_size):
   models = build_models(tiny_config(image_size), nnx.Rngs(0))
@@ -164,6 +165,7 @@ def test_rcn_mixing_weights_stay_in_unit_interval():
 @pytest.mark.parametrize('name, cls', [
     ('rcn', RegionAwareNorm), ('adain', AdaptiveInstanceNorm),
     ('spade', SpatiallyAdaptiveNorm), ('instance', InstanceNorm)])
+@pytest.mark.slow
 def test_norms_selectable_by_name(name, cls):
   assert NORMS[name] is cls
   generator = Generator(32, 16, width=4, downsamples=2, res_blocks=1, norm=name, attention=False, rngs=nnx.Rngs(0))
@@ -193,6 +195,7 @@ def test_adain_and_instance_against_numpy():
   np.testing.assert_allclose(np.asarray(adain(u, t, h)), expected, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_generator_output_range_and_finite_gradients():
   embedder, generator, discriminator = build_models(tiny_config(32), nnx.Rngs(0))
   render, appearance, hint, mask = inputs(32)

@@ -143,6 +143,7 @@ def test_corpus_is_deterministic(tmp_path, model):
       np.testing.assert_array_equal(record[field], second[key][field])
 
 
+@pytest.mark.slow
 def test_synthetic_job_writes_videos_and_image_sets(tmp_path):
   import subprocess
   import sys

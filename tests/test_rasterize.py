@@ -72,6 +72,7 @@ def test_two_occluding_surfaces_nearest_wins():
   np.testing.assert_allclose(np.asarray(frags.depth)[front_ids], 4.0, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_intersecting_surfaces():
   a = grid_mesh(8, 8, (-0.3, 48.2), (0.1, 47.9), z=np.linspace(-10, 10, 8)[None, :].repeat(8, 0), jitter=0.7, seed=3)
   b = grid_mesh(9, 9, (0.2, 47.7), (-0.4, 48.3), z=np.linspace(10, -10, 9)[None, :].repeat(9, 0), jitter=0.7, seed=4)
@@ -118,6 +119,7 @@ def test_degenerate_nan_and_offscreen_triangles_are_ignored():
   assert np.all(np.asarray(frags.triangle_id) == -1)
 
 
+@pytest.mark.slow
 def test_overflow_is_reported_inside_jit_and_never_on_concrete_input():
   verts, tris = grid_mesh(3, 3, (0, 120), (0, 120), jitter=3.0)
   fn = jax.jit(lambda v: render.rasterize(v, tris, 128, 128, chunk=4, capacity=16))
@@ -152,6 +154,7 @@ def test_batch_equals_single_frames(group):
     np.testing.assert_allclose(np.asarray(frags.depth[b, 0]), np.asarray(single.depth), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_batch_overflow_is_reported_per_frame():
   """Frames share a pool of batch * capacity extra chunks; only frames past its end overflow."""
   small, tris = grid_mesh(9, 9, (10, 30), (10, 30))

@@ -89,6 +89,7 @@ def test_mask_and_appearance_hint(face_model):
   np.testing.assert_array_equal(hint[~inside], image[~inside])
 
 
+@pytest.mark.slow
 def test_gradients_reach_identity_image_and_vertices(face_model):
   image = jnp.asarray(smooth_image())
   identity = screen(face_model, camera(yaw=0.2))
