@@ -101,7 +101,7 @@ def main():
         c_r, t_r, m_r = timed(raster, screen_t, reps=reps)
         frags_t, frags_prev = raster(screen_t), raster(screen_prev)
         assert not np.asarray(frags_t.overflow).any() and not np.asarray(frags_prev.overflow).any()
-        flow_fn = jax.jit(lambda *a: render.map_over_batch(flow_one, *a))
+        flow_fn = jax.jit(jax.vmap(flow_one))
         c_rd, t_rd, m_rd = timed(render_fn, screen_t, screen_prev, image, reps=reps)
         c_f, t_f, m_f = timed(flow_fn, screen_t, screen_prev, frags_t, frags_prev, reps=reps)
         if ref_ratio is None and not args.no_reference:

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from tfvgan_jax import face3d, train
+from tfvgan_jax import face3d, inference, sharding, train
 from tfvgan_jax.data import pipeline, synthetic
 
 _CONFIG = flags.DEFINE_string("config", "configs/voxceleb.py", "config file whose networks are measured")
@@ -66,23 +66,24 @@ def measure(size: int, data_dir: str) -> dict:
   config.data.videos = str(videos)
   dataset = pipeline.training_dataset(config.data, model)
   iterator = iter(dataset)
-  mesh = train.create_mesh(config.mesh)
-  batches = [train.global_batch(mesh, train.step_batch(next(iterator))) for _ in range(2)]
+  mesh = sharding.create_mesh(config.mesh)
+  batches = [sharding.global_batch(mesh, inference.step_batch(next(iterator))) for _ in range(2)]
 
   start = time.perf_counter()
   for _ in range(3 * _STEPS.value):
     next(iterator)
   input_rate = 3 * _STEPS.value * config.data.batch_size / (time.perf_counter() - start)
 
-  networks = train.abstract_networks(config.model)
-  init = functools.partial(train.init_state, config)
+  networks = inference.abstract_networks(config.model)
+  optimizers = train.make_optimizers(config.optim)
+  init = functools.partial(train.init_state, config, optimizers)
   abstract = jax.eval_shape(init, jax.random.key(0))
-  shardings = train.state_shardings(mesh, abstract)
+  shardings = sharding.state_shardings(mesh, abstract)
   state = jax.jit(init, out_shardings=shardings)(jax.random.key(0))
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   face_model = jax.device_put(jax.tree.map(jnp.asarray, model), replicated)
-  step = jax.jit(train.make_train_step(config, networks, mesh), donate_argnums=0,
-                 in_shardings=(shardings, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(train.BATCH_AXES)),
+  step = jax.jit(train.make_train_step(config, networks, mesh, optimizers), donate_argnums=0,
+                 in_shardings=(shardings, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(sharding.BATCH_AXES)),
                                replicated),
                  out_shardings=(shardings, replicated))
   start = time.perf_counter()

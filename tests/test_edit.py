@@ -13,9 +13,11 @@ from absl import flags
 from absl.testing import flagsaver
 
 from edit_inputs import FRAMES
-from test_fit import rotation_numpy
+from helpers import rotation_numpy
 from tfvgan_jax import edit, face3d
 from tfvgan_jax.prep import fit, video
+
+pytestmark = pytest.mark.slow  # trains or edits with a real (tiny) checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,8 @@ import pytest
 from edit_inputs import FRAMES
 from tfvgan_jax.prep import video
 
+pytestmark = pytest.mark.slow  # trains or edits with a real (tiny) checkpoint
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "inference.ipynb"
 OUTPUTS = ("swap", "reenact", "reenact_relative", "disentangle")

@@ -19,6 +19,12 @@ from collections.abc import Callable
 from absl import app, flags
 
 _DEBUG = flags.DEFINE_bool("debug", False, "show the full traceback of an error instead of one line")
+# Flags that several commands share (editing, evaluation), defined once so that their modules can be
+# imported together (a notebook, the test suite).
+CHECKPOINT = flags.DEFINE_string("checkpoint", None, "a training --workdir holding checkpoints/")
+FACE_MODEL = flags.DEFINE_string("face_model", None, "the run's face model, if its path is not readable here")
+OUT = flags.DEFINE_string("out", None, "the output: edit: the mp4 to write; evaluate: the folder of results.md "
+                          "and results.json (default: the checkpoint's workdir)")
 
 
 def error_line(error: BaseException) -> str:

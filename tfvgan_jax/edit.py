@@ -42,14 +42,12 @@ from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 import tqdm
 from absl import app, flags
 from etils import epath
 
-from tfvgan_jax import cli, face3d, files, render, train
+from tfvgan_jax import cli, face3d, files, inference, metrics
 from tfvgan_jax.prep import clip as clip_lib
 from tfvgan_jax.prep import composite, detect, landmarks, model_files
 from tfvgan_jax.prep import crop as crop_lib
@@ -62,78 +60,16 @@ class EditError(ValueError):
   """An edit that cannot be made; the message names the input and the problem."""
 
 
-class Checkpoint(NamedTuple):
-  """What editing needs of a training run.
-
-  Attributes:
-    config: the run's config.
-    step: the checkpoint's step.
-    face_model: the morphable model the run was trained with.
-    networks: E, G, D graph definitions.
-    params: E and G parameters (the EMA copy when the run kept one).
-    variables: the non-parameter variables (batch-norm statistics).
-  """
-
-  config: ml_collections.ConfigDict
-  step: int
-  face_model: face3d.MorphableModel
-  networks: train.Networks
-  params: dict
-  variables: dict
-
-  @property
-  def image_size(self) -> int:
-    return int(self.config.model.image_size)
+# A training run's checkpoint as editing reads it (`inference.load_checkpoint`).
+Checkpoint = inference.InferenceCheckpoint
 
 
 def load_checkpoint(workdir, face_model: Optional[str] = None, step: Optional[int] = None) -> Checkpoint:
-  """Reads the latest (or `step`) checkpoint of a training workdir.
-
-  Args:
-    workdir: the `--workdir` of `tfvgan_jax.main`.
-    face_model: the morphable model file, when the run's `config.face_model` path does not exist on
-      this machine; it must be the same model (same content hash) when both exist.
-    step: a checkpoint step; default the latest.
-
-  Raises:
-    EditError: no checkpoint there, or a face model that is not the run's.
-  """
-  directory = epath.Path(workdir).expanduser() / "checkpoints"
-  if not directory.exists():
-    raise EditError(f"{workdir}: no checkpoints/ folder; give the --workdir of a training run")
-  manager = ocp.CheckpointManager(directory, item_handlers={
-      "state": ocp.StandardCheckpointHandler(), "config": ocp.JsonCheckpointHandler()})
-  step = manager.latest_step() if step is None else step
-  if step is None:
-    raise EditError(f"{directory}: holds no checkpoint yet")
-  config_json = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
-  config = ml_collections.ConfigDict(config_json)
-  model = _checkpoint_face_model(config, face_model, directory)
-  abstract = jax.eval_shape(lambda key: train.init_state(config, key), jax.random.key(0))
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  target = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device), abstract)
-  state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))).state
-  manager.close()
-  return Checkpoint(config, int(step), model, train.abstract_networks(config.model),
-                    state.ema if state.ema else state.params, state.variables)
-
-
-def _checkpoint_face_model(config, override: Optional[str], directory) -> face3d.MorphableModel:
-  trained_with = str(config.face_model)
+  """`inference.load_checkpoint`, its errors as `EditError`s (they name the folder or file)."""
   try:
-    trained = face3d.load_model(trained_with)
-  except (OSError, ValueError):
-    trained = None
-  if override is None:
-    if trained is None:
-      raise EditError(f"{directory}: the run was trained with face model {trained_with!r}, which is not "
-                      f"readable here; pass that model with --face_model")
-    return trained
-  model = face3d.load_model(override)
-  if trained is not None and face3d.content_hash(model) != face3d.content_hash(trained):
-    raise EditError(f"{override}: not the face model the checkpoint was trained with ({trained_with!r}, "
-                    f"{trained.name}); edits need the same model")
-  return model
+    return inference.load_checkpoint(workdir, face_model, step)
+  except inference.CheckpointError as error:
+    raise EditError(str(error)) from None
 
 
 class Prepared(NamedTuple):
@@ -205,24 +141,14 @@ class EditReport(NamedTuple):
 
 
 def _synthesis_function(checkpoint: Checkpoint):
-  """The jitted pass from a batch of recombined inputs to output crops (uint8) and face masks."""
-  tolerance = float(checkpoint.config.render.get("tolerance", 0.5))
-  size = checkpoint.image_size
+  """The jitted pass from a batch of `inference.FrameInputs` to output crops (uint8) and face masks."""
+  tolerance = float(checkpoint.config.render.tolerance)
   networks = checkpoint.networks
 
-  def synthesize(params, variables, model, identity_image, identity_id, identity_exp, identity_camera,
-                 appearance_image, target_exp, target_camera, hint_from_identity):
-    identity = train.to_model_range(identity_image)
-    appearance = train.to_model_range(appearance_image)
-    target_screen = face3d.project_face(model, identity_id, target_exp, target_camera)
-    identity_screen = face3d.project_face(model, identity_id, identity_exp, identity_camera)
-    face = render.render_face(target_screen, identity_screen, model.triangles, identity, size, size,
-                              tolerance=tolerance)
-    hint = render.appearance_hint(jnp.where(hint_from_identity, identity, appearance), face.face_mask)
-    output, _, _ = train.blend(networks, params, variables, appearance, hint, face.render, face.face_mask,
-                               train=False)
-    pixels = jnp.clip(jnp.round((output + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
-    return pixels, face.face_mask[..., 0]
+  def synthesize(params, variables, model, frames: inference.FrameInputs):
+    rendered = inference.render_frames(model, frames, tolerance)
+    output, _, _ = inference.blend_scene(networks, params, variables, rendered, train=False)
+    return metrics.to_unit_range(output), rendered.face_mask[..., 0]
 
   return jax.jit(synthesize)
 
@@ -381,17 +307,20 @@ class Editor:
     yield from flush()
 
   def _run_batch(self, identity_crop, identity_fit, texture_index, edits, expression, camera, hint_from_identity):
-    count, batch_size = len(edits), self.settings.batch_size
-    indices = [k for k, _ in edits] + [edits[-1][0]] * (batch_size - len(edits))
-    crops = np.stack([c for _, c in edits] + [edits[-1][1]] * (batch_size - len(edits)))
-    repeat = lambda x: np.repeat(np.asarray(x, np.float32)[None], batch_size, axis=0)  # noqa: E731
-    outputs, masks = self._synthesize(
-        self.checkpoint.params, self.checkpoint.variables, self._model,
-        np.repeat(identity_crop[None], batch_size, axis=0), repeat(identity_fit.id_coeffs),
-        repeat(identity_fit.exp_coeffs[texture_index]), repeat(identity_fit.cameras[texture_index]),
-        crops, np.stack([expression(k) for k in indices]).astype(np.float32),
-        np.stack([camera(k) for k in indices]).astype(np.float32), jnp.asarray(hint_from_identity))
-    return np.asarray(outputs)[:count], np.asarray(masks)[:count]
+    count = len(edits)
+    indices = [k for k, _ in edits]
+    repeat = lambda x: np.repeat(np.asarray(x, np.float32)[None], count, axis=0)  # noqa: E731
+    frames = inference.FrameInputs(
+        identity=np.repeat(identity_crop[None], count, axis=0), id_coeffs=repeat(identity_fit.id_coeffs),
+        identity_exp=repeat(identity_fit.exp_coeffs[texture_index]),
+        identity_camera=repeat(identity_fit.cameras[texture_index]), appearance=np.stack([c for _, c in edits]),
+        exp_coeffs=np.stack([expression(k) for k in indices]).astype(np.float32),
+        camera=np.stack([camera(k) for k in indices]).astype(np.float32),
+        hint_from_identity=np.full(count, hint_from_identity))
+    # One compilation serves every batch: the last one is padded (G runs with its running statistics).
+    frames, _ = inference.pad_batch(frames, self.settings.batch_size)
+    outputs, masks = self._synthesize(self.checkpoint.params, self.checkpoint.variables, self._model, frames)
+    return inference.to_uint8(np.asarray(outputs)[:count]), np.asarray(masks)[:count]
 
 
 def check_output(out, **inputs) -> str:
@@ -470,8 +399,7 @@ def reenactment_motion(source: Prepared, driving: Prepared, relative: bool):
 # ----- command line -----
 
 _TASK = flags.DEFINE_enum("task", None, TASKS, "swap, reenact or disentangle")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "a training --workdir holding checkpoints/")
-_OUT = flags.DEFINE_string("out", None, "the mp4 to write")
+_CHECKPOINT, _OUT, _FACE_MODEL = cli.CHECKPOINT, cli.OUT, cli.FACE_MODEL
 _SOURCE = flags.DEFINE_string("source", None, "swap: the identity (picture or video); reenact: identity and background")
 _TARGET = flags.DEFINE_string("target", None, "swap: the video whose face is replaced (everything else is kept)")
 _DRIVING = flags.DEFINE_string("driving", None, "reenact: the video giving pose and expression (and the timeline)")
@@ -479,7 +407,6 @@ _IDENTITY = flags.DEFINE_string("identity", None, "the identity input (= swap's 
 _EXPRESSION = flags.DEFINE_string("expression", None, "disentangle: the expression input (picture or video)")
 _APPEARANCE = flags.DEFINE_string("appearance", None, "pose and background (= swap's --target, reenact's --driving)")
 _RELATIVE = flags.DEFINE_bool("relative", False, "reenact: motion relative to the driving video's first frame")
-_FACE_MODEL = flags.DEFINE_string("face_model", None, "the run's face model, if its path is not readable here")
 _BATCH = flags.DEFINE_integer("batch_size", 8, "frames per network call")
 _LABEL = flags.DEFINE_bool("label", False, "draw a visible SYNTHETIC label on the frames")
 _MARK = flags.DEFINE_bool("mark_synthetic", True, "tag the mp4's metadata as synthetic")

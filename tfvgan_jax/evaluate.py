@@ -19,8 +19,8 @@ crop size (`config.model.image_size`); they should hold videos the run did not t
 
 (video v + 1 wraps to the first video), i.e. self-driving reenactment as the papers evaluate it,
 and a swap of every video's face with the next video's identity. Each sample is generated at t and
-t - 1 by the training run's own inference pass (`train.make_generate`, jitted, on a one-device mesh,
-in batches of `batch_size` samples); its outputs Y at t = 1 .. T form an output video per row and
+t - 1 by the inference pass the training run evaluates with (`inference.build_scene` and
+`inference.evaluation_outputs`, jitted, on one device, in batches of `batch_size` samples); its outputs Y at t = 1 .. T form an output video per row and
 video. The metrics, over all samples of a row (UniFaceGAN §IV-A, TFVGAN §4):
 
   SSIM     Y against X_p, which is the ground truth of self-driving reenactment only
@@ -61,18 +61,16 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import warnings
 from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from absl import app, flags
 from etils import epath
 
-from tfvgan_jax import edit, face3d, metrics, onnx_models, train
+from tfvgan_jax import cli, face3d, files, inference, metrics, onnx_models
 from tfvgan_jax.data import evaluation as evaluation_data
 from tfvgan_jax.data import records, sampling
 from tfvgan_jax.prep import fit as fit_lib
@@ -82,8 +80,6 @@ from tfvgan_jax.prep import model_files
 SWAPPING = "Swapping (ours)"
 REENACTMENT = "Reenactment (ours)"
 COLUMNS = metrics.TABLE_I_COLUMNS + ("e_tmp",)
-# iBUG-68 outer eye corners, the subject's right one first: they level Face Mesh's region.
-_OUTER_EYE_CORNERS = (36, 45)
 
 
 class EvaluationError(ValueError):
@@ -115,7 +111,7 @@ class Evaluation(NamedTuple):
     rows: {SWAPPING, REENACTMENT: {metric key: value or None}} (`metrics.results_table` input).
     markdown: the table and the notes below it.
     document: the results.json contents: `metrics.results_table`'s JSON plus 'details'.
-    outputs: {'reenactment', 'swapping': `train.make_generate` outputs as NumPy, [V * T, ...]
+    outputs: {'reenactment', 'swapping': `inference.evaluation_outputs` as NumPy, [V * T, ...]
       video-major: sample v * T + (t - 1) is frame t of video v}.
   """
 
@@ -138,7 +134,7 @@ def swapping_batch(reenactment: dict, num_frames: int) -> dict:
 
   Returns:
     The same layout, identity rows moved by one video (wrapping) and `branch` INTER, so that the
-    hint is X_p (1 - M^) (`train.build_scene`).
+    hint is X_p (1 - M^) (`inference.build_scene`).
   """
   batch = dict(reenactment)
   for role in ("identity_t", "identity_prev"):
@@ -147,34 +143,35 @@ def swapping_batch(reenactment: dict, num_frames: int) -> dict:
   return batch
 
 
-def generate_outputs(generate, state: train.TrainState, batch: dict, model: face3d.MorphableModel,
+def generate_outputs(generate, checkpoint: inference.InferenceCheckpoint, batch: dict, model: face3d.MorphableModel,
                      batch_size: int) -> dict:
-  """Runs the jitted `generate` over a batch in chunks of `batch_size` samples.
+  """Runs the jitted `generate` (params, variables, batch, model) over a batch in chunks of
+  `batch_size` samples.
 
   The last chunk is padded by repeating its last sample (one compilation serves every chunk; G
   uses its running batch statistics, so padding changes no real output) and the padding dropped.
 
   Returns:
-    {name: [B, ...] NumPy}, the outputs of `train.make_generate`.
+    {name: [B, ...] NumPy}, the outputs of `inference.evaluation_outputs`.
   """
   size = len(batch["branch"])
-  results = [jax.device_get(generate(state, chunk, model))
-             for chunk in padded_chunks(train.step_batch(batch), size, batch_size)]
+  results = [jax.device_get(generate(checkpoint.params, checkpoint.variables, chunk, model))
+             for chunk in padded_chunks(inference.step_batch(batch), size, batch_size)]
   return {name: np.concatenate([result[name] for result in results])[:size] for name in results[0]}
 
 
 def padded_chunks(batch: dict, size: int, batch_size: int) -> list[dict]:
-  """Splits a [size, ...] batch pytree into chunks of `batch_size`, the last padded by repetition."""
+  """Splits a [size, ...] batch pytree into chunks of `batch_size`, the last padded by repetition
+  (`inference.pad_batch`)."""
   chunk = min(batch_size, size)
-  padded = -size % chunk
-  batch = jax.tree.map(lambda x: np.concatenate([x, np.repeat(x[-1:], padded, axis=0)]), batch)
-  return [jax.tree.map(lambda x, start=start: x[start:start + chunk], batch)
-          for start in range(0, size + padded, chunk)]
+  batch, _ = inference.pad_batch(batch, chunk)
+  padded = len(jax.tree.leaves(batch)[0])
+  return [jax.tree.map(lambda x, start=start: x[start:start + chunk], batch) for start in range(0, padded, chunk)]
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
-  """[..., 3] floats in [0, 1] -> uint8 (rounded), the edge format of OpenCV, ONNX and Face Mesh."""
-  return np.round(np.clip(np.asarray(images, np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+  """`inference.to_uint8`: [..., 3] floats in [0, 1] -> uint8."""
+  return inference.to_uint8(images)
 
 
 # ----- the metrics of a row -----
@@ -182,8 +179,7 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
 
 def mean_temporal_error(outputs: dict) -> float:
   """E_tmp with the 3D flow: the mean of the per-sample errors over samples with a valid flow pixel."""
-  has_flow = np.asarray(outputs["flow_pixels"]) > 0
-  return float(np.mean(outputs["temporal_error"][has_flow])) if has_flow.any() else 0.0
+  return metrics.mean_over_samples_with_flow(outputs["temporal_error"], outputs["flow_pixels"])
 
 
 def optical_flow_temporal_error(videos: np.ndarray) -> float:
@@ -202,7 +198,7 @@ def face_region(size: int, reference_points: np.ndarray) -> landmarks_lib.Region
     size: S.
     reference_points: [68, 2] iBUG-68 points (the expression driver's record landmarks).
   """
-  right, left = _OUTER_EYE_CORNERS
+  right, left = face3d.IBUG68_OUTER_EYE_CORNERS
   rotation = landmarks_lib.eye_line_rotation(reference_points[right], reference_points[left])
   return landmarks_lib.RegionOfInterest(np.full(2, size / 2.0, np.float32), float(size), rotation)
 
@@ -259,7 +255,7 @@ def feature_metrics(outputs: np.ndarray, identities: np.ndarray, inception, face
 # ----- the evaluation -----
 
 
-def _open_records(videos, checkpoint: edit.Checkpoint) -> records.FrameDataset:
+def _open_records(videos, checkpoint: inference.InferenceCheckpoint) -> records.FrameDataset:
   """The held-out records, refused when fitted with another model or cut at another size."""
   try:
     dataset = records.open_dataset(videos)
@@ -294,7 +290,7 @@ def evaluate_checkpoint(checkpoint, videos, num_videos: int = 8, num_frames: int
   """Measures Table I (and E_tmp) of a checkpoint on held-out records (module docstring).
 
   Args:
-    checkpoint: a training workdir, or an `edit.Checkpoint`.
+    checkpoint: a training workdir, or an `inference.InferenceCheckpoint`.
     videos: a frame dataset fitted with the checkpoint's face model at its crop size.
     num_videos: V >= 2 videos used (the swaps pair different videos).
     num_frames: T >= 2 output frames per video (frames 1 .. T; frame 0 is the identity).
@@ -302,7 +298,7 @@ def evaluate_checkpoint(checkpoint, videos, num_videos: int = 8, num_frames: int
     face_recognition: a face-recognition .onnx file; None leaves E_id '-'.
     landmarks_model: Face Mesh's .tflite; default the fetched MediaPipe model, and when that is
       absent E_pose and E_exp are '-' (with a warning).
-    face_model: see `edit.load_checkpoint`.
+    face_model: see `inference.load_checkpoint`.
     batch_size: samples per generator call.
     min_face_score: Face Mesh's face-presence score below which an output frame is left out of
       E_pose and E_exp.
@@ -316,8 +312,11 @@ def evaluate_checkpoint(checkpoint, videos, num_videos: int = 8, num_frames: int
   if num_videos < 2 or num_frames < 2:
     raise EvaluationError(f"need num_videos >= 2 (swaps pair two videos) and num_frames >= 2 (E_tmp compares "
                           f"consecutive frames), got {num_videos} and {num_frames}")
-  if not isinstance(checkpoint, edit.Checkpoint):
-    checkpoint = edit.load_checkpoint(checkpoint, face_model)
+  if not isinstance(checkpoint, inference.InferenceCheckpoint):
+    try:
+      checkpoint = inference.load_checkpoint(checkpoint, face_model)
+    except inference.CheckpointError as error:
+      raise EvaluationError(str(error)) from None
   dataset = _open_records(videos, checkpoint)
   try:
     reenactment = evaluation_data.self_reenactment_batch(dataset.path, num_videos, num_frames, checkpoint.face_model)
@@ -329,16 +328,18 @@ def evaluate_checkpoint(checkpoint, videos, num_videos: int = 8, num_frames: int
   face_recognition = onnx_models.face_recognition_network(face_recognition) if face_recognition else None
   landmarker = _landmarker(landmarks_model)
 
-  mesh = train.create_mesh(ml_collections.ConfigDict({"data": 1, "fsdp": 1}))
-  generate = jax.jit(train.make_generate(checkpoint.config, checkpoint.networks, mesh))
-  # The inference pass reads only params (the EMA copy when the run kept one) and variables.
-  state = train.TrainState(step=jnp.int32(checkpoint.step), rng=jnp.zeros(2, jnp.uint32), params=checkpoint.params,
-                           disc_params={}, variables=checkpoint.variables, gen_opt=(), disc_opt=(), ema={})
+  tolerance = float(checkpoint.config.render.tolerance)
+
+  @jax.jit
+  def generate(params, variables, chunk, model):
+    scene = inference.build_scene(model, chunk, tolerance)
+    return inference.evaluation_outputs(checkpoint.networks, params, variables, scene)
+
   model = jax.tree.map(jnp.asarray, checkpoint.face_model)
 
   rows, outputs, details = {}, {}, {}
   for method, batch in batches.items():
-    result = generate_outputs(generate, state, batch, model, batch_size)
+    result = generate_outputs(generate, checkpoint, batch, model, batch_size)
     output_videos = to_uint8(result["output"]).reshape(num_videos, num_frames, *result["output"].shape[1:])
     row = feature_metrics(to_uint8(result["output"]), to_uint8(result["identity"]), inception, face_recognition)
     row["ssim"] = float(np.mean(result["ssim"])) if method == REENACTMENT else None
@@ -391,17 +392,15 @@ def write_results(evaluation: Evaluation, out_dir) -> tuple[epath.Path, epath.Pa
   out_dir = epath.Path(out_dir).expanduser()
   out_dir.mkdir(parents=True, exist_ok=True)
   markdown_path, json_path = out_dir / "results.md", out_dir / "results.json"
-  markdown_path.write_text(evaluation.markdown)
-  json_path.write_text(json.dumps(evaluation.document, indent=2, ensure_ascii=False) + "\n")
+  files.write_text(markdown_path, evaluation.markdown)
+  files.write_text(json_path, json.dumps(evaluation.document, indent=2, ensure_ascii=False) + "\n")
   return markdown_path, json_path
 
 
 # ----- command line -----
 
-# --checkpoint, --out and --face_model are also flags of tfvgan_jax.edit, with the same types;
-# allow_override lets both modules be imported in one process (the test suite, a notebook).
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "a training --workdir holding checkpoints/",
-                                  allow_override=True)
+_CHECKPOINT, _FACE_MODEL = cli.CHECKPOINT, cli.FACE_MODEL
+_OUT = cli.OUT  # here: where results.md and results.json go (default: the checkpoint's workdir)
 _VIDEOS = flags.DEFINE_string("videos", None, "held-out frame records fitted with the checkpoint's face model")
 _NUM_VIDEOS = flags.DEFINE_integer("num_videos", 8, "held-out videos evaluated (>= 2)")
 _NUM_FRAMES = flags.DEFINE_integer("num_frames", 8, "output frames per video (>= 2)")
@@ -409,10 +408,6 @@ _INCEPTION = flags.DEFINE_string("inception", None, "FID Inception network (.onn
 _FACE_RECOGNITION = flags.DEFINE_string("face_recognition", None,
                                         "face-recognition network (.onnx) for E_id; without it E_id is '-'")
 _LANDMARKS = flags.DEFINE_string("landmarks_model", None, "Face Mesh .tflite (default: the fetched MediaPipe model)")
-_OUT = flags.DEFINE_string("out", None, "where results.md and results.json go (default: the checkpoint's workdir)",
-                           allow_override=True)
-_FACE_MODEL = flags.DEFINE_string("face_model", None, "the run's face model, if its path is not readable here",
-                                  allow_override=True)
 _EVAL_BATCH = flags.DEFINE_integer("eval_batch_size", 16, "samples per generator call")
 _MIN_FACE_SCORE = flags.DEFINE_float("min_face_score", 0.5,
                                      "output frames with a lower Face Mesh face score are left out of E_pose/E_exp")
@@ -422,18 +417,20 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not (_CHECKPOINT.value and _VIDEOS.value):
-    sys.exit("error: --checkpoint and --videos are required (see --help)")
-  try:
-    evaluation = evaluate_checkpoint(
-        _CHECKPOINT.value, _VIDEOS.value, num_videos=_NUM_VIDEOS.value, num_frames=_NUM_FRAMES.value,
-        inception=_INCEPTION.value, face_recognition=_FACE_RECOGNITION.value, landmarks_model=_LANDMARKS.value,
-        face_model=_FACE_MODEL.value, batch_size=_EVAL_BATCH.value, min_face_score=_MIN_FACE_SCORE.value)
-  except (EvaluationError, edit.EditError, FileNotFoundError) as error:
-    sys.exit(f"error: {error}")
-  markdown_path, json_path = write_results(evaluation, _OUT.value or _CHECKPOINT.value)
+    raise app.UsageError("--checkpoint and --videos are required")
+  out_dir = _OUT.value or _CHECKPOINT.value
+  try:  # checked before any work
+    files.check_output_dir(out_dir, flag="--out" if _OUT.value else "--checkpoint")
+  except files.OutputPathError as error:
+    raise EvaluationError(str(error)) from None
+  evaluation = evaluate_checkpoint(
+      _CHECKPOINT.value, _VIDEOS.value, num_videos=_NUM_VIDEOS.value, num_frames=_NUM_FRAMES.value,
+      inception=_INCEPTION.value, face_recognition=_FACE_RECOGNITION.value, landmarks_model=_LANDMARKS.value,
+      face_model=_FACE_MODEL.value, batch_size=_EVAL_BATCH.value, min_face_score=_MIN_FACE_SCORE.value)
+  markdown_path, json_path = write_results(evaluation, out_dir)
   print(evaluation.markdown)
   print(f"wrote {markdown_path} and {json_path}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

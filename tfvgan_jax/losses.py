@@ -16,9 +16,8 @@ from collections.abc import Callable, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 
-from tfvgan_jax.render import warp
+from tfvgan_jax.render import warping_error_per_sample
 
-DEFAULT_WEIGHTS = {"adv": 10.0, "app": 1.0, "rec": 10.0, "tmp": 5.0}
 REC_TARGETS = ("appearance", "identity")
 TMP_REGIONS = ("face", "frame")
 
@@ -263,11 +262,7 @@ def temporal_loss_per_sample(output_t: jax.Array, output_prev: jax.Array, flow: 
   Returns:
     [B] float32; 0 for a sample with no masked pixel.
   """
-  squared = jnp.square(output_t - warp(output_prev, flow))
-  weight = jnp.asarray(mask, jnp.float32)[..., None]
-  count = jnp.sum(weight, axis=(1, 2, 3)) * output_t.shape[-1]
-  total = jnp.sum(weight * squared, axis=(1, 2, 3))
-  return jnp.where(count > 0, total / jnp.maximum(count, 1.0), 0.0)
+  return warping_error_per_sample(output_t, output_prev, flow, mask)
 
 
 def temporal_loss(
@@ -306,7 +301,7 @@ def weighted_sum(losses: Mapping[str, jax.Array], weights: Mapping[str, float]) 
 
   Args:
     losses: name -> [] loss, e.g. {'adv', 'app', 'rec', 'tmp'}.
-    weights: name -> weight, e.g. `DEFAULT_WEIGHTS`.
+    weights: name -> weight (`config.loss.weights`; eq. 18's are adv 10, app 1, rec 10, tmp 5).
 
   Returns:
     total []: the sum of the weighted terms.

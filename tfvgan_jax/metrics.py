@@ -32,7 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
 
-from tfvgan_jax.render import warp
+from tfvgan_jax import face3d
+from tfvgan_jax.render import warp, warping_error_per_sample
 
 
 def to_unit_range(images: jax.Array) -> jax.Array:
@@ -141,12 +142,8 @@ def temporal_warping_error_per_sample(
   Returns:
     [B] float32; 0 for a sample with no masked pixel.
   """
-  output_t = jnp.asarray(output_t, jnp.float32)
-  squared = jnp.square(output_t - warp(jnp.asarray(output_prev, jnp.float32), jnp.asarray(flow, jnp.float32)))
-  weight = jnp.asarray(mask, jnp.float32)[..., None]
-  count = jnp.sum(weight, axis=(1, 2, 3)) * output_t.shape[-1]
-  total = jnp.sum(weight * squared, axis=(1, 2, 3))
-  return jnp.where(count > 0, total / jnp.maximum(count, 1.0), 0.0)
+  return warping_error_per_sample(jnp.asarray(output_t, jnp.float32), jnp.asarray(output_prev, jnp.float32),
+                                  jnp.asarray(flow, jnp.float32), mask)
 
 
 def temporal_warping_error(
@@ -166,6 +163,13 @@ def temporal_warping_error(
   has_pixels = jnp.any(jnp.asarray(mask, bool).reshape(values.shape[0], -1), axis=1).astype(jnp.float32)
   count = jnp.sum(has_pixels)
   return jnp.where(count > 0, jnp.sum(has_pixels * values) / jnp.maximum(count, 1.0), 0.0)
+
+
+def mean_over_samples_with_flow(values, flow_pixels) -> float:
+  """The mean of per-sample E_tmp values over the samples with at least one valid flow pixel (0
+  when none has one): `temporal_warping_error`'s rule, for values gathered on the host."""
+  values, has_flow = np.asarray(values), np.asarray(flow_pixels) > 0
+  return float(np.mean(values[has_flow])) if has_flow.any() else 0.0
 
 
 # Temporal error with an estimated optical flow (TFVGAN Table 3: face swapping has no 3D flow).
@@ -469,7 +473,8 @@ def pose_error(cameras_a: jax.Array, cameras_b: jax.Array) -> jax.Array:
 # Expression error E_exp: 2D landmarks of the output against the expression driver (TFVGAN [35]).
 
 # Eye points that set the inter-ocular distance: iBUG-68 outer eye corners, MTCNN's 5-point eye centres.
-_EYE_POINTS = {68: (36, 45), 5: (0, 1)}
+# Outer eye corners of 68-point (iBUG) and 5-point (MTCNN) landmark sets.
+_EYE_POINTS = {68: face3d.IBUG68_OUTER_EYE_CORNERS, 5: (0, 1)}
 
 
 def similarity_align(source: jax.Array, target: jax.Array) -> jax.Array:

@@ -58,10 +58,10 @@ class SampleReader:
   def __init__(self, data_config, model: Optional[face3d.MorphableModel] = None):
     self.sampling = data_config.sampling
     self.sigma = float(data_config.sigma)
-    self.frame_gap = int(data_config.get("frame_gap", 1))
+    self.frame_gap = int(data_config.frame_gap)
     self.seed = int(data_config.seed)
     self.sources = [records.open_dataset(data_config.videos)]
-    images = data_config.get("images")
+    images = data_config.images
     if images:
       self.sources.append(records.open_dataset(images))
     if model is not None:
@@ -139,10 +139,10 @@ def training_dataset(data_config, model: Optional[face3d.MorphableModel] = None,
   dataset = grain.MapDataset.range(_MAX_SAMPLES).map(GlobalNumber(per_process, process_index, process_count))
   dataset = dataset.map(reader)
   dataset = dataset.batch(per_process, drop_remainder=True)
-  options = grain.ReadOptions(num_threads=int(data_config.get("num_threads", 2)),
-                              prefetch_buffer_size=int(data_config.get("prefetch", 2)))
+  options = grain.ReadOptions(num_threads=int(data_config.num_threads),
+                              prefetch_buffer_size=int(data_config.prefetch))
   iterable = dataset.to_iter_dataset(options)
-  num_workers = int(data_config.get("num_workers", 0))
+  num_workers = int(data_config.num_workers)
   if num_workers > 0:
     iterable = iterable.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
   return iterable

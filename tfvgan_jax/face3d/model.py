@@ -17,6 +17,10 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+# iBUG-68 outer eye corners, the subject's right eye's then the left eye's: the inter-ocular
+# distance and the eye line of a face's 68 landmarks (`MorphableModel.landmarks` order).
+IBUG68_OUTER_EYE_CORNERS = (36, 45)
+
 
 @struct.dataclass
 class MorphableModel:

@@ -9,8 +9,8 @@ conditional normalization layers of G chosen by name (`norms.NORMS`).
   attention         whether G has a self-attention block (see `generator.attention_resolution`).
   disc_width, disc_layers, disc_scales  D's first width, stride-2 convs per scale, scales.
   spectral_norm     spectral normalization on every conv of D.
-  disc_conditional  optional, default True: D sees (Y, X_i) concatenated, as in both papers.
-  max_width         optional, default 512: cap on every channel width.
+  disc_conditional  D sees (Y, X_i) concatenated, as in both papers (False: Y alone).
+  max_width         cap on every channel width.
 
 Initial weights are drawn with JAX's non-partitionable threefry: XLA on CPU compiles it several
 times faster than the partitionable variant (the tiny test model's init: 15 s -> 5 s), and the drawn
@@ -50,7 +50,7 @@ def build_models(config, rngs: nnx.Rngs) -> Models:
 
 
 def _build_models(config, rngs: nnx.Rngs) -> Models:
-  max_width = config.get('max_width', 512)
+  max_width = config.max_width
   embedder = AppearanceEmbedder(
       width=config.emb_width, downsamples=config.emb_downsamples, max_width=max_width, rngs=rngs)
   generator = Generator(
@@ -65,7 +65,7 @@ def _build_models(config, rngs: nnx.Rngs) -> Models:
       rngs=rngs,
   )
   discriminator = MultiScaleDiscriminator(
-      6 if config.get('disc_conditional', True) else 3,
+      6 if config.disc_conditional else 3,
       width=config.disc_width,
       layers=config.disc_layers,
       scales=config.disc_scales,

@@ -64,9 +64,6 @@ from tfvgan_jax import face3d
 
 # Screen y points down, model y up (face3d.camera): the projection flips the second row.
 _FLIP = jnp.array([1.0, -1.0], jnp.float32)
-_CAMERA_PARAMS = 6
-# iBUG-68 outer eye corners (the subject's right eye's outer corner, then the left eye's).
-_OUTER_EYE_CORNERS = (36, 45)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,7 +166,7 @@ def interocular_distance(points68) -> np.ndarray:
   points68 = np.asarray(points68, np.float64)
   if points68.shape[-2:] != (68, 2):
     raise ValueError(f"interocular_distance takes [..., 68, 2] iBUG-68 landmarks, got shape {points68.shape}")
-  right, left = _OUTER_EYE_CORNERS
+  right, left = face3d.IBUG68_OUTER_EYE_CORNERS
   return np.linalg.norm(points68[..., left, :] - points68[..., right, :], axis=-1)
 
 
@@ -186,8 +183,8 @@ def pose_jitter(cameras, window: int = 5) -> np.ndarray:
     window: odd number of frames of the moving average.
   """
   cameras = np.asarray(cameras, np.float64)
-  if cameras.ndim != 2 or cameras.shape[1] != _CAMERA_PARAMS:
-    raise ValueError(f"pose_jitter takes [T, {_CAMERA_PARAMS}] camera vectors, got shape {cameras.shape}")
+  if cameras.ndim != 2 or cameras.shape[1] != face3d.CAMERA_SIZE:
+    raise ValueError(f"pose_jitter takes [T, {face3d.CAMERA_SIZE}] camera vectors, got shape {cameras.shape}")
   if window < 1 or window % 2 == 0:
     raise ValueError(f"pose_jitter: the window must be an odd number of frames, got {window}")
   if cameras.shape[0] < window:
@@ -509,11 +506,6 @@ class Normalization(NamedTuple):
     """[..., 6] normalised cameras (pose, s', t') -> pixel cameras (pose, s' f, t' f + o)."""
     cameras = np.asarray(cameras, np.float64)
     return np.concatenate([cameras[..., :3], cameras[..., 3:4] * self.size, cameras[..., 4:] * self.size + self.centre], axis=-1)
-
-  def cameras_from_pixels(self, cameras) -> np.ndarray:
-    """Inverse of `cameras_to_pixels`."""
-    cameras = np.asarray(cameras, np.float64)
-    return np.concatenate([cameras[..., :3], cameras[..., 3:4] / self.size, (cameras[..., 4:] - self.centre) / self.size], axis=-1)
 
 
 def prepare_clip(model: face3d.MorphableModel, points, *, vertex_ids=None, valid=None, point_weights=None,

@@ -84,3 +84,24 @@ def warp(image_prev: jax.Array, flow: jax.Array) -> jax.Array:
     return jax.vmap(warp)(image_prev, flow)
   x, y = pixel_centers(*flow.shape[:2])
   return bilinear_sample(image_prev, x + flow[..., 0], y + flow[..., 1])
+
+
+def warping_error_per_sample(frame_t: jax.Array, frame_prev: jax.Array, flow: jax.Array, mask: jax.Array) -> jax.Array:
+  """mean over masked pixels and channels of (frame_t - warp(frame_prev, flow))^2, per sample.
+
+  The temporal loss (TFVGAN eq. 15 / UniFaceGAN eq. 17, `losses.temporal_loss_per_sample`) and the
+  temporal warping error E_tmp (`metrics.temporal_warping_error_per_sample`) are this one quantity.
+
+  Args:
+    frame_t, frame_prev: [B, H, W, C] frames t and t-1.
+    flow: [B, H, W, 2] in pixels, from frame t to frame t-1 (`dense_flow`).
+    mask: [B, H, W] bool, the pixels compared.
+
+  Returns:
+    [B] float32; 0 for a sample with no masked pixel.
+  """
+  squared = jnp.square(frame_t - warp(frame_prev, flow))
+  weight = jnp.asarray(mask, jnp.float32)[..., None]
+  count = jnp.sum(weight, axis=(1, 2, 3)) * frame_t.shape[-1]
+  total = jnp.sum(weight * squared, axis=(1, 2, 3))
+  return jnp.where(count > 0, total / jnp.maximum(count, 1.0), 0.0)

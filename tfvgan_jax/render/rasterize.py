@@ -390,19 +390,6 @@ def _rasterize_jit(screen_vertices, triangles, height, width, chunk, capacity, g
   return jax.tree.map(lambda x: x.reshape(batch_shape + x.shape[1:]), out)
 
 
-def map_over_batch(fn, *args, batch_mode: str = "vmap"):
-  """fn applied to each slice along the leading axis of every argument (pytrees allowed).
-
-  'vmap' batches everything (faster on CPU and accelerators alike); 'map' runs a loop
-  (`lax.map`), which holds one slice's intermediates at a time when memory is short.
-  """
-  if batch_mode == "map":
-    return jax.lax.map(lambda a: fn(*a), args)
-  if batch_mode == "vmap":
-    return jax.vmap(fn)(*args)
-  raise ValueError(f"batch_mode must be 'map' or 'vmap', got {batch_mode!r}")
-
-
 def _is_concrete(*arrays) -> bool:
   return not any(isinstance(a, jax.core.Tracer) for a in arrays)
 

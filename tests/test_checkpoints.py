@@ -1,0 +1,130 @@
+"""What a resume checks, and what inference restores: checkpoints of another model are refused in
+one line, an unreadable latest checkpoint falls back to the one before, a state whose parameters are
+not finite is never saved, and the face model's hash travels with the checkpoint."""
+
+import json
+import logging
+import shutil
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from helpers import load_config
+from tfvgan_jax import checkpoints, face3d, inference, train
+
+pytestmark = pytest.mark.slow  # trains or edits with a real (tiny) checkpoint
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("synthetic_cache"))
+
+
+def tiny(cache_dir, **overrides):
+  return load_config(**{"data.synthetic.cache_dir": cache_dir, "data.synthetic.eval_videos": 0, **overrides})
+
+
+def steps_of(workdir):
+  manager = ocp.CheckpointManager(workdir / "checkpoints")
+  try:
+    return manager.all_steps()
+  finally:
+    manager.close()
+
+
+def test_config_changes_name_the_fields():
+  saved = {"model": {"gen_width": 8, "norm": "spade"}, "train": {"num_steps": 2}, "optim": {"gen_lr": 1e-4}}
+  current = {"model": {"gen_width": 16, "norm": "spade"}, "train": {"num_steps": 4}, "optim": {"gen_lr": 2e-4},
+             "new": 1}
+  assert checkpoints.config_changes(saved, current) == {
+      "model.gen_width": (8, 16), "new": ("<absent>", 1), "optim.gen_lr": (1e-4, 2e-4), "train.num_steps": (2, 4)}
+  record = {"face_model_hash": "a", "face_model_name": "m", "parameter_shapes": {"w": [3]}}
+  with pytest.raises(checkpoints.CheckpointMismatchError, match=r"step 5 was written by another model: "
+                     r"model\.gen_width 8 -> 16; resume with the config"):
+    checkpoints.check_resume("dir", 5, saved, current, record, record)
+  other = dict(record, face_model_hash="b", face_model_name="n")
+  same_model = dict(saved, model=current["model"])
+  with pytest.raises(checkpoints.CheckpointMismatchError, match=r"face model 'm' -> 'n' \(another content hash\)"):
+    checkpoints.check_resume("dir", 5, same_model, current, record, other)
+  checkpoints.check_resume("dir", 5, same_model, current, record, record)  # a warning only
+
+
+def test_resume_refuses_another_architecture_in_one_line(tmp_path, cache_dir):
+  """Before: 687 lines and 51 tracebacks; the saved config was never compared."""
+  train.train_and_evaluate(tiny(cache_dir, **{"train.num_steps": 1, "train.checkpoint_every": 1}), tmp_path)
+  with pytest.raises(checkpoints.CheckpointMismatchError) as error:
+    train.train_and_evaluate(tiny(cache_dir, **{"train.num_steps": 2, "model.gen_width": 16}), tmp_path)
+  assert "\n" not in str(error.value) and "model.gen_width 8 -> 16" in str(error.value)
+  assert steps_of(tmp_path) == [1]
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_the_one_before(tmp_path, cache_dir, caplog):
+  config = tiny(cache_dir, **{"train.num_steps": 2, "train.checkpoint_every": 1})
+  train.train_and_evaluate(config, tmp_path)
+  assert steps_of(tmp_path) == [1, 2]
+  for path in (tmp_path / "checkpoints" / "2" / "state").rglob("*"):
+    if path.is_file():
+      path.write_bytes(b"garbage")
+  # Orbax's temporary folder of a save killed midway: removed by the next run.
+  leftover = tmp_path / "checkpoints" / "7.orbax-checkpoint-tmp-1234567"
+  leftover.mkdir()
+  with caplog.at_level(logging.WARNING):
+    state = train.train_and_evaluate(tiny(cache_dir, **{"train.num_steps": 3, "train.checkpoint_every": 1}),
+                                     tmp_path)
+  assert int(state.step) == 3
+  assert any("checkpoint step 2" in r.getMessage() and "cannot be read" in r.getMessage() for r in caplog.records)
+  assert any("resumed from step 1" in r.getMessage() for r in caplog.records)
+  assert not leftover.exists()
+
+
+def test_non_finite_parameters_are_never_saved(tmp_path, cache_dir):
+  """Before: only the losses were checked, so with a huge learning rate a checkpoint of parameters
+  ~1e30 was saved, and every later resume stopped at the next step."""
+  # 1e39 is inf in float32: the first update makes the parameters infinite, the losses still finite.
+  with pytest.raises(train.NonFiniteLossError, match=r"parameters updated at step 1 are not finite.*last checkpoint is "
+                     r"none"):
+    train.train_and_evaluate(tiny(cache_dir, **{"train.num_steps": 3, "train.checkpoint_every": 1,
+                                                "optim.gen_lr": 1e39}), tmp_path / "inf")
+  assert steps_of(tmp_path / "inf") == []
+  # 1e30: finite parameters, saved at step 1; step 2's losses are not finite, so the checkpoint that
+  # leads straight to them is moved aside and a resume does not start from it.
+  with pytest.raises(train.NonFiniteLossError, match=r"at step 2.*moved to"):
+    train.train_and_evaluate(tiny(cache_dir, **{"train.num_steps": 3, "train.checkpoint_every": 1,
+                                                "optim.gen_lr": 1e30, "optim.disc_lr": 1e30}), tmp_path / "big")
+  assert steps_of(tmp_path / "big") == []
+  state = train.train_and_evaluate(tiny(cache_dir, **{"train.num_steps": 1, "train.checkpoint_every": 1}),
+                                   tmp_path / "big")
+  assert int(state.step) == 1 and all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
+
+
+def test_inference_restores_only_the_networks_and_checks_the_recorded_face_model(tmp_path, cache_dir):
+  model_file = tmp_path / "model.npz"
+  face3d.save(face3d.load_model("procedural:low"), model_file)
+  config = tiny(cache_dir, **{"train.num_steps": 1, "train.checkpoint_every": 1, "optim.ema_decay": 0.5,
+                              "face_model": str(model_file)})
+  state = train.train_and_evaluate(config, tmp_path / "run")
+  loaded = inference.load_checkpoint(tmp_path / "run")
+  assert loaded.step == 1 and loaded.image_size == 32
+  for expected, got in zip(jax.tree.leaves(state.ema), jax.tree.leaves(loaded.params)):  # the EMA copy
+    np.testing.assert_array_equal(np.asarray(expected), np.asarray(got))
+  assert set(loaded.variables) == {"embedder", "generator"}  # no D, no optimizer states
+  record = json.loads((tmp_path / "run" / "checkpoints" / "1" / "run" / "metadata").read_text())
+  assert record["face_model_hash"] == face3d.content_hash(face3d.load(model_file)) and record["image_size"] == 32
+  # The run's model file gone: a replacement is checked against the recorded hash.
+  moved = tmp_path / "moved.npz"
+  shutil.move(model_file, moved)
+  with pytest.raises(inference.CheckpointError, match="not readable here; pass that model with --face_model"):
+    inference.load_checkpoint(tmp_path / "run")
+  other = tmp_path / "other.npz"
+  face3d.save(face3d.procedural_model(seed=3, detail="low"), other)
+  with pytest.raises(inference.CheckpointError, match="other.npz: not the face model the checkpoint was trained with"):
+    inference.load_checkpoint(tmp_path / "run", face_model=str(other))
+  assert inference.load_checkpoint(tmp_path / "run", face_model=str(moved)).step == 1
+  corrupt = tmp_path / "corrupt.npz"
+  corrupt.write_bytes(b"not a zip")
+  with pytest.raises(face3d.ModelFileError, match="corrupt.npz"):
+    inference.load_checkpoint(tmp_path / "run", face_model=str(corrupt))
+  with pytest.raises(inference.CheckpointError, match="no checkpoint of step 9"):
+    inference.load_checkpoint(tmp_path / "run", step=9)
