@@ -81,3 +81,19 @@ def test_render_shows_the_face_over_the_background(model, video):
 def test_render_needs_albedo(model, video):
   with pytest.raises(ValueError, match="no albedo"):
     synthetic.render_frames(model.replace(albedo=None), video.appearance, video.id_coeffs, video.exp_coeffs[:1], video.cameras[:1], SIZE)
+
+
+def test_cached_corpus_removes_a_killed_builds_staging_and_leaves_none(tmp_path, model):
+  import os
+  import subprocess
+  import sys
+
+  from tfvgan_jax import files
+  child = subprocess.Popen([sys.executable, "-c", "pass"])
+  child.wait()
+  name = f"synthetic_v1_f2_s16_seed0_{model.name}_{face3d.content_hash(model)[:8]}"
+  killed = tmp_path / files.partial_name(name).replace(f"{os.getpid()}@", f"{child.pid}@", 1)
+  (killed / "synthetic").mkdir(parents=True)
+  dataset = synthetic.cached_corpus(tmp_path, model, 1, 2, 16, 0, log=lambda *_: None)
+  assert os.listdir(tmp_path) == [name] and dataset.exists()
+  assert synthetic.cached_corpus(tmp_path, model, 1, 2, 16, 0, log=lambda *_: None) == dataset
