@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import grain
 import numpy as np
@@ -233,9 +234,14 @@ def test_write_refuses_bad_examples_and_leaves_nothing(tmp_path, model):
   assert len(records.open_dataset(path)) == 1
 
 
-def test_overwrite_keeps_the_old_version_until_the_new_one_is_complete(tmp_path, model):
+def test_overwrite_keeps_the_old_version_until_the_new_one_is_complete(tmp_path, model, monkeypatch):
+  temporary = tmp_path / "tmp"
+  temporary.mkdir()
+  monkeypatch.setattr(tempfile, "tempdir", str(temporary))
   old = make_examples(model, videos=("old",), frames=2)
-  path = records.write_dataset(tmp_path, "data", old, model, SIZE)
+  path = records.write_dataset(tmp_path / "out", "data", old, model, SIZE)
+  assert os.listdir(temporary) == []  # TFDS's own temporary folders too
+  tmp_path = tmp_path / "out"
 
   def failing_midway():
     yield from make_examples(model, videos=("new",), frames=2)

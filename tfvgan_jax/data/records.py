@@ -165,6 +165,14 @@ def _encode_example(example: Mapping, number: int, image_size: int, num_id: int,
   }
 
 
+class _FrameDatasetInfo(tfds.core.DatasetInfo):
+  """TFDS's DatasetInfo, without the look-up of precomputed statistics on TFDS's GCS bucket: none
+  exist for these datasets, and TFDS's look-up leaves an empty temporary folder behind every time."""
+
+  def initialize_from_bucket(self) -> None:
+    pass
+
+
 class _FrameBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """Writes one split of frame records; `write_dataset` makes a subclass named after the dataset."""
 
@@ -187,7 +195,7 @@ class _FrameBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _info(self) -> tfds.core.DatasetInfo:
     meta = self._metadata
-    return tfds.core.DatasetInfo(
+    return _FrameDatasetInfo(
         builder=self,
         description=(f"Video frames as {meta['image_size']}x{meta['image_size']} aligned crops, fitted "
                      f"with morphable model {meta['model_name']!r} (content hash {meta['model_hash']})."),
