@@ -97,3 +97,20 @@ def test_cached_corpus_removes_a_killed_builds_staging_and_leaves_none(tmp_path,
   dataset = synthetic.cached_corpus(tmp_path, model, 1, 2, 16, 0, log=lambda *_: None)
   assert os.listdir(tmp_path) == [name] and dataset.exists()
   assert synthetic.cached_corpus(tmp_path, model, 1, 2, 16, 0, log=lambda *_: None) == dataset
+
+
+def test_cli_checks_out_and_name_before_rendering(tmp_path):
+  import pathlib
+  import subprocess
+  import sys
+  repo = pathlib.Path(__file__).resolve().parents[1]
+  (tmp_path / "file").write_text("x")
+  for flags, message in ((["--out=" + str(tmp_path / "file")], f"error: --out={tmp_path / 'file'}: is a file, not a folder"),
+                         ([f"--out={tmp_path}", "--name=Synthetic-1"], "error: --name=Synthetic-1: dataset name"),
+                         ([f"--out={tmp_path}", "--vidoes=2"], "error: Unknown command line flag 'vidoes'")):
+    done = subprocess.run([sys.executable, "-m", "data_prep.synthetic", *flags], cwd=repo, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines()[-1].startswith(message), done.stderr
+    assert "Traceback" not in done.stderr
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
