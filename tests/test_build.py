@@ -235,9 +235,10 @@ def test_outputs_are_checked_before_any_work(tmp_path, corpus, mediapipe_models,
   inside = tmp_path / "out" / "prepared"
   inside.mkdir(parents=True)
   shutil.copy(folder / "wall.mp4", inside / "wall.mp4")
+  videos = f"--input={folder}/*.mp4"
   cases = {
-      (f"--input={folder}/*.mp4", f"--out={tmp_path / 'file'}"): f"error: --out={tmp_path / 'file'}: is a file, not a folder",
-      (f"--input={folder}/*.mp4", f"--out={tmp_path / 'new'}", "--name=My-Videos"): "error: --name=My-Videos: dataset name",
+      (videos, f"--out={tmp_path / 'file'}"): f"error: --out={tmp_path / 'file'}: is a file, not a folder",
+      (videos, f"--out={tmp_path / 'new'}", "--name=My-Videos"): "error: --name=My-Videos: dataset name",
       (f"--input={inside}/*.mp4", f"--out={tmp_path / 'out'}"): f"holds the input {inside / 'wall.mp4'}",
   }
   for flags, message in cases.items():

@@ -105,7 +105,8 @@ def test_cli_checks_out_and_name_before_rendering(tmp_path):
   import sys
   repo = pathlib.Path(__file__).resolve().parents[1]
   (tmp_path / "file").write_text("x")
-  for flags, message in ((["--out=" + str(tmp_path / "file")], f"error: --out={tmp_path / 'file'}: is a file, not a folder"),
+  not_a_folder = f"error: --out={tmp_path / 'file'}: is a file, not a folder"
+  for flags, message in (([f"--out={tmp_path / 'file'}"], not_a_folder),
                          ([f"--out={tmp_path}", "--name=Synthetic-1"], "error: --name=Synthetic-1: dataset name"),
                          ([f"--out={tmp_path}", "--vidoes=2"], "error: Unknown command line flag 'vidoes'")):
     done = subprocess.run([sys.executable, "-m", "data_prep.synthetic", *flags], cwd=repo, capture_output=True,

@@ -210,7 +210,8 @@ def check_input_file(path) -> None:
     problem = f"a link to {os.readlink(path)}, which does not exist" if os.path.islink(path) else "no such file"
     raise SkippedVideo(path, "missing", problem)
   if not os.path.isfile(path):
-    raise SkippedVideo(path, "not_a_file", "is a folder, not a file" if os.path.isdir(path) else "is not a regular file")
+    problem = "is a folder, not a file" if os.path.isdir(path) else "is not a regular file"
+    raise SkippedVideo(path, "not_a_file", problem)
 
 
 def read_image(path) -> np.ndarray:
