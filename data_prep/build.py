@@ -11,13 +11,20 @@ camera). What each video gives is written to OUT/prepared/<key>.npz; afterwards 
 every prepared video become one TFDS ArrayRecord dataset, OUT/<name>/1.0.0, the path to give as
 `--config.data.videos`.
 
-Every input ends up in the summary, printed and saved as OUT/summary.json: `videos_in`, `written`,
-`skipped` ({reason: count}; reasons are missing, empty_file, unreadable, no_video_stream,
-decode_error, no_frames, no_face, too_short, face_too_small, fit_failed, and error for anything
-unexpected, with its message), `frames` (records
-written), `mean_residual` (mean landmark reprojection error of the fit, crop pixels), and besides
-those the fraction of decoded frames that were fitted, the residual as a fraction of the
-inter-ocular distance, the pose jitter, the time taken and each video's own line.
+Every path the --input glob matches ends up in the summary, printed and saved as OUT/summary.json:
+`videos_in`, `written`, `skipped` ({reason: count}; reasons are missing (a broken link too),
+not_a_file (a folder), empty_file, unreadable, no_video_stream, decode_error, no_frames, no_face,
+too_short, face_too_small, fit_failed, and error for anything unexpected, with its message),
+`frames` (records written), `mean_residual` (mean landmark reprojection error of the fit, crop
+pixels), `truncated` (videos written whose file ended before the frame count its container
+declares: the frames that did decode are kept, and the video's line says how many of how many),
+and besides those the fraction of decoded frames that were fitted, the residual as a fraction of
+the inter-ocular distance, the pose jitter, the time taken and each video's own line.
+
+A video's id (the records' video_id) is its path below the inputs' common folder without the
+extension; inputs that would share one (x.mp4 and x.MP4) get a short hash of their path added, so
+distinct inputs always have distinct ids, the same on every run. The dataset is built beside the
+previous one and swapped in when complete; summary.json is written after it, atomically.
 
 Re-running with the same --out skips the videos already prepared with the same settings and face
 model, and the tracking stage is cached per input in OUT/tracks/ (independent of the face model
@@ -25,15 +32,19 @@ and the output size), so changing the face model or the size re-fits without dec
 again. The detector and landmark models come from `python -m data_prep.models fetch` (or
 --detector / --landmarks / --landmarker_task).
 
-Beam options pass through: `--runner=DirectRunner --direct_num_workers=8
---direct_running_mode=multi_processing` uses 8 local processes; for a full corpus use
+Apache Beam's pipeline options pass through by name (any other flag is an error):
+`--runner=DirectRunner --direct_num_workers=8 --direct_running_mode=multi_processing` uses 8 local
+processes; for a full corpus use
 `--runner=DataflowRunner --project=... --region=... --temp_location=gs://...` (or FlinkRunner,
 SparkRunner) with --out on storage every worker can write (see the README).
+
+Errors are one line, `error: ...`, naming the flag or file; --debug shows the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import glob
 import hashlib
@@ -44,6 +55,7 @@ import shutil
 import sys
 import tempfile
 import time
+import zipfile
 from typing import Optional
 
 import apache_beam as beam
@@ -52,12 +64,14 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from etils import epath
 
-from tfvgan_jax import face3d
+from data_prep import cli
+from tfvgan_jax import face3d, files
 from tfvgan_jax.data import records
 from tfvgan_jax.prep import clip as clip_lib
 from tfvgan_jax.prep import fit as fit_lib
 from tfvgan_jax.prep import model_files
 from tfvgan_jax.prep import track as track_lib
+from tfvgan_jax.prep import video as video_lib
 
 SUMMARY_FILE = "summary.json"
 # Bumped when a change makes earlier prepared videos stale.
@@ -65,24 +79,33 @@ _PREPARED_VERSION = 1
 
 
 def find_inputs(pattern: str) -> list[str]:
-  """Sorted files matching `pattern`: Python glob rules (`**` spans folders) for local paths,
-  Beam's filesystems for remote ones (gs://, s3://, ...)."""
+  """Sorted paths matching `pattern`: Python glob rules (`**` spans folders) for local paths,
+  Beam's filesystems for remote ones (gs://, s3://, ...). Every match is returned, folders and
+  broken links too, so that the job accounts for each (they are skipped with their reason)."""
   if "://" in pattern:
     return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
-  return sorted(p for p in glob.glob(os.path.expanduser(pattern), recursive=True) if os.path.isfile(p))
+  return sorted(set(glob.glob(os.path.expanduser(pattern), recursive=True)))
 
 
 def video_ids(paths: list[str]) -> dict[str, str]:
-  """A readable unique id per path: the path below the inputs' common folder, without extension
-  (VoxCeleb2's id00012/abc/00001.mp4 -> 'id00012/abc/00001')."""
+  """A readable id per path, distinct for distinct paths and the same on every run over the same
+  inputs: the path below the inputs' common folder, without extension (VoxCeleb2's
+  id00012/abc/00001.mp4 -> 'id00012/abc/00001'). Paths that would share an id (x.mp4 and x.MP4,
+  x.mp4 and x.avi) each get a short hash of their relative path added: 'x-1a2b3c4d'."""
   if not paths:
     return {}
   base = os.path.dirname(os.path.commonprefix(paths)) if len(paths) > 1 else os.path.dirname(paths[0])
-  ids = {}
-  for path in paths:
-    relative = path[len(base):].lstrip("/") if base else path
-    ids[path] = os.path.splitext(relative)[0]
-  return ids
+  relative = {path: path[len(base):].lstrip("/") if base else path for path in paths}
+  stems = {path: os.path.splitext(name)[0] or name for path, name in relative.items()}
+
+  def with_hash(path: str, digits: int) -> str:
+    return f"{stems[path]}-{hashlib.sha1(relative[path].encode()).hexdigest()[:digits]}"
+
+  shared = collections.Counter(stems.values())
+  ids = {path: stem if shared[stem] == 1 else with_hash(path, 8) for path, stem in stems.items()}
+  # A file named like another's hashed id, or two short hashes alike: the full hash for those.
+  taken = collections.Counter(ids.values())
+  return {path: with_hash(path, 40) if taken[video_id] > 1 else video_id for path, video_id in ids.items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,8 +153,10 @@ class PrepareVideo(beam.DoFn):
     status = {"path": path, "video_id": video_id}
     target = self.out / "prepared" / f"{prepared_name(video_id)}.npz"
     try:
-      if target.exists() and _prepared_key_of(target) == self.key:
-        status.update(_status_of(target), status="written", reused=True)
+      if "://" not in path:
+        clip_lib.check_input_file(path)
+      if target.exists() and _prepared_key_of(target) == (self.key, path):
+        status.update(_status_of(target, self.settings.prep.max_frames), status="written", reused=True)
       else:
         status.update(self._prepare(path, video_id, target), status="written", reused=False)
     except clip_lib.SkippedVideo as skipped:
@@ -147,6 +172,7 @@ class PrepareVideo(beam.DoFn):
       identity = _remote_identity(path) if "://" in path else None
       track = clip_lib.cached_track(local, self.detector, self.landmarker, settings.prep,
                                     self.out / "tracks", self.model_hashes, identity)
+      declared = video_lib.probe(local).num_frames
       fitted = clip_lib.fit_track(track, self.model, settings.prep)
       size = settings.prep.image_size
       jpegs = [records.encode_jpeg(image) for _, image in clip_lib.crop_frames(local, track, fitted.box, size)]
@@ -162,9 +188,9 @@ class PrepareVideo(beam.DoFn):
         id_coeffs=np.asarray(fit.id_coeffs, np.float32), exp_coeffs=np.asarray(fit.exp_coeffs, np.float32),
         cameras=np.asarray(fit.cameras, np.float32), residual=np.asarray(fit.residual, np.float32),
         landmarks=fitted.landmarks, crop_to_source=fitted.crop_to_source, interocular=fitted.interocular,
-        frames_decoded=np.int64(track.frames_decoded),
+        frames_decoded=np.int64(track.frames_decoded), frames_declared=np.int64(declared),
         pose_jitter=np.asarray(fit_lib.pose_jitter(np.asarray(fit.cameras)), np.float32))
-    return _status_of(target)
+    return _status_of(target, settings.prep.max_frames)
 
 
 def prepared_name(video_id: str) -> str:
@@ -178,20 +204,33 @@ def _load(target: epath.Path) -> dict:
     return {key: stored[key] for key in stored.files}
 
 
-def _prepared_key_of(target: epath.Path) -> Optional[str]:
+def _prepared_key_of(target: epath.Path) -> Optional[tuple[str, str]]:
+  """The settings key and the source path a prepared file was made with (None if unreadable)."""
   try:
-    return str(_load(target)["key"])
-  except (OSError, ValueError, KeyError):
+    stored = _load(target)
+    return str(stored["key"]), str(stored["source_path"])
+  except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
     return None
 
 
-def _status_of(target: epath.Path) -> dict:
+def _status_of(target: epath.Path, max_frames: int) -> dict:
   stored = _load(target)
   residual = stored["residual"]
-  return {"frames": int(len(stored["frames"])), "frames_decoded": int(stored["frames_decoded"]),
-          "mean_residual": float(np.mean(residual)),
-          "mean_residual_interocular": float(np.mean(residual / stored["interocular"])),
-          "pose_jitter_deg": [round(float(v), 4) for v in stored["pose_jitter"]], "prepared": os.fspath(target)}
+  decoded = int(stored["frames_decoded"])
+  status = {"frames": int(len(stored["frames"])), "frames_decoded": decoded,
+            "mean_residual": float(np.mean(residual)),
+            "mean_residual_interocular": float(np.mean(residual / stored["interocular"])),
+            "pose_jitter_deg": [round(float(v), 4) for v in stored["pose_jitter"]], "prepared": os.fspath(target)}
+  # The container's own frame count (0 where it records none): decoding fewer frames than it
+  # declares (and than --max_frames asked for) means the file ends early, typically a cut download.
+  declared = int(stored["frames_declared"]) if "frames_declared" in stored else 0
+  expected = min(declared, max_frames) if max_frames else declared
+  if declared:
+    status["frames_declared"] = declared
+  status["truncated"] = decoded < expected
+  if status["truncated"]:
+    status["note"] = f"truncated: decoded {decoded} of the {declared} frames its container declares"
+  return status
 
 
 class _local_file:
@@ -257,6 +296,7 @@ def summarize(statuses: list[dict], seconds: float) -> dict:
       "mean_residual": frame_weighted("mean_residual"),
       "mean_residual_interocular": frame_weighted("mean_residual_interocular"),
       "fraction_fitted": frames / decoded if decoded else None,
+      "truncated": sum(bool(s.get("truncated")) for s in written),
       "pose_jitter_deg": (np.mean([s["pose_jitter_deg"] for s in written], axis=0).round(4).tolist()
                           if written else None),
       "reused": sum(bool(s.get("reused")) for s in written),
@@ -282,21 +322,60 @@ def local_runner(options: PipelineOptions):
 
 
 def run_pipeline(inputs: list[str], settings: JobSettings, beam_args: list[str]) -> list[dict]:
-  """Runs the Beam pipeline over `inputs`; returns one status dict per input."""
+  """Runs the Beam pipeline over `inputs`; returns one status dict per input.
+
+  The workers' status lines (and Beam's temporary files for them) go to a `.partial-*` folder in
+  the output, which every worker can write; it is removed at the end, and a later run removes one
+  that a killed run left (`files.remove_stale_partials`).
+  """
   ids = video_ids(inputs)
-  status_dir = tempfile.mkdtemp(prefix="build_status_")
+  status_dir = epath.Path(settings.out) / files.partial_name("status")
   options = PipelineOptions(beam_args)
   try:
+    if "://" not in settings.out:
+      status_dir.mkdir()
     with beam.Pipeline(runner=local_runner(options), options=options) as pipeline:
       _ = (pipeline
            | "Videos" >> beam.Create([(path, ids[path]) for path in inputs])
            | "Spread" >> beam.Reshuffle()
            | "Prepare" >> beam.ParDo(PrepareVideo(settings))
-           | "Write" >> beam.io.WriteToText(os.path.join(status_dir, "status"), shard_name_template=""))
-    with open(os.path.join(status_dir, "status")) as lines:
+           | "Write" >> beam.io.WriteToText(os.fspath(status_dir / "status"), shard_name_template=""))
+    with (status_dir / "status").open() as lines:
       return [json.loads(line) for line in lines if line.strip()]
   finally:
-    shutil.rmtree(status_dir, ignore_errors=True)
+    if status_dir.exists():
+      status_dir.rmtree(missing_ok=True)
+
+
+def beam_option_parser() -> argparse.ArgumentParser:
+  """The parser Beam reads its pipeline options with: every `PipelineOptions` subclass's flags."""
+  captured = []
+  PipelineOptions([]).get_all_options(add_extra_args_fn=captured.append)
+  return captured[0]
+
+
+def check_beam_args(beam_args: list[str]) -> None:
+  """Refuses what is neither a flag of this command nor an Apache Beam pipeline option.
+
+  Beam itself only logs a warning for an unknown flag and runs with its defaults, so a misspelt
+  `--szie=64` would give a 256 px dataset.
+
+  Raises:
+    cli.UsageError: naming the unknown flags, or a Beam option's bad value.
+  """
+  parser = beam_option_parser()
+
+  def refuse(message):
+    raise cli.UsageError(message)
+
+  parser.error = refuse
+  _, unknown = parser.parse_known_args(beam_args)
+  flags = [arg.split("=", 1)[0] for arg in unknown if arg.startswith("-")]
+  if flags:
+    raise cli.UsageError(f"unknown flag {', '.join(flags)}: neither a flag of data_prep.build (see --help) nor an "
+                         "Apache Beam pipeline option")
+  if unknown:
+    raise cli.UsageError(f"unexpected argument {unknown[0]!r}: flags take the form --name=value")
 
 
 def add_video_flags(parser: argparse.ArgumentParser) -> None:
@@ -333,9 +412,13 @@ def model_paths(args: argparse.Namespace) -> model_files.ModelPaths:
 
 
 def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
+  """(this command's flags, the Apache Beam options); a bad command line exits with status 2 and a
+  one-line message."""
   defaults = clip_lib.PrepSettings()
-  parser = argparse.ArgumentParser(prog="python -m data_prep.build", description=__doc__.split("\n\n")[0],
-                                   epilog="Other flags go to Apache Beam (--runner=..., ...).")
+  # No abbreviations: a prefix of one of these flags must not take a Beam option's place.
+  parser = cli.ArgumentParser(prog="python -m data_prep.build", description=__doc__.split("\n\n")[0],
+                              epilog="Apache Beam's pipeline options pass through (--runner=..., ...); any "
+                              "other flag is an error.", allow_abbrev=False)
   add_video_flags(parser)
   parser.add_argument("--out", required=True, help="output folder")
   parser.add_argument("--face_model", required=True, help="a native .npz morphable model, or 'procedural:medium'")
@@ -344,39 +427,85 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
   parser.add_argument("--crop_scale", type=float, default=defaults.crop_scale,
                       help="crop side over face size (%(default)s)")
   parser.add_argument("--num_threads", type=int, default=1, help="LiteRT threads per worker (%(default)s)")
-  return parser.parse_known_args(argv)
+  args, beam_args = parser.parse_known_args(argv)
+  try:
+    check_beam_args(beam_args)
+  except cli.UsageError as error:
+    parser.error(str(error))
+  return args, beam_args
+
+
+def check_outputs(out: str, name: str) -> None:
+  """Refuses, before any work, an --out or --name that cannot be written.
+
+  Raises:
+    files.OutputPathError, ValueError: naming the flag and the path.
+  """
+  try:
+    records.check_name(name)
+  except ValueError as error:
+    raise ValueError(f"--name={name}: {error}") from error
+  if "://" not in out:
+    files.check_output_dir(out, "--out")
+
+
+def check_inputs_kept(out: str, name: str, inputs: list[str]) -> None:
+  """Refuses an input that lies where the job writes (OUT/prepared, OUT/tracks, OUT/NAME, summary.json).
+
+  Raises:
+    files.OutputPathError: naming the input and the output.
+  """
+  if "://" in out:
+    return
+  written = [os.path.realpath(os.path.join(out, part)) for part in ("prepared", "tracks", name, SUMMARY_FILE)]
+  for path in inputs:
+    real = os.path.realpath(path)
+    for output in written:
+      if real == output or real.startswith(output + os.sep):
+        raise files.OutputPathError(f"--out={out}: the job writes {output}, which holds the input {path}; "
+                                    "choose another --out (or --name)")
 
 
 def main(argv=None) -> int:
   args, beam_args = parse_args(argv)
+  return cli.run(lambda: _build(args, beam_args), args.debug)
+
+
+def _build(args: argparse.Namespace, beam_args: list[str]) -> int:
   start = time.perf_counter()
   if args.min_frames < 2:
-    print(f"error: --min_frames must be >= 2 (training pairs frame t with t-1), got {args.min_frames}", file=sys.stderr)
-    return 1
-  try:
-    prep = prep_settings(args, image_size=args.size, crop_scale=args.crop_scale)
-    paths = model_paths(args)
-    model = face3d.load_model(args.face_model)
-  except (ValueError, OSError, model_files.ModelFilesError) as error:
-    print(f"error: {error}", file=sys.stderr)
-    return 1
+    raise ValueError(f"--min_frames must be >= 2 (training pairs frame t with t-1), got {args.min_frames}")
+  check_outputs(args.out, args.name)
+  prep = prep_settings(args, image_size=args.size, crop_scale=args.crop_scale)
+  paths = model_paths(args)
+  model = face3d.load_model(args.face_model)
   inputs = find_inputs(args.input)
   if not inputs:
-    print(f"error: no file matches --input={args.input}", file=sys.stderr)
-    return 1
+    raise ValueError(f"--input={args.input}: no file matches")
+  face_model = [args.face_model] if os.path.exists(args.face_model) else []
+  check_inputs_kept(args.out, args.name, [*inputs, *face_model, *paths])
   out = epath.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
+  if "://" not in args.out:
+    for folder in (out, out / "prepared", out / "tracks"):
+      files.remove_stale_partials(folder)
   settings = JobSettings(out=os.fspath(out), face_model=args.face_model, detector=os.fspath(paths.detector),
                          landmarks=os.fspath(paths.landmarks), prep=prep, num_threads=args.num_threads)
   print(f"preparing {len(inputs)} videos into {out} ({model.name}, {prep.image_size} px)")
   statuses = run_pipeline(inputs, settings, beam_args)
   summary = summarize(statuses, time.perf_counter() - start)
   if summary["written"]:
+    # The earlier dataset stays in place until this one is complete, and summary.json (written
+    # after the swap) always names a whole dataset.
     dataset = records.write_dataset(out, args.name, prepared_examples(statuses), model, prep.image_size,
                                     overwrite=True)
     summary["dataset"] = os.fspath(dataset)
   summary["seconds"] = round(time.perf_counter() - start, 2)
-  (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
+  text = json.dumps(summary, indent=1)
+  if "://" in args.out:
+    (out / SUMMARY_FILE).write_text(text)
+  else:
+    files.write_text(out / SUMMARY_FILE, text)
   _print_summary(summary, out / SUMMARY_FILE)
   return 0 if summary["written"] else 1
 
@@ -385,6 +514,8 @@ def _print_summary(summary: dict, path) -> None:
   for line in summary["videos"]:
     detail = (f"{line['frames']} frames, residual {line['mean_residual']:.2f} px" if line["status"] == "written"
               else f"{line['reason']}: {line['problem']}")
+    if line.get("note"):
+      detail += f" ({line['note']})"
     print(f"  {line['video_id']}: {line['status']}{' (reused)' if line.get('reused') else ''}, {detail}")
   brief = {k: v for k, v in summary.items() if k != "videos"}
   print(json.dumps(brief, indent=1))

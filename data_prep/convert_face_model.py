@@ -17,8 +17,10 @@ The sfm format needs eos-py (`pip install eos-py`) to read eos's binary files.
 Prints what it read, writes the model, reads the file back to verify it, and prints the model's
 sizes and licence. The converted model stays under its source's licence: the Basel Face Model (with
 the FaceWarehouse-derived expressions of deep3d_bfm) and the Surrey Face Model are for non-commercial
-research only. Exits with status 1, and a one-line message, on a missing or
-malformed input.
+research only. The output is checked before anything is read (its folder must exist, and it may not
+be one of the inputs) and written atomically. Exits with status 1, and a one-line message naming
+the file, on a missing or malformed input or an output that cannot be written; --debug shows the
+traceback.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ import argparse
 import sys
 import warnings
 
-from tfvgan_jax import face3d
+from data_prep import cli
+from tfvgan_jax import face3d, files
 from tfvgan_jax.face3d import converters
 
 
@@ -47,6 +50,8 @@ def _convert_sfm(args) -> face3d.MorphableModel:
   return converters.convert_sfm(args.sfm_model, args.sfm_blendshapes, args.sfm_landmarks, args.blendshape_std)
 
 
+# Every flag naming an input file.
+INPUT_FLAGS = ("bfm", "params", "tri", "mat", "sfm_model", "sfm_blendshapes", "sfm_landmarks")
 # Format name -> (its required flags, the conversion printing what it reads).
 FORMATS = {
     "3ddfa_v2": (("bfm", "params"), _convert_3ddfa_v2),
@@ -56,7 +61,7 @@ FORMATS = {
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(
+  parser = cli.ArgumentParser(
       prog="python -m data_prep.convert_face_model",
       description="Convert a morphable face model to tfvgan_jax's native .npz format.")
   parser.add_argument("--format", required=True, choices=sorted(FORMATS), help="the source's format")
@@ -95,31 +100,30 @@ def _print_warning(message, category, filename, lineno, file=None, line=None):
 
 def main(argv=None) -> int:
   args = parse_args(argv)
+  return cli.run(lambda: _convert(args), args.debug)
+
+
+def _convert(args: argparse.Namespace) -> int:
   _, convert = FORMATS[args.format]
+  files.check_output_file(args.out, [getattr(args, flag) for flag in INPUT_FLAGS], "--out")
   with warnings.catch_warnings():
     # One readable line per warning, not the source location a library warning carries.
     warnings.showwarning = _print_warning
+    model = convert(args)
     try:
-      model = convert(args)
       face3d.save(model, args.out)
-      written = face3d.load(args.out)
-    except face3d.ModelFileError as e:
-      print(f"error: {e}", file=sys.stderr)
-      return 1
     except OSError as e:  # the readers wrap their own OS errors, so this is the write
-      print(f"error: cannot write {args.out}: {e.strerror or e}", file=sys.stderr)
-      return 1
+      raise OSError(f"cannot write {args.out}: {e.strerror or e}") from e
+    written = face3d.load(args.out)
   digest = face3d.content_hash(written)
   if digest != face3d.content_hash(model):
-    print(f"error: {args.out}: reading the written file back gave different arrays", file=sys.stderr)
-    return 1
+    raise face3d.ModelFileError(args.out, None, "reading the written file back gave different arrays")
   print(f"wrote {args.out}: model {written.name!r}, N={written.num_vertices} vertices, "
         f"F={written.num_triangles} triangles, K_id={written.num_id}, K_exp={written.num_exp}, "
         f"{written.landmarks.shape[0]} landmarks")
   print(f"verified by reading it back (content sha256 {digest})")
   print(f"licence: {written.licence}")
   return 0
-
 
 if __name__ == "__main__":
   sys.exit(main())

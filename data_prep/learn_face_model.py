@@ -14,6 +14,10 @@ derived from your videos and the Face Mesh topology (Apache-2.0).
 Tracks are cached in --cache (default: a `tracks` folder next to --out; give a `data_prep.build`
 output's OUT/tracks to reuse its tracking). More clips of more people give a better identity
 basis: the model has at most (number of clips - 1) identity axes.
+
+--out is checked before any video is read (its folder must exist, it may not be one of the inputs)
+and written atomically. Errors are one line, `error: ...`, naming the flag or file; --debug shows
+the traceback.
 """
 
 from __future__ import annotations
@@ -23,15 +27,14 @@ import os
 import sys
 import time
 
-
-from data_prep import build
-from tfvgan_jax import face3d
+from data_prep import build, cli
+from tfvgan_jax import face3d, files
 from tfvgan_jax.prep import clip as clip_lib
 from tfvgan_jax.prep import detect, landmarks, learn_model, model_files
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(prog="python -m data_prep.learn_face_model", description=__doc__.split("\n\n")[0])
+  parser = cli.ArgumentParser(prog="python -m data_prep.learn_face_model", description=__doc__.split("\n\n")[0])
   build.add_video_flags(parser)
   parser.add_argument("--out", required=True, help="the .npz model to write")
   parser.add_argument("--num_id", type=int, default=40, help="identity axes (at most clips - 1) (%(default)s)")
@@ -43,20 +46,21 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
   args = parse_args(argv)
+  return cli.run(lambda: _learn(args), args.debug)
+
+
+def _learn(args: argparse.Namespace) -> int:
   start = time.perf_counter()
-  try:
-    settings = build.prep_settings(args)
-    paths = build.model_paths(args)
-    detector = detect.FaceDetector(paths.detector)
-    landmarker = landmarks.FaceMesh(paths.landmarks)
-  except (ValueError, OSError, model_files.ModelFilesError) as error:
-    print(f"error: {error}", file=sys.stderr)
-    return 1
+  settings = build.prep_settings(args)
+  paths = build.model_paths(args)
   inputs = build.find_inputs(args.input)
   if not inputs:
-    print(f"error: no file matches --input={args.input}", file=sys.stderr)
-    return 1
+    raise ValueError(f"--input={args.input}: no file matches")
+  files.check_output_file(args.out, [*inputs, *paths, args.landmarker_task], "--out")
+  detector = detect.FaceDetector(paths.detector)
+  landmarker = landmarks.FaceMesh(paths.landmarks)
   cache = args.cache or os.path.join(os.path.dirname(os.path.abspath(args.out)), "tracks")
+  files.remove_stale_partials(cache)
   hashes = (model_files.sha256_of(paths.detector), model_files.sha256_of(paths.landmarks))
   clips, skipped = [], {}
   for path in inputs:
@@ -69,8 +73,7 @@ def main(argv=None) -> int:
   try:
     model = learn_model.learn_face_model(clips, num_id=args.num_id, num_exp=args.num_exp, name=args.name)
   except ValueError as error:
-    print(f"error: {error} ({len(clips)} usable clips of {len(inputs)} videos)", file=sys.stderr)
-    return 1
+    raise ValueError(f"{error} ({len(clips)} usable clips of {len(inputs)} videos)") from error
   face3d.save(model, args.out)
   face3d.load(args.out)
   frames = sum(len(c) for c in clips)

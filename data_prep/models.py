@@ -11,7 +11,7 @@ files, checks their sha256 and writes them to DIR (default: `$TFVGAN_MODELS`, el
 
 Licence: the models are Google's MediaPipe face detection and Face Mesh models, distributed under
 the Apache License 2.0 (https://github.com/google-ai-edge/mediapipe). Exits with status 1 and a
-one-line message on a failed download or a wrong file.
+one-line message on a failed download or a wrong file (--debug shows the traceback).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 
+from data_prep import cli
 from tfvgan_jax.prep import model_files
 
 
@@ -72,23 +73,22 @@ def show_paths() -> bool:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m data_prep.models", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = cli.ArgumentParser(prog="python -m data_prep.models", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
   commands = parser.add_subparsers(dest="command", required=True)
-  fetch_parser = commands.add_parser("fetch", help="download and extract the face models")
+  fetch_parser = commands.add_parser("fetch", help="download and extract the face models", debug=False)
   fetch_parser.add_argument("--dir", default=None, help="output directory (default: models_dir())")
   fetch_parser.add_argument("--wheel", default=None, help="use this MediaPipe wheel, no download")
-  commands.add_parser("path", help="print where the models are expected and if they are there")
+  commands.add_parser("path", help="print where the models are expected and if they are there", debug=False)
   args = parser.parse_args(argv)
   if args.command == "path":
     return 0 if show_paths() else 1
-  try:
-    fetch(args.dir or model_files.models_dir(), args.wheel)
-  except model_files.ModelFilesError as error:
-    print(f"error: {error}", file=sys.stderr)
-    return 1
-  return 0
 
+  def fetch_models() -> int:
+    fetch(args.dir or model_files.models_dir(), args.wheel)
+    return 0
+
+  return cli.run(fetch_models, args.debug)
 
 if __name__ == "__main__":
   sys.exit(main())

@@ -6,13 +6,18 @@ files, a faceless video and a too-short one, and, where present, the shared real
 
 import json
 import os
+import shutil
+import struct
+import subprocess
+import sys
+import zlib
 
 import ml_collections
 import numpy as np
 import pytest
 
 from data_prep import build, learn_face_model
-from tfvgan_jax import face3d, render
+from tfvgan_jax import face3d, files, render
 from tfvgan_jax.data import pipeline, records, synthetic
 from tfvgan_jax.prep import clip, detect, landmarks, video
 
@@ -135,6 +140,149 @@ def test_video_ids_are_paths_below_the_common_folder():
   assert build.prepared_name("id1/a/00001") != build.prepared_name("id1_a/00001")
 
 
+def test_inputs_differing_only_by_extension_or_case_get_distinct_stable_ids():
+  paths = ["/d/x.mp4", "/d/x.MP4", "/d/x.avi", "/d/y.mp4", "/d/a/x.mp4", "/d/b/x.mp4"]
+  ids = build.video_ids(paths)
+  assert len(set(ids.values())) == len(paths)
+  assert ids["/d/y.mp4"] == "y" and ids["/d/a/x.mp4"] == "a/x"
+  assert ids["/d/x.mp4"].startswith("x-") and ids["/d/x.MP4"].startswith("x-")
+  assert build.video_ids(list(reversed(paths))) == ids  # the same on every run
+  # A file named like another's hashed id still gets an id of its own.
+  clash = ["/d/x.mp4", "/d/x.MP4", f"/d/{ids['/d/x.mp4']}.mp4"]
+  assert len(set(build.video_ids(clash).values())) == 3
+
+
+def dead_pid():
+  child = subprocess.Popen([sys.executable, "-c", "pass"])
+  child.wait()
+  return child.pid
+
+
+def left_by_killed_run(folder, name):
+  """A `.partial-*` leftover of a killed process of this machine, in `folder`."""
+  folder.mkdir(parents=True, exist_ok=True)
+  path = folder / files.partial_name(name).replace(f"{os.getpid()}@", f"{dead_pid()}@", 1)
+  path.mkdir()
+  (path / "beam-temp-status-0").mkdir()
+  return path
+
+
+def test_same_named_inputs_are_both_kept_and_a_failed_assembly_keeps_the_old_dataset(tmp_path, corpus, model,
+                                                                                     mediapipe_models, monkeypatch,
+                                                                                     capsys):
+  folder, _ = corpus
+  videos = tmp_path / "videos"
+  videos.mkdir()
+  shutil.copy(folder / "people" / "person0.mp4", videos / "x.mp4")
+  shutil.copy(folder / "people" / "person1.mp4", videos / "x.MP4")
+  os.symlink(tmp_path / "gone.mp4", videos / "broken.mp4")
+  (videos / "folder.mp4").mkdir()
+  out = tmp_path / "out"
+  stale = [left_by_killed_run(out, "status"), left_by_killed_run(out / "prepared", "x.npz"),
+           left_by_killed_run(out / "videos", "1.0.0")]
+  pattern = f"--input={videos}/*"
+  assert run_job(videos, out, mediapipe_models, pattern) == 0
+  summary = json.loads((out / build.SUMMARY_FILE).read_text())
+  assert summary["videos_in"] == 4 and summary["written"] == 2
+  assert summary["skipped"] == {"missing": 1, "not_a_file": 1}
+  lines = {line["path"]: line for line in summary["videos"]}
+  assert lines[str(videos / "broken.mp4")]["reason"] == "missing"
+  assert lines[str(videos / "folder.mp4")]["reason"] == "not_a_file"
+  ids = {lines[str(videos / name)]["video_id"] for name in ("x.mp4", "x.MP4")}
+  frames = records.open_dataset(summary["dataset"])
+  assert sorted(records.video_index(frames)) == sorted(ids) and len(ids) == 2
+  assert not any(path.exists() for path in stale)
+  assert not [p for p in out.rglob(f"{files.PARTIAL_PREFIX}*")]
+  before = (out / build.SUMMARY_FILE).read_text()
+
+  examples = build.prepared_examples
+
+  def killed_midway(statuses):
+    yield from list(examples(statuses))[:3]
+    raise RuntimeError("killed")
+
+  monkeypatch.setattr(build, "prepared_examples", killed_midway)
+  capsys.readouterr()
+  assert run_job(videos, out, mediapipe_models, pattern) == 1
+  err = capsys.readouterr().err
+  assert err.strip().splitlines()[-1] == "error: RuntimeError: killed (--debug shows the traceback)"
+  assert "Traceback" not in err
+  assert (out / build.SUMMARY_FILE).read_text() == before
+  assert sorted(records.video_index(records.open_dataset(summary["dataset"]))) == sorted(ids)
+  assert not [p for p in out.rglob(f"{files.PARTIAL_PREFIX}*")]
+
+
+def test_unknown_flags_are_refused_and_beam_options_pass_by_name(capsys):
+  base = ["--input=x", "--out=o", "--face_model=procedural:low"]
+  beam = ["--runner=DirectRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing",
+          "--temp_location=/tmp/beam", "--project=p", "--region=r", "--save_main_session"]
+  args, beam_args = build.parse_args(base + beam + ["--size=64"])
+  assert beam_args == beam and args.size == 64
+  for bad, message in (("--szie=64", "unknown flag --szie"), ("--siz=64", "unknown flag --siz"),
+                       ("stray", "unexpected argument 'stray'"),
+                       ("--direct_num_workers=two", "--direct_num_workers: invalid int value")):
+    with pytest.raises(SystemExit) as exit_:
+      build.main(base + [bad])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+
+
+def test_outputs_are_checked_before_any_work(tmp_path, corpus, mediapipe_models, monkeypatch, capsys):
+  folder, _ = corpus
+  monkeypatch.setattr(build, "run_pipeline", lambda *a: pytest.fail("work started"))
+  (tmp_path / "file").write_text("x")
+  inside = tmp_path / "out" / "prepared"
+  inside.mkdir(parents=True)
+  shutil.copy(folder / "wall.mp4", inside / "wall.mp4")
+  videos = f"--input={folder}/*.mp4"
+  cases = {
+      (videos, f"--out={tmp_path / 'file'}"): f"error: --out={tmp_path / 'file'}: is a file, not a folder",
+      (videos, f"--out={tmp_path / 'new'}", "--name=My-Videos"): "error: --name=My-Videos: dataset name",
+      (f"--input={inside}/*.mp4", f"--out={tmp_path / 'out'}"): f"holds the input {inside / 'wall.mp4'}",
+  }
+  for flags, message in cases.items():
+    assert build.main([*flags, "--face_model=procedural:low", f"--detector={mediapipe_models.detector}",
+                       f"--landmarks={mediapipe_models.landmarks}"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+  assert not (tmp_path / "new").exists()
+  monkeypatch.setattr(clip, "track_video", lambda *a, **k: pytest.fail("work started"))
+  wall = folder / "wall.mp4"
+  for out, message in ((wall, f"error: --out={wall}: is also an input ({wall})"),
+                       (tmp_path / "none" / "m.npz", f"error: --out={tmp_path / 'none' / 'm.npz'}: its folder")):
+    assert learn_face_model.main([f"--input={folder}/*.mp4", f"--out={out}", f"--detector={mediapipe_models.detector}",
+                                  f"--landmarks={mediapipe_models.landmarks}"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(message), err
+  with pytest.raises(ValueError, match="My-Videos"):
+    build.main([f"--input={folder}/*.mp4", f"--out={tmp_path / 'new'}", "--name=My-Videos",
+                "--face_model=procedural:low", "--debug"])
+
+
+def truncated_copy(source, path):
+  data = source.read_bytes()
+  path.write_bytes(data[:len(data) // 2])
+  return path
+
+
+def test_a_truncated_video_keeps_its_frames_and_is_reported(tmp_path, testdata, mediapipe_models, capsys):
+  folder = tmp_path / "clips"
+  folder.mkdir()
+  # d20's index sits at the front of the file, so half of it still opens: the container declares
+  # 175 frames, 81 decode.
+  truncated_copy(testdata / "videos" / "d20.mp4", folder / "cut.mp4")
+  assert video.probe(folder / "cut.mp4").num_frames == 175
+  assert run_job(folder, tmp_path / "out", mediapipe_models) == 0
+  summary = json.loads((tmp_path / "out" / build.SUMMARY_FILE).read_text())
+  (line,) = summary["videos"]
+  assert summary["written"] == 1 and summary["truncated"] == 1
+  assert line["truncated"] and line["frames_declared"] == 175 and 0 < line["frames_decoded"] < 175
+  assert line["frames"] > 0.9 * line["frames_decoded"]  # the frames that decoded are kept
+  assert f"truncated: decoded {line['frames_decoded']} of the 175 frames" in line["note"]
+  assert "truncated: decoded" in capsys.readouterr().out
+
+
 def test_local_runs_never_fetch_beams_prism_binary():
   from apache_beam.options.pipeline_options import PipelineOptions
   from apache_beam.runners.portability.fn_api_runner import FnApiRunner
@@ -167,6 +315,54 @@ def test_track_cache_skips_decoding_on_a_second_call(tmp_path, corpus, mediapipe
     assert skipped.value.reason == "no_face"
     counts.append(len(calls))
   assert counts == [6, 6]  # the detector looked at each of the 6 frames once; the skip was cached
+
+
+def tiny_png_claiming(width, height):
+  """A few bytes of PNG whose header declares width x height pixels."""
+  def chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+  header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+  return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+
+
+def test_a_huge_picture_is_refused_by_its_header(tmp_path):
+  path = tmp_path / "huge.png"
+  path.write_bytes(tiny_png_claiming(20000, 20000))
+  for read in (clip.read_image, lambda p: clip.track_image(p, pytest.fail, pytest.fail)):
+    with pytest.raises(clip.SkippedVideo, match="400000000 pixels") as skipped:
+      read(path)
+    assert skipped.value.reason == "too_large" and str(path) in str(skipped.value)
+  path.write_bytes(tiny_png_claiming(10000, 10000))  # above the limit, below PIL's own refusal
+  with pytest.raises(clip.SkippedVideo, match="10000x10000 \\(100 megapixels\\)") as skipped:
+    clip.read_image(path)
+  assert skipped.value.reason == "too_large"
+  (tmp_path / "folder.png").mkdir()
+  with pytest.raises(clip.SkippedVideo, match="folder") as skipped:
+    clip.read_image(tmp_path / "folder.png")
+  assert skipped.value.reason == "not_a_file"
+
+
+def test_a_damaged_track_cache_entry_is_made_again(tmp_path, caplog):
+  wall = tmp_path / "wall.mp4"
+  video.write_video(wall, [np.full((64, 64, 3), 90, np.uint8)] * 4, fps=25)
+  calls = []
+
+  def no_faces(image):
+    calls.append(1)
+    return []
+
+  settings = clip.PrepSettings()
+  cache = tmp_path / "tracks"
+  entry = cache / f"{clip.track_cache_key(wall, settings, ())}.npz"
+  cache.mkdir()
+  entry.write_bytes(b"garbage, as a disk error or a killed copy leaves it")
+  with pytest.raises(clip.SkippedVideo, match="no face"):
+    clip.cached_track(wall, no_faces, None, settings, cache)
+  assert len(calls) == 4 and "unreadable track cache entry" in caplog.text
+  with pytest.raises(clip.SkippedVideo, match="no face"):
+    clip.cached_track(wall, no_faces, None, settings, cache)
+  assert len(calls) == 4  # healed: the rewritten entry is read
+  assert os.listdir(cache) == [entry.name]
 
 
 def test_shared_clips_are_fitted(tmp_path, testdata, mediapipe_models):

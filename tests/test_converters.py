@@ -233,7 +233,16 @@ def test_cli_errors_are_one_line(source, tmp_path, capsys):
   unwritable = tmp_path / "no_such_dir" / "bfm.npz"
   assert convert_face_model.main(["--format=3ddfa_v2", f"--bfm={source['bfm']}", f"--params={source['params']}",
                                   f"--tri={source['tri_path']}", f"--out={unwritable}"]) == 1
-  assert capsys.readouterr().err.splitlines()[-1].startswith(f"error: cannot write {unwritable}")
+  assert capsys.readouterr().err.splitlines() == [f"error: --out={unwritable}: its folder {unwritable.parent} does "
+                                                  "not exist"]
+  # The output is checked before the conversion: an input named as the output is refused, untouched.
+  before = open(source["params"], "rb").read()
+  assert convert_face_model.main(["--format=3ddfa_v2", f"--bfm={source['bfm']}", f"--params={source['params']}",
+                                  f"--out={source['params']}"]) == 1
+  assert capsys.readouterr().err.splitlines() == [
+      f"error: --out={source['params']}: is also an input ({source['params']}); writing it would destroy the input: "
+      "choose another output path"]
+  assert open(source["params"], "rb").read() == before
 
 
 def test_cli_requires_format_inputs(tmp_path, capsys):

@@ -5,7 +5,9 @@ import os
 import pickle
 import re
 import shutil
+import subprocess
 import sys
+import tempfile
 
 import grain
 import numpy as np
@@ -14,7 +16,7 @@ import tensorflow_datasets as tfds
 from array_record.python import array_record_module
 from PIL import Image
 
-from tfvgan_jax import face3d
+from tfvgan_jax import face3d, files
 from tfvgan_jax.data import records
 from tfvgan_jax.data.sampling import FrameIndex
 
@@ -222,7 +224,7 @@ def test_write_refuses_bad_examples_and_leaves_nothing(tmp_path, model):
   for message, examples in cases.items():
     with pytest.raises(ValueError, match=message):
       records.write_dataset(tmp_path, "bad", examples, model, SIZE)
-    assert not (tmp_path / "bad" / "1.0.0").exists()
+    assert not (tmp_path / "bad").exists()
   with pytest.raises(ValueError, match="lower case"):
     records.write_dataset(tmp_path, "Bad-name", good, model, SIZE)
   path = records.write_dataset(tmp_path, "twice", good, model, SIZE)
@@ -230,6 +232,36 @@ def test_write_refuses_bad_examples_and_leaves_nothing(tmp_path, model):
     records.write_dataset(tmp_path, "twice", good, model, SIZE)
   records.write_dataset(tmp_path, "twice", good[:1], model, SIZE, overwrite=True)
   assert len(records.open_dataset(path)) == 1
+
+
+def test_overwrite_keeps_the_old_version_until_the_new_one_is_complete(tmp_path, model, monkeypatch):
+  temporary = tmp_path / "tmp"
+  temporary.mkdir()
+  monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+  old = make_examples(model, videos=("old",), frames=2)
+  path = records.write_dataset(tmp_path / "out", "data", old, model, SIZE)
+  assert os.listdir(temporary) == []  # TFDS's own temporary folders too
+  tmp_path = tmp_path / "out"
+
+  def failing_midway():
+    yield from make_examples(model, videos=("new",), frames=2)
+    raise KeyboardInterrupt  # killed while the new records are written
+
+  with pytest.raises(KeyboardInterrupt):
+    records.write_dataset(tmp_path, "data", failing_midway(), model, SIZE, overwrite=True)
+  assert sorted(records.video_index(records.open_dataset(path))) == ["old"]
+  assert os.listdir(tmp_path / "data") == ["1.0.0"]
+  # A kill -9 leaves the staging folder: the next write removes it (its process has ended).
+  child = subprocess.Popen([sys.executable, "-c", "pass"])
+  child.wait()
+  leftover = tmp_path / "data" / files.partial_name("1.0.0").replace(f"{os.getpid()}@", f"{child.pid}@", 1)
+  (leftover / "data" / "1.0.0").mkdir(parents=True)
+  records.write_dataset(tmp_path, "data", make_examples(model, videos=("new",), frames=2), model, SIZE,
+                        overwrite=True)
+  assert sorted(records.video_index(records.open_dataset(path))) == ["new"]
+  assert os.listdir(tmp_path / "data") == ["1.0.0"]
+  with pytest.raises(ValueError, match="lower case"):
+    records.check_name("Videos")
 
 
 def test_grain_reads_it_as_a_source(written):

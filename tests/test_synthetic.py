@@ -81,3 +81,37 @@ def test_render_shows_the_face_over_the_background(model, video):
 def test_render_needs_albedo(model, video):
   with pytest.raises(ValueError, match="no albedo"):
     synthetic.render_frames(model.replace(albedo=None), video.appearance, video.id_coeffs, video.exp_coeffs[:1], video.cameras[:1], SIZE)
+
+
+def test_cached_corpus_removes_a_killed_builds_staging_and_leaves_none(tmp_path, model):
+  import os
+  import subprocess
+  import sys
+
+  from tfvgan_jax import files
+  child = subprocess.Popen([sys.executable, "-c", "pass"])
+  child.wait()
+  name = f"synthetic_v1_f2_s16_seed0_{model.name}_{face3d.content_hash(model)[:8]}"
+  killed = tmp_path / files.partial_name(name).replace(f"{os.getpid()}@", f"{child.pid}@", 1)
+  (killed / "synthetic").mkdir(parents=True)
+  dataset = synthetic.cached_corpus(tmp_path, model, 1, 2, 16, 0, log=lambda *_: None)
+  assert os.listdir(tmp_path) == [name] and dataset.exists()
+  assert synthetic.cached_corpus(tmp_path, model, 1, 2, 16, 0, log=lambda *_: None) == dataset
+
+
+def test_cli_checks_out_and_name_before_rendering(tmp_path):
+  import pathlib
+  import subprocess
+  import sys
+  repo = pathlib.Path(__file__).resolve().parents[1]
+  (tmp_path / "file").write_text("x")
+  not_a_folder = f"error: --out={tmp_path / 'file'}: is a file, not a folder"
+  for flags, message in (([f"--out={tmp_path / 'file'}"], not_a_folder),
+                         ([f"--out={tmp_path}", "--name=Synthetic-1"], "error: --name=Synthetic-1: dataset name"),
+                         ([f"--out={tmp_path}", "--vidoes=2"], "error: Unknown command line flag 'vidoes'")):
+    done = subprocess.run([sys.executable, "-m", "data_prep.synthetic", *flags], cwd=repo, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines()[-1].startswith(message), done.stderr
+    assert "Traceback" not in done.stderr
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]

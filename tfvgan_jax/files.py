@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
-import tempfile
+import socket
 import uuid
 from collections.abc import Iterable, Iterator
 from typing import Optional, Union
@@ -25,8 +26,11 @@ from typing import Optional, Union
 PathLike = Union[str, os.PathLike]
 
 # Temporary files and folders start with this, so a folder listing (and a glob over inputs) can
-# tell them from finished files.
+# tell them from finished files. The full name is `.partial-<pid>@<host>-<random>-<name>`: the
+# process that made it, so that a later run can tell the leftovers of a killed process (which it
+# removes, `remove_stale_partials`) from the work of one still running.
 PARTIAL_PREFIX = ".partial-"
+_PARTIAL_NAME = re.compile(r"\.partial-(\d+)@([A-Za-z0-9_]+)-([0-9a-f]{8})-(.*)", re.DOTALL)
 
 
 class OutputPathError(ValueError):
@@ -127,7 +131,7 @@ def atomic_path(path: PathLike) -> Iterator[str]:
   directory = os.path.dirname(os.path.abspath(path))
   base = os.path.basename(path)
   _, suffix = os.path.splitext(base)
-  temporary = os.path.join(directory, f"{PARTIAL_PREFIX}{uuid.uuid4().hex[:12]}-{base[:64]}")
+  temporary = os.path.join(directory, partial_name(base[:64]))
   if suffix and not temporary.endswith(suffix):
     temporary += suffix
   try:
@@ -170,12 +174,98 @@ def write_text(path: PathLike, text: str) -> None:
   write_bytes(path, text.encode("utf-8"))
 
 
+def _host() -> str:
+  return re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname())[:64] or "host"
+
+
+def partial_name(name: str) -> str:
+  """A new temporary name for `name` (no path): `.partial-<pid>@<host>-<random>-<name>`."""
+  return f"{PARTIAL_PREFIX}{os.getpid()}@{_host()}-{uuid.uuid4().hex[:8]}-{name}"
+
+
+def _process_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except OSError:  # exists, but another user's
+    return True
+  return True
+
+
+def _stale(entry: str) -> Optional[str]:
+  """The `name` part of a `.partial-*` entry left by a process of this machine that has ended, else None."""
+  match = _PARTIAL_NAME.fullmatch(entry)
+  if not match or match.group(2) != _host():
+    return None
+  pid = int(match.group(1))
+  return None if pid == os.getpid() or _process_alive(pid) else match.group(4)
+
+
+def remove_stale_partials(folder: PathLike, name: Optional[str] = None) -> list[str]:
+  """Removes the temporary files and folders in `folder` that a killed process left behind.
+
+  Only entries named by `partial_name` (as `atomic_path`, `staging_dir` and `replace_dir` name
+  them) whose process ran on this machine and has ended are removed: never a user's file, never
+  the work of a running process (of this machine or another). With `name`, only the leftovers of
+  that output (`name` itself, or a name starting with `name-`).
+
+  Returns:
+    The paths removed.
+  """
+  folder = os.path.expanduser(os.fspath(folder))
+  try:
+    entries = os.listdir(folder)
+  except OSError:
+    return []
+  removed = []
+  for entry in sorted(entries):
+    rest = _stale(entry)
+    if rest is None or (name is not None and rest != name and not rest.startswith(f"{name}-")):
+      continue
+    path = os.path.join(folder, entry)
+    if os.path.isdir(path) and not os.path.islink(path):
+      shutil.rmtree(path, ignore_errors=True)
+    else:
+      with contextlib.suppress(OSError):
+        os.remove(path)
+    if not os.path.lexists(path):
+      removed.append(path)
+  return removed
+
+
 def staging_dir(target: PathLike) -> str:
-  """A new empty folder beside `target` to build a replacement for it in (see `replace_dir`)."""
+  """A new empty folder beside `target` to build a replacement for it in (see `replace_dir`).
+
+  Before it is made, the leftovers of earlier builds of `target` by killed processes are cleaned
+  up (`recover_dir`).
+  """
   target = os.path.expanduser(os.fspath(target))
   parent = os.path.dirname(os.path.abspath(target))
   os.makedirs(parent, exist_ok=True)
-  return tempfile.mkdtemp(dir=parent, prefix=f"{PARTIAL_PREFIX}{os.path.basename(target)}-")
+  recover_dir(target)
+  # os.mkdir, not mkdtemp: the folder may become `target` itself, which others read (mkdtemp's is 0700).
+  staged = os.path.join(parent, partial_name(os.path.basename(target)))
+  os.mkdir(staged)
+  return staged
+
+
+def recover_dir(target: PathLike) -> list[str]:
+  """Undoes what a killed `replace_dir` or build of `target` left: restores the old folder if the
+  kill came between its two renames, and removes stale staging folders (`remove_stale_partials`).
+
+  Returns:
+    The paths removed.
+  """
+  target = os.path.expanduser(os.fspath(target))
+  parent, base = os.path.dirname(os.path.abspath(target)), os.path.basename(target)
+  if not os.path.lexists(target):
+    with contextlib.suppress(OSError):
+      for entry in sorted(os.listdir(parent)):
+        if _stale(entry) == f"{base}-old":
+          os.replace(os.path.join(parent, entry), target)
+          break
+  return remove_stale_partials(parent, base)
 
 
 def replace_dir(staged: PathLike, target: PathLike) -> None:
@@ -183,14 +273,14 @@ def replace_dir(staged: PathLike, target: PathLike) -> None:
 
   The old folder is renamed aside first, the new one renamed into place, then the old one removed:
   a crash between the two renames leaves the old content intact under `.partial-*-old` beside
-  `target` (never a half-written `target`).
+  `target` (never a half-written `target`), which the next `staging_dir` or `recover_dir` of
+  `target` puts back.
   """
   staged = os.fspath(staged)
   target = os.path.expanduser(os.fspath(target))
   old = None
   if os.path.lexists(target):
-    old = os.path.join(os.path.dirname(os.path.abspath(target)),
-                       f"{PARTIAL_PREFIX}{os.path.basename(target)}-{uuid.uuid4().hex[:8]}-old")
+    old = os.path.join(os.path.dirname(os.path.abspath(target)), partial_name(f"{os.path.basename(target)}-old"))
     os.replace(target, old)
   try:
     os.replace(staged, target)

@@ -34,15 +34,16 @@ files; `video_index` gives them back in frame order.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import operator
 import os
 import re
+import shutil
 import tempfile
 import threading
 import types
-import uuid
 import zipfile
 from typing import Iterable, Mapping, Optional, Union
 
@@ -53,7 +54,7 @@ from array_record.python import array_record_module
 from etils import epath
 from PIL import Image
 
-from tfvgan_jax import face3d
+from tfvgan_jax import face3d, files
 
 DATASET_VERSION = "1.0.0"
 NUM_LANDMARKS = 68
@@ -164,6 +165,14 @@ def _encode_example(example: Mapping, number: int, image_size: int, num_id: int,
   }
 
 
+class _FrameDatasetInfo(tfds.core.DatasetInfo):
+  """TFDS's DatasetInfo, without the look-up of precomputed statistics on TFDS's GCS bucket: none
+  exist for these datasets, and TFDS's look-up leaves an empty temporary folder behind every time."""
+
+  def initialize_from_bucket(self) -> None:
+    pass
+
+
 class _FrameBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """Writes one split of frame records; `write_dataset` makes a subclass named after the dataset."""
 
@@ -186,7 +195,7 @@ class _FrameBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _info(self) -> tfds.core.DatasetInfo:
     meta = self._metadata
-    return tfds.core.DatasetInfo(
+    return _FrameDatasetInfo(
         builder=self,
         description=(f"Video frames as {meta['image_size']}x{meta['image_size']} aligned crops, fitted "
                      f"with morphable model {meta['model_name']!r} (content hash {meta['model_hash']})."),
@@ -232,7 +241,10 @@ def write_dataset(out_dir: PathLike, name: str, examples: Iterable[Mapping], mod
     jpeg_quality: JPEG quality for array images.
     num_shards: how many ArrayRecord files to write; by default TFDS picks it from the size
       (files of 64 MiB to 1 GiB).
-    overwrite: replace an existing dataset at that path instead of refusing.
+    overwrite: replace an existing dataset at that path instead of refusing. On a local disk the
+      new version is built in a staging folder beside it (`.partial-*`) and swapped in only when
+      complete: a failed or killed write leaves the earlier version as it was, and the next write
+      removes what a killed one left.
 
   Returns:
     The dataset directory `out_dir/name/1.0.0`, with its video index already built.
@@ -242,14 +254,14 @@ def write_dataset(out_dir: PathLike, name: str, examples: Iterable[Mapping], mod
       message gives its position in `examples`, video and frame); no dataset is left on disk.
     FileExistsError: the dataset exists and `overwrite` is False.
   """
-  for label, value in (("name", name), ("split", split)):
-    if not _NAME_PATTERN.fullmatch(value):
-      raise ValueError(f"dataset {label} {value!r} must be lower case letters, digits and '_', starting with a letter")
+  check_name(name)
+  check_name(split, "split")
   target = epath.Path(out_dir) / name / DATASET_VERSION
-  if target.exists():
-    if not overwrite:
-      raise FileExistsError(f"{target} already exists (pass overwrite=True to replace it)")
-    target.rmtree()
+  local = "://" not in os.fspath(target)
+  if local:
+    files.recover_dir(target)
+  if target.exists() and not overwrite:
+    raise FileExistsError(f"{target} already exists (pass overwrite=True to replace it)")
   metadata = {
       "model_name": model.name,
       "model_hash": face3d.content_hash(model),
@@ -261,14 +273,49 @@ def write_dataset(out_dir: PathLike, name: str, examples: Iterable[Mapping], mod
   }
   builder_class = types.new_class(f"FrameBuilder_{name}", (_FrameBuilder,), {"skip_registration": True},
                                   lambda namespace: namespace.update(name=name, __module__=__name__))
-  builder = builder_class(examples=examples, split=split, metadata=metadata, data_dir=os.fspath(out_dir),
+  if not local:
+    # Object stores have no folder rename: the old version goes first (a local out_dir keeps it
+    # until the new one is complete).
+    if target.exists():
+      target.rmtree()
+    path = _build(builder_class, examples, split, metadata, out_dir, num_shards)
+    video_index(FrameDataset(path, split))
+    return path
+  # Built in a staging folder beside the target and swapped in complete: a failed or killed write
+  # leaves the earlier version as it was.
+  made_parent = not target.parent.exists()
+  staging = files.staging_dir(target)
+  try:
+    built = _build(builder_class, examples, split, metadata, staging, num_shards)
+    video_index(FrameDataset(built, split))
+    files.replace_dir(built, target)
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
+    if made_parent and not target.exists():
+      with contextlib.suppress(OSError):
+        target.parent.rmdir()
+  return target
+
+
+def _build(builder_class, examples, split: str, metadata: dict, data_dir, num_shards) -> epath.Path:
+  builder = builder_class(examples=examples, split=split, metadata=metadata, data_dir=os.fspath(data_dir),
                           file_format="array_record")
-  # Nothing is downloaded, but TFDS makes a download folder; keep it out of `out_dir`.
+  # Nothing is downloaded, but TFDS makes a download folder; keep it out of `data_dir`.
   with tempfile.TemporaryDirectory() as download_dir:
     builder.download_and_prepare(download_dir=download_dir,
                                  download_config=tfds.download.DownloadConfig(num_shards=num_shards))
-  video_index(FrameDataset(builder.data_path, split))
   return epath.Path(builder.data_path)
+
+
+def check_name(name: str, label: str = "name") -> str:
+  """Refuses a dataset (or split) name TFDS cannot use in its file names; returns it.
+
+  Raises:
+    ValueError: the name is not lower case letters, digits and '_', starting with a letter.
+  """
+  if not isinstance(name, str) or not _NAME_PATTERN.fullmatch(name):
+    raise ValueError(f"dataset {label} {name!r} must be lower case letters, digits and '_', starting with a letter")
+  return name
 
 
 def _dataset_dir(path: PathLike) -> epath.Path:
@@ -519,10 +566,11 @@ def _index_fields(dataset: FrameDataset) -> tuple[np.ndarray, np.ndarray]:
   buffer = io.BytesIO()
   np.savez(buffer, fingerprint=np.str_(fingerprint), video_id=video_ids, frame_index=frames)
   # Written aside and renamed, so that concurrent readers never see a partial file.
-  partial = cache.parent / f"{cache.name}.{uuid.uuid4().hex}.tmp"
   try:
-    partial.write_bytes(buffer.getvalue())
-    partial.replace(cache)
+    if "://" in os.fspath(cache):
+      cache.write_bytes(buffer.getvalue())
+    else:
+      files.write_bytes(cache, buffer.getvalue())
   except OSError as error:
     logging.warning("%s: cannot cache the video index (%s); it will be rebuilt on every open", cache, error)
   return video_ids, frames

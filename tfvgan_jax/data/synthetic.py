@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import shutil
-import tempfile
 from typing import NamedTuple
 
 import jax
@@ -31,7 +30,7 @@ import numpy as np
 from etils import epath
 from PIL import Image
 
-from tfvgan_jax import face3d, render
+from tfvgan_jax import face3d, files, render
 from tfvgan_jax.data import records
 
 FPS = 25.0
@@ -262,8 +261,10 @@ def cached_corpus(cache_dir, model: face3d.MorphableModel, num_videos: int, num_
   """The synthetic corpus as a frame dataset in `cache_dir`, built on first use.
 
   The dataset's name encodes every argument, so a changed setting builds a new corpus beside the
-  old one instead of silently reusing it. It is written to a temporary folder and renamed into
-  place, so a build that is interrupted leaves nothing that a later run would mistake for a corpus.
+  old one instead of silently reusing it. It is written to a staging folder (`.partial-*`) and
+  renamed into place, so a build that is interrupted leaves nothing that a later run would mistake
+  for a corpus; a later call removes the staging folders that killed builds left. When several
+  processes build the same corpus at once, the first to finish wins and the others use its copy.
 
   Returns:
     The dataset directory (for `records.open_dataset` or `config.data.videos`).
@@ -277,11 +278,15 @@ def cached_corpus(cache_dir, model: face3d.MorphableModel, num_videos: int, num_
   cache_dir.mkdir(parents=True, exist_ok=True)
   log(f"building the synthetic corpus {name} ({num_videos} videos x {num_frames} frames at {size} px) "
       f"in {cache_dir} (once)")
-  staging = epath.Path(tempfile.mkdtemp(prefix=f".{name}-", dir=cache_dir))
+  staging = epath.Path(files.staging_dir(final))
   try:
     examples = corpus_examples(model, num_videos, num_frames, size, seed)
     records.write_dataset(staging, "synthetic", examples, model, size)
-    staging.rename(final)
+    try:
+      staging.rename(final)
+    except OSError:
+      if not final.exists():
+        raise
   finally:
     if staging.exists():
       shutil.rmtree(staging, ignore_errors=True)

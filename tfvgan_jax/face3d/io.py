@@ -20,6 +20,7 @@ from typing import Optional
 
 import numpy as np
 
+from tfvgan_jax import files
 from tfvgan_jax.face3d.model import MorphableModel
 
 FORMAT_VERSION = 1
@@ -98,9 +99,11 @@ def save(model: MorphableModel, path) -> None:
   """Writes `model` as a native `.npz` (validated first, so a bad model never reaches disk)."""
   arrays = model_arrays(model)
   validate_arrays(arrays, path)
-  tmp = f"{path}.tmp.npz"
-  np.savez(tmp, format_version=np.int32(FORMAT_VERSION), name=np.str_(model.name), licence=np.str_(model.licence), **arrays)
-  os.replace(tmp, path)
+  # Atomically (a killed write leaves the earlier file), and to an open file so that NumPy adds no
+  # ".npz" to a path without it.
+  with files.atomic_path(path) as temporary, open(temporary, "wb") as f:
+    np.savez(f, format_version=np.int32(FORMAT_VERSION), name=np.str_(model.name), licence=np.str_(model.licence),
+             **arrays)
 
 
 def load(path) -> MorphableModel:

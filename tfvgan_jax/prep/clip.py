@@ -10,8 +10,8 @@ The stages, each usable alone (the data_prep jobs and editing both call them):
   crop_frames    decode again (streaming) and cut the crop of every tracked frame.
 
 A video that cannot be used raises `SkippedVideo` with a short `reason` a batch job counts by
-(missing, empty_file, unreadable, no_video_stream, decode_error, no_frames, no_face, too_short,
-face_too_small, fit_failed) and a message naming the file.
+(missing, not_a_file, empty_file, unreadable, too_large, no_video_stream, decode_error, no_frames,
+no_face, too_short, face_too_small, fit_failed) and a message naming the file.
 
 A morphable model on the Face Mesh topology (468 vertices whose landmark list is
 `topology.IBUG68_FROM_MESH`, as `data_prep.learn_face_model` writes) is fitted to all 468 points;
@@ -25,13 +25,16 @@ import hashlib
 import io
 import json
 import os
+import warnings
+import zipfile
 from collections.abc import Callable, Iterator
 from typing import NamedTuple, Optional
 
 import numpy as np
+from absl import logging
 from etils import epath
 
-from tfvgan_jax import face3d
+from tfvgan_jax import face3d, files
 from tfvgan_jax.prep import crop as crop_lib
 from tfvgan_jax.prep import fit as fit_lib
 from tfvgan_jax.prep import landmarks as landmarks_lib
@@ -40,6 +43,9 @@ from tfvgan_jax.prep import track as track_lib
 from tfvgan_jax.prep import video as video_lib
 
 NUM_MESH_POINTS = 468
+# Pictures above this many pixels are refused before decoding (PIL's own decompression-bomb
+# threshold): 89 megapixels is 270 MB of RGB.
+MAX_IMAGE_PIXELS = 89_478_485
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 # Bumped when a change to the stages makes cached tracks stale.
 _TRACK_CACHE_VERSION = 1
@@ -163,6 +169,7 @@ def track_video(path, detector, landmarker, settings: PrepSettings = PrepSetting
   Raises:
     SkippedVideo: the video cannot be read, or its main face is missing, too short or too small.
   """
+  check_input_file(path)
   try:
     info = video_lib.probe(path)
     frames = _frames(path, settings)
@@ -193,18 +200,43 @@ def is_image(path) -> bool:
   return os.fspath(path).lower().endswith(IMAGE_SUFFIXES)
 
 
+def check_input_file(path) -> None:
+  """Refuses a path that is not a regular file (a link to one is fine).
+
+  Raises:
+    SkippedVideo: missing (also a link whose target is gone) or not_a_file (a folder, a device ...).
+  """
+  if not os.path.exists(path):
+    problem = f"a link to {os.readlink(path)}, which does not exist" if os.path.islink(path) else "no such file"
+    raise SkippedVideo(path, "missing", problem)
+  if not os.path.isfile(path):
+    problem = "is a folder, not a file" if os.path.isdir(path) else "is not a regular file"
+    raise SkippedVideo(path, "not_a_file", problem)
+
+
 def read_image(path) -> np.ndarray:
   """[H, W, 3] uint8 RGB pixels of a picture file.
 
   Raises:
-    SkippedVideo: missing or unreadable (reasons missing, unreadable).
+    SkippedVideo: missing, not a file, unreadable, or larger than MAX_IMAGE_PIXELS (reasons
+      missing, not_a_file, unreadable, too_large); the size is checked from the header, before
+      anything is decoded.
   """
   from PIL import Image, UnidentifiedImageError
-  if not os.path.exists(path):
-    raise SkippedVideo(path, "missing", "no such file")
+  check_input_file(path)
   try:
-    with Image.open(path) as picture:
+    with warnings.catch_warnings():
+      # PIL warns from 89 megapixels on; the size is checked here, with the file's name.
+      warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+      picture = Image.open(path)
+    with picture:
+      width, height = picture.size
+      if width * height > MAX_IMAGE_PIXELS:
+        raise SkippedVideo(path, "too_large", f"the picture is {width}x{height} ({width * height / 1e6:.0f} "
+                           f"megapixels), more than the {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels accepted")
       return np.asarray(picture.convert("RGB"))
+  except Image.DecompressionBombError as error:
+    raise SkippedVideo(path, "too_large", f"the picture is too large to decode ({error})") from error
   except (UnidentifiedImageError, OSError) as error:
     raise SkippedVideo(path, "unreadable", f"not a readable picture ({error})") from error
 
@@ -257,9 +289,31 @@ def write_npz_atomically(path: epath.Path, **arrays) -> None:
   """Writes an .npz atomically (a temporary name, then a rename), so a killed job leaves no half file."""
   buffer = io.BytesIO()
   np.savez(buffer, **arrays)
-  partial = path.parent / f".{path.name}.partial"
-  partial.write_bytes(buffer.getvalue())
-  partial.replace(path)
+  if "://" in os.fspath(path):
+    # Object stores make an object visible only once it is completely written.
+    epath.Path(path).write_bytes(buffer.getvalue())
+  else:
+    files.write_bytes(path, buffer.getvalue())
+
+
+def _read_cached_track(entry: epath.Path, path) -> Optional[FaceTrack]:
+  """The track stored in cache entry `entry`, or None where it is unreadable (it is then re-made).
+
+  Raises:
+    SkippedVideo: the entry records a skip.
+  """
+  try:
+    with np.load(io.BytesIO(entry.read_bytes()), allow_pickle=False) as stored:
+      if "skip_reason" in stored:
+        skipped = SkippedVideo(path, str(stored["skip_reason"]), str(stored["skip_problem"]))
+      else:
+        return FaceTrack(stored["frames"], stored["points"], tuple(int(v) for v in stored["frame_size"]),
+                         float(stored["fps"]), int(stored["frames_decoded"]), os.fspath(path))
+  except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+    logging.warning("%s: unreadable track cache entry (%s: %s); tracking %s again", entry, type(error).__name__,
+                    error, os.fspath(path))
+    return None
+  raise skipped
 
 
 def cached_track(path, detector, landmarker, settings: PrepSettings, cache_dir, model_hashes=(),
@@ -268,18 +322,16 @@ def cached_track(path, detector, landmarker, settings: PrepSettings, cache_dir, 
 
   A skip is cached too (its reason and message), so a re-run does not decode a faceless video again.
   `model_hashes` (of the detector and landmark model files) are part of the key; `file_identity`
-  stands for the file's own (see `track_cache_key`).
+  stands for the file's own (see `track_cache_key`). An entry that cannot be read (a damaged file)
+  is treated as absent: the video is tracked again and the entry rewritten, with a warning.
   """
-  if not os.path.exists(path):
-    raise SkippedVideo(path, "missing", "no such file")
+  check_input_file(path)
   cache_dir = epath.Path(cache_dir)
   entry = cache_dir / f"{track_cache_key(path, settings, tuple(model_hashes), file_identity)}.npz"
   if entry.exists():
-    with np.load(io.BytesIO(entry.read_bytes()), allow_pickle=False) as stored:
-      if "skip_reason" in stored:
-        raise SkippedVideo(path, str(stored["skip_reason"]), str(stored["skip_problem"]))
-      return FaceTrack(stored["frames"], stored["points"], tuple(int(v) for v in stored["frame_size"]),
-                       float(stored["fps"]), int(stored["frames_decoded"]), os.fspath(path))
+    cached = _read_cached_track(entry, path)
+    if cached is not None:
+      return cached
   cache_dir.mkdir(parents=True, exist_ok=True)
   try:
     result = track_video(path, detector, landmarker, settings, progress)
@@ -287,7 +339,7 @@ def cached_track(path, detector, landmarker, settings: PrepSettings, cache_dir, 
     write_npz_atomically(entry, skip_reason=np.str_(skipped.reason), skip_problem=np.str_(skipped.problem))
     raise
   write_npz_atomically(entry, frames=result.frames, points=result.points, frame_size=np.asarray(result.frame_size),
-            fps=np.float64(result.fps), frames_decoded=np.int64(result.frames_decoded))
+                       fps=np.float64(result.fps), frames_decoded=np.int64(result.frames_decoded))
   return result
 
 

@@ -19,9 +19,10 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
-import tempfile
 import zipfile
 from typing import NamedTuple
+
+from tfvgan_jax import files
 
 FETCH_COMMAND = "python -m data_prep.models fetch"
 MEDIAPIPE_VERSION = "0.10.21"
@@ -65,21 +66,6 @@ def sha256_of(path) -> str:
   return digest.hexdigest()
 
 
-def _write_atomically(path: str, data: bytes) -> None:
-  """Writes to a temporary file in the same directory, then renames it over `path`."""
-  directory = os.path.dirname(path) or "."
-  os.makedirs(directory, exist_ok=True)
-  handle, temporary = tempfile.mkstemp(dir=directory, prefix=".partial-")
-  try:
-    with os.fdopen(handle, "wb") as f:
-      f.write(data)
-    os.chmod(temporary, 0o644)  # mkstemp makes it private; these are shared read-only models
-    os.replace(temporary, path)
-  except BaseException:
-    if os.path.exists(temporary):
-      os.remove(temporary)
-    raise
-
 
 def _read_member(archive_path: str, archive: zipfile.ZipFile, member: str) -> bytes:
   try:
@@ -119,7 +105,7 @@ def extract_from_wheel(wheel_path, out_dir) -> ModelPaths:
           f"(MediaPipe {MEDIAPIPE_VERSION})")
   for member, data in contents.items():
     path = os.path.join(os.fspath(out_dir), posixpath.basename(member))
-    _write_atomically(path, data)
+    files.write_bytes(path, data)
     written.append(path)
   return ModelPaths(*written)
 
@@ -135,7 +121,7 @@ def _unpack_task(task_path: str) -> ModelPaths:
     return paths
   with _open_zip(task_path) as bundle:
     for member, path in zip((TASK_DETECTOR_FILE, TASK_LANDMARK_FILE), paths):
-      _write_atomically(path, _read_member(task_path, bundle, member))
+      files.write_bytes(path, _read_member(task_path, bundle, member))
   return paths
 
 
