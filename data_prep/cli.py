@@ -11,6 +11,8 @@ import argparse
 import sys
 from collections.abc import Callable
 
+from tfvgan_jax.cli import one_line
+
 # Exit status of a command line that cannot be parsed (as argparse's own).
 USAGE_STATUS = 2
 
@@ -30,19 +32,6 @@ class ArgumentParser(argparse.ArgumentParser):
 
   def error(self, message):
     self.exit(USAGE_STATUS, f"error: {' '.join(message.split())}\n")
-
-
-def _expected(error: BaseException) -> bool:
-  """Whether the message alone says what went wrong: the project's own errors and the OS's."""
-  return (isinstance(error, (ValueError, OSError, UsageError))
-          or type(error).__module__.startswith(("tfvgan_jax", "data_prep")))
-
-
-def one_line(error: BaseException) -> str:
-  """The error's message on one line; the exception's type leads (with a pointer to --debug) for
-  anything unexpected."""
-  message = " ".join(str(error).split()) or type(error).__name__
-  return message if _expected(error) else f"{type(error).__name__}: {message} (--debug shows the traceback)"
 
 
 def run(body: Callable[[], int], debug: bool) -> int:

@@ -27,16 +27,20 @@ OUT = flags.DEFINE_string("out", None, "the output: edit: the mp4 to write; eval
                           "and results.json (default: the checkpoint's workdir)")
 
 
-def error_line(error: BaseException) -> str:
-  """`error: ...` for an exception: its message, or its type where it has none."""
-  text = str(error).strip() or type(error).__name__
-  if isinstance(error, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)) and \
-      getattr(error, "filename", None) and error.strerror:
-    text = f"{error.filename}: {error.strerror}"
-  elif isinstance(error, KeyError):
-    text = f"missing key {text}"
-  text = "; ".join(line.strip() for line in text.splitlines() if line.strip())
-  return f"error: {text}"
+def _expected(error: BaseException) -> bool:
+  """Whether the message alone says what went wrong: the project's own errors and the OS's."""
+  return (isinstance(error, (ValueError, OSError))
+          or type(error).__module__.startswith(("tfvgan_jax", "data_prep")))
+
+
+def one_line(error: BaseException) -> str:
+  """The error's message on one line; the exception's type leads (with a pointer to --debug) for
+  anything unexpected."""
+  if isinstance(error, OSError) and getattr(error, "filename", None) and error.strerror:
+    message = f"{error.filename}: {error.strerror}"
+  else:
+    message = " ".join(str(error).split()) or type(error).__name__
+  return message if _expected(error) else f"{type(error).__name__}: {message} (--debug shows the traceback)"
 
 
 def run(main: Callable[[list[str]], None]) -> None:
@@ -50,7 +54,7 @@ def run(main: Callable[[list[str]], None]) -> None:
     except Exception as error:  # noqa: BLE001 - the one place errors become a line for the user
       if _DEBUG.value:
         raise
-      print(error_line(error), file=sys.stderr)
+      print(f"error: {one_line(error)}", file=sys.stderr)
       sys.exit(1)
 
   app.run(guarded)
