@@ -46,3 +46,16 @@ def test_every_config_sets_every_field_the_code_reads():
     missing = {f"{section}.{key}" for section, fields in paper.items() if isinstance(fields, dict)
                for key in fields if key not in config[section]}
     assert not missing, f"{name} lacks {missing}"
+
+
+def test_the_command_line_names_a_bad_variant_in_one_line(tmp_path):
+  import subprocess
+  import sys
+  run = subprocess.run([sys.executable, "-m", "tfvgan_jax.main", "--config=configs/synthetic.py:tiy",
+                        f"--workdir={tmp_path}"], capture_output=True, text=True, timeout=120,
+                       cwd=__import__("helpers").ROOT)
+  assert run.returncode == 2 and "Traceback" not in run.stderr
+  assert run.stderr.strip().splitlines() == [
+      "error: --config=configs/synthetic.py:tiy: ValueError: unknown config variant 'tiy' in 'tiy'; known: res, tiny "
+      "(--helpshort lists the flags)"]
+  assert not any(tmp_path.iterdir())

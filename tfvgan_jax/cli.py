@@ -43,6 +43,23 @@ def one_line(error: BaseException) -> str:
   return message if _expected(error) else f"{type(error).__name__}: {message} (--debug shows the traceback)"
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, its errors as one line (exit status 2): a config file that fails to load
+  (`--config=...:tiy`) shows its exception's last line, not the traceback absl embeds."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as error:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    message = lines[0] if lines else type(error).__name__
+    if len(lines) > 1 and "Traceback" in str(error):
+      flag = lines[0].split(": Error")[0].removeprefix("flag ").strip()
+      message = f"{flag}: {lines[-1]}"
+    if "--debug" in argv or "--debug=true" in argv:
+      raise
+    print(f"error: {message} (--helpshort lists the flags)", file=sys.stderr)
+    sys.exit(2)
+
+
 def run(main: Callable[[list[str]], None]) -> None:
   """`absl.app.run(main)`, with every exception but a keyboard interrupt turned into one line."""
 
@@ -57,4 +74,4 @@ def run(main: Callable[[list[str]], None]) -> None:
       print(f"error: {one_line(error)}", file=sys.stderr)
       sys.exit(1)
 
-  app.run(guarded)
+  app.run(guarded, flags_parser=parse_flags)

@@ -49,6 +49,19 @@ def same_file(a: PathLike, b: PathLike) -> bool:
     return False
 
 
+def _output_path(path, inputs, flag: str, kind: str) -> tuple[str, str]:
+  """(the path as given, expanded): refused when empty or when it is one of the inputs."""
+  text = os.fspath(path) if path is not None else ""
+  if not text:
+    raise OutputPathError(f"{flag}: no output {kind} given")
+  expanded = os.path.expanduser(text)
+  for source in inputs:
+    if source is not None and os.fspath(source) and same_file(expanded, source):
+      raise OutputPathError(f"{flag}={text}: is also an input ({os.fspath(source)}); writing it would destroy "
+                            f"the input: choose another output {kind}")
+  return text, expanded
+
+
 def check_output_file(path: PathLike, inputs: Iterable[Optional[PathLike]] = (), flag: str = "--out",
                       create_parent: bool = False) -> str:
   """Checks, before any work, that a file can be written at `path`; returns it as a string.
@@ -63,14 +76,7 @@ def check_output_file(path: PathLike, inputs: Iterable[Optional[PathLike]] = (),
     OutputPathError: the path is empty, a folder, one of the inputs, or its folder is missing or
       not writable.
   """
-  text = os.fspath(path) if path is not None else ""
-  if not text:
-    raise OutputPathError(f"{flag}: no output path given")
-  path = os.path.expanduser(text)
-  for source in inputs:
-    if source is not None and os.fspath(source) and same_file(path, source):
-      raise OutputPathError(f"{flag}={text}: is also an input ({os.fspath(source)}); writing it would destroy "
-                            f"the input: choose another output path")
+  text, path = _output_path(path, inputs, flag, "path")
   if os.path.isdir(path):
     raise OutputPathError(f"{flag}={text}: is a folder; give a file path")
   parent = os.path.dirname(os.path.abspath(path))
@@ -96,13 +102,7 @@ def check_output_dir(path: PathLike, flag: str = "--out", inputs: Iterable[Optio
     OutputPathError: the path is empty, an existing file, one of the inputs, or not creatable or
       writable.
   """
-  text = os.fspath(path) if path is not None else ""
-  if not text:
-    raise OutputPathError(f"{flag}: no output folder given")
-  path = os.path.expanduser(text)
-  for source in inputs:
-    if source is not None and os.fspath(source) and same_file(path, source):
-      raise OutputPathError(f"{flag}={text}: is also an input ({os.fspath(source)})")
+  text, path = _output_path(path, inputs, flag, "folder")
   if os.path.exists(path) and not os.path.isdir(path):
     raise OutputPathError(f"{flag}={text}: is a file, not a folder")
   existing = path
