@@ -128,3 +128,20 @@ def test_inference_restores_only_the_networks_and_checks_the_recorded_face_model
     inference.load_checkpoint(tmp_path / "run", face_model=str(corrupt))
   with pytest.raises(inference.CheckpointError, match="no checkpoint of step 9"):
     inference.load_checkpoint(tmp_path / "run", step=9)
+
+
+def test_training_command_line_errors_are_one_line(tmp_path, cache_dir):
+  """Before: a corrupt face model or --config.data.batch_size=0 ended in a traceback."""
+  import subprocess
+  import sys
+
+  from helpers import ROOT
+  corrupt = tmp_path / "model.npz"
+  corrupt.write_bytes(b"not a zip file")
+  for extra, expected in (([f"--config.face_model={corrupt}"], f"error: {corrupt}: not a"),
+                          (["--config.data.batch_size=0"], "error: config.data.batch_size=0: must be a positive")):
+    run = subprocess.run([sys.executable, "-m", "tfvgan_jax.main", "--config=configs/synthetic.py:tiny",
+                          f"--workdir={tmp_path / 'run'}", f"--config.data.synthetic.cache_dir={cache_dir}", *extra],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr[-2000:]
+    assert run.stderr.strip().splitlines()[-1].startswith(expected), run.stderr[-2000:]
