@@ -220,6 +220,8 @@ def test_records_of_another_model_or_size_are_refused(checkpoint, run, tmp_path)
     evaluate.evaluate_checkpoint(checkpoint, run[1], num_videos=5, num_frames=2)
   with pytest.raises(evaluate.EvaluationError, match="num_videos >= 2"):
     evaluate.evaluate_checkpoint(checkpoint, run[1], num_videos=1, num_frames=2)
+  with pytest.raises(evaluate.EvaluationError, match="--eval_batch_size=0: must be at least 1"):
+    evaluate.evaluate_checkpoint(checkpoint, run[1], num_videos=2, num_frames=2, batch_size=0)
 
 
 def test_padded_chunks_cover_the_batch_once_with_equal_sizes():

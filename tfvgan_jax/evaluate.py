@@ -312,6 +312,8 @@ def evaluate_checkpoint(checkpoint, videos, num_videos: int = 8, num_frames: int
   if num_videos < 2 or num_frames < 2:
     raise EvaluationError(f"need num_videos >= 2 (swaps pair two videos) and num_frames >= 2 (E_tmp compares "
                           f"consecutive frames), got {num_videos} and {num_frames}")
+  if batch_size < 1:
+    raise EvaluationError(f"--eval_batch_size={batch_size}: must be at least 1 (samples per generator call)")
   if not isinstance(checkpoint, inference.InferenceCheckpoint):
     try:
       checkpoint = inference.load_checkpoint(checkpoint, face_model)
