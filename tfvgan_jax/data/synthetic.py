@@ -264,6 +264,8 @@ def cached_corpus(cache_dir, model: face3d.MorphableModel, num_videos: int, num_
   The dataset's name encodes every argument, so a changed setting builds a new corpus beside the
   old one instead of silently reusing it. It is written to a temporary folder and renamed into
   place, so a build that is interrupted leaves nothing that a later run would mistake for a corpus.
+  Processes that build the same corpus at once (those of a distributed run on one machine) each
+  build it; the first rename wins and the others use its result, which is the same.
 
   Returns:
     The dataset directory (for `records.open_dataset` or `config.data.videos`).
@@ -281,7 +283,11 @@ def cached_corpus(cache_dir, model: face3d.MorphableModel, num_videos: int, num_
   try:
     examples = corpus_examples(model, num_videos, num_frames, size, seed)
     records.write_dataset(staging, "synthetic", examples, model, size)
-    staging.rename(final)
+    try:
+      staging.rename(final)
+    except OSError:
+      if not final.exists():
+        raise
   finally:
     if staging.exists():
       shutil.rmtree(staging, ignore_errors=True)
