@@ -50,7 +50,7 @@ import tqdm
 from absl import app, flags
 from etils import epath
 
-from tfvgan_jax import face3d, render, train
+from tfvgan_jax import distributed, face3d, render, train
 from tfvgan_jax.prep import clip as clip_lib
 from tfvgan_jax.prep import composite, detect, landmarks, model_files
 from tfvgan_jax.prep import crop as crop_lib
@@ -483,12 +483,13 @@ def main(argv):
   if not (_TASK.value and _CHECKPOINT.value and _OUT.value):
     sys.exit("error: --task, --checkpoint and --out are required (see --help)")
   try:
+    distributed.require_one_process("python -m tfvgan_jax.edit")
     inputs = _inputs(_TASK.value)
     settings = EditSettings(batch_size=_BATCH.value, relative=_RELATIVE.value, label=_LABEL.value,
                             mark_synthetic=_MARK.value, progress=_PROGRESS.value)
     editor = Editor(_CHECKPOINT.value, face_model=_FACE_MODEL.value, cache_dir=_CACHE.value, settings=settings)
     report = getattr(editor, _TASK.value)(*inputs.values(), out=_OUT.value)
-  except (EditError, model_files.ModelFilesError, video_lib.VideoError) as error:
+  except (EditError, distributed.DistributedSetupError, model_files.ModelFilesError, video_lib.VideoError) as error:
     sys.exit(f"error: {error}")
   print(json.dumps(report._asdict()))
   print(f"wrote {report.out}: {report.frames} frames, {report.edited} edited, {report.passed_through} without a "

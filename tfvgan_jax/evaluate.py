@@ -72,7 +72,7 @@ import numpy as np
 from absl import app, flags
 from etils import epath
 
-from tfvgan_jax import edit, face3d, metrics, onnx_models, train
+from tfvgan_jax import distributed, edit, face3d, metrics, onnx_models, train
 from tfvgan_jax.data import evaluation as evaluation_data
 from tfvgan_jax.data import records, sampling
 from tfvgan_jax.prep import fit as fit_lib
@@ -424,11 +424,12 @@ def main(argv):
   if not (_CHECKPOINT.value and _VIDEOS.value):
     sys.exit("error: --checkpoint and --videos are required (see --help)")
   try:
+    distributed.require_one_process("python -m tfvgan_jax.evaluate")
     evaluation = evaluate_checkpoint(
         _CHECKPOINT.value, _VIDEOS.value, num_videos=_NUM_VIDEOS.value, num_frames=_NUM_FRAMES.value,
         inception=_INCEPTION.value, face_recognition=_FACE_RECOGNITION.value, landmarks_model=_LANDMARKS.value,
         face_model=_FACE_MODEL.value, batch_size=_EVAL_BATCH.value, min_face_score=_MIN_FACE_SCORE.value)
-  except (EvaluationError, edit.EditError, FileNotFoundError) as error:
+  except (EvaluationError, distributed.DistributedSetupError, edit.EditError, FileNotFoundError) as error:
     sys.exit(f"error: {error}")
   markdown_path, json_path = write_results(evaluation, _OUT.value or _CHECKPOINT.value)
   print(evaluation.markdown)
