@@ -87,6 +87,7 @@ def paper_config(variant: dict | None = None):
   config.mesh.data = -1
   config.mesh.fsdp = 1
   config.distributed = False
+  config.heartbeat_timeout = 30  # s of silence after which a process counts as lost (distributed runs)
 
   config.train = ml_collections.ConfigDict()
   config.train.num_steps = 500_000

@@ -45,7 +45,7 @@ def _state_handler() -> ocp.PyTreeCheckpointHandler:
   this handler's own: orbax's process-wide one is left as it is.
   """
   handlers = list(type_handler_registry._DEFAULT_TYPE_HANDLERS)  # noqa: SLF001 - orbax's defaults, pinned
-  if jax.default_backend() == "cpu" and jax.local_device_count() > 1:
+  if jax.default_backend() == "cpu" and jax.device_count() > 1:
     handlers = [(kind, handler) for kind, handler in handlers if kind is not jax.Array]
     handlers.append((jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False)))
   return ocp.PyTreeCheckpointHandler(type_handler_registry=type_handler_registry.create_type_handler_registry(

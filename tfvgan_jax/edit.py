@@ -47,7 +47,7 @@ import tqdm
 from absl import app, flags
 from etils import epath
 
-from tfvgan_jax import cli, face3d, files, inference, metrics
+from tfvgan_jax import cli, distributed, face3d, files, inference, metrics
 from tfvgan_jax.prep import clip as clip_lib
 from tfvgan_jax.prep import composite, detect, landmarks, model_files
 from tfvgan_jax.prep import crop as crop_lib
@@ -435,6 +435,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not (_TASK.value and _CHECKPOINT.value and _OUT.value):
     raise app.UsageError("--task, --checkpoint and --out are required")
+  distributed.require_one_process("python -m tfvgan_jax.edit")
   inputs = _inputs(_TASK.value)
   # Everything that can be checked without loading a model is checked before any work.
   check_output(_OUT.value, **inputs)

@@ -70,7 +70,7 @@ import numpy as np
 from absl import app, flags
 from etils import epath
 
-from tfvgan_jax import cli, face3d, files, inference, metrics, onnx_models
+from tfvgan_jax import cli, distributed, face3d, files, inference, metrics, onnx_models
 from tfvgan_jax.data import evaluation as evaluation_data
 from tfvgan_jax.data import records, sampling
 from tfvgan_jax.prep import fit as fit_lib
@@ -420,6 +420,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not (_CHECKPOINT.value and _VIDEOS.value):
     raise app.UsageError("--checkpoint and --videos are required")
+  distributed.require_one_process("python -m tfvgan_jax.evaluate")
   out_dir = _OUT.value or _CHECKPOINT.value
   try:  # checked before any work
     files.check_output_dir(out_dir, flag="--out" if _OUT.value else "--checkpoint")

@@ -7,11 +7,12 @@ Running again with the same --workdir resumes from its latest checkpoint.
 
 from __future__ import annotations
 
-import jax
+import sys
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from tfvgan_jax import cli, train
+from tfvgan_jax import cli, distributed, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "training config file", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "where checkpoints, TensorBoard logs and image grids go")
@@ -23,11 +24,12 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   config = _CONFIG.value
   if config.distributed:
-    # Cluster detection (SLURM, TPU pods, GKE) or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and
-    # JAX_PROCESS_ID; must run before anything touches the devices.
-    jax.distributed.initialize()
+    # JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID, or cluster detection (SLURM,
+    # TPU pods, Kubernetes); must run before anything touches the devices.
+    distributed.initialize(config)
   logging.info("config:\n%s", config)
-  train.train_and_evaluate(config, _WORKDIR.value)
+  with distributed.stop_on_lost_peer(config):
+    train.train_and_evaluate(config, _WORKDIR.value)
 
 
 if __name__ == "__main__":
