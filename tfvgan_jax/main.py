@@ -7,8 +7,6 @@ Running again with the same --workdir resumes from its latest checkpoint.
 
 from __future__ import annotations
 
-import sys
-
 from absl import app, flags, logging
 from ml_collections import config_flags
 
