@@ -7,24 +7,45 @@
 
 A command's errors reach the user as one line, `error: MESSAGE`, on stderr, with exit status 1; the
 message names the file or flag and the problem (the exceptions of the library are written so).
-`--debug` re-raises instead, to show the traceback. Usage errors (unknown flags, bad values) are
-absl's own: one line and the usage hint.
+`--debug` re-raises instead, to show the traceback. Usage errors (unknown flags, bad values, a
+config file that fails to load) are one line too (`parse_flags`), with exit status 2.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from typing import NamedTuple, Optional
 
 from absl import app, flags
 
-_DEBUG = flags.DEFINE_bool("debug", False, "show the full traceback of an error instead of one line")
-# Flags that several commands share (editing, evaluation), defined once so that their modules can be
-# imported together (a notebook, the test suite).
-CHECKPOINT = flags.DEFINE_string("checkpoint", None, "a training --workdir holding checkpoints/")
-FACE_MODEL = flags.DEFINE_string("face_model", None, "the run's face model, if its path is not readable here")
-OUT = flags.DEFINE_string("out", None, "the output: edit: the mp4 to write; evaluate: the folder of results.md "
-                          "and results.json (default: the checkpoint's workdir)")
+class SharedFlags(NamedTuple):
+  """Flags that several commands share (editing, evaluation), defined once so that their modules
+  can be imported together (a notebook, the test suite)."""
+
+  checkpoint: flags.FlagHolder
+  face_model: flags.FlagHolder
+  out: flags.FlagHolder
+
+
+_SHARED: Optional[SharedFlags] = None
+
+
+def shared_flags() -> SharedFlags:
+  """--checkpoint, --face_model and --out, defined on the first call (importing this module defines
+  no flag, so that commands with flags of those names, such as data_prep's, can use it too)."""
+  global _SHARED
+  if _SHARED is None:
+    _SHARED = SharedFlags(
+        flags.DEFINE_string("checkpoint", None, "a training --workdir holding checkpoints/"),
+        flags.DEFINE_string("face_model", None, "the run's face model, if its path is not readable here"),
+        flags.DEFINE_string("out", None, "the output: edit: the mp4 to write; evaluate: the folder of results.md "
+                            "and results.json (default: the checkpoint's workdir)"))
+  return _SHARED
+
+
+def _debug() -> bool:
+  return "debug" in flags.FLAGS and bool(flags.FLAGS["debug"].value)
 
 
 def _expected(error: BaseException) -> bool:
@@ -54,7 +75,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     if len(lines) > 1 and "Traceback" in str(error):
       flag = lines[0].split(": Error")[0].removeprefix("flag ").strip()
       message = f"{flag}: {lines[-1]}"
-    if "--debug" in argv or "--debug=true" in argv:
+    if any(arg in ("--debug", "--debug=true", "--debug=1") for arg in argv):
       raise
     print(f"error: {message} (--helpshort lists the flags)", file=sys.stderr)
     sys.exit(2)
@@ -69,9 +90,11 @@ def run(main: Callable[[list[str]], None]) -> None:
     except (KeyboardInterrupt, SystemExit, app.UsageError):
       raise
     except Exception as error:  # noqa: BLE001 - the one place errors become a line for the user
-      if _DEBUG.value:
+      if _debug():
         raise
       print(f"error: {one_line(error)}", file=sys.stderr)
       sys.exit(1)
 
+  if "debug" not in flags.FLAGS:
+    flags.DEFINE_bool("debug", False, "show the full traceback of an error instead of one line")
   app.run(guarded, flags_parser=parse_flags)

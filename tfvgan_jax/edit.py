@@ -399,7 +399,7 @@ def reenactment_motion(source: Prepared, driving: Prepared, relative: bool):
 # ----- command line -----
 
 _TASK = flags.DEFINE_enum("task", None, TASKS, "swap, reenact or disentangle")
-_CHECKPOINT, _OUT, _FACE_MODEL = cli.CHECKPOINT, cli.OUT, cli.FACE_MODEL
+_CHECKPOINT, _FACE_MODEL, _OUT = cli.shared_flags()
 _SOURCE = flags.DEFINE_string("source", None, "swap: the identity (picture or video); reenact: identity and background")
 _TARGET = flags.DEFINE_string("target", None, "swap: the video whose face is replaced (everything else is kept)")
 _DRIVING = flags.DEFINE_string("driving", None, "reenact: the video giving pose and expression (and the timeline)")

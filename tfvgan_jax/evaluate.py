@@ -401,8 +401,8 @@ def write_results(evaluation: Evaluation, out_dir) -> tuple[epath.Path, epath.Pa
 
 # ----- command line -----
 
-_CHECKPOINT, _FACE_MODEL = cli.CHECKPOINT, cli.FACE_MODEL
-_OUT = cli.OUT  # here: where results.md and results.json go (default: the checkpoint's workdir)
+# --out here: where results.md and results.json go (default: the checkpoint's workdir).
+_CHECKPOINT, _FACE_MODEL, _OUT = cli.shared_flags()
 _VIDEOS = flags.DEFINE_string("videos", None, "held-out frame records fitted with the checkpoint's face model")
 _NUM_VIDEOS = flags.DEFINE_integer("num_videos", 8, "held-out videos evaluated (>= 2)")
 _NUM_FRAMES = flags.DEFINE_integer("num_frames", 8, "output frames per video (>= 2)")
