@@ -6,6 +6,8 @@ still picture (`edit_inputs`), faces the MediaPipe detector and landmarks find (
 checks that).
 """
 
+import json
+
 import av
 import numpy as np
 import pytest
@@ -212,3 +214,40 @@ def test_relative_cameras_compose_the_driving_turn_with_the_source_pose():
   small = edit.relative_cameras(np.array([0, 0, 0, 2.0, 0, 0]), driving[:2] * [1, 0.05, 1, 1, 1, 1])
   np.testing.assert_allclose(small[1, :3], driving[1, :3] * [1, 0.05, 1] - driving[0, :3] * [1, 0.05, 1], atol=1e-3)
   assert np.abs(moved[1, :3] - (source[:3] + driving[1, :3] - driving[0, :3])).max() > 0.05
+
+
+def test_jobs_run_in_one_process_and_a_bad_line_fails_alone(editor, workdir, inputs, tmp_path, mediapipe_models,
+                                                             capsys):
+  jobs = tmp_path / "jobs.jsonl"
+  jobs.write_text("\n".join([
+      "# two good jobs, three bad ones",
+      f'{{"task": "swap", "source": "{inputs["source"]}", "target": "{inputs["target"]}", "out": "a.mp4"}}',
+      '{"task": "swapp", "out": "b.mp4"}',
+      f'{{"task": "reenact", "source": "{inputs["source"]}", "driving": "{inputs["wall"]}", "out": "c.mp4"}}',
+      "not json",
+      f'{{"task": "reenact", "identity": "{inputs["source"]}", "appearance": "{inputs["driving"]}", "out": "d.mp4", '
+      '"relative": "true"}',
+  ]))
+  parsed, failed = edit.read_jobs(jobs)
+  assert [j.line for j in parsed] == [2, 4, 6] and parsed[2].options == {"relative": True}
+  assert [f.line for f in failed] == [3, 5] and "line 3: task='swapp'" in failed[0].error
+  assert parsed[0].out == str(tmp_path / "a.mp4")  # relative to the jobs file's folder
+  with flagsaver.flagsaver():
+    flags.FLAGS(["edit", f"--checkpoint={workdir}", f"--jobs={jobs}", f"--cache_dir={tmp_path / 'cache'}",
+                 "--noprogress"])
+    with pytest.raises(edit.EditError, match=r"3 of 5 jobs failed \(lines 3, 4, 5: .*line 3"):
+      edit.main([])
+  lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+  assert sorted(r["line"] for r in lines) == [2, 3, 4, 5, 6]
+  by_line = {r["line"]: r for r in lines}
+  assert by_line[2]["ok"] and by_line[2]["edited"] == FRAMES and by_line[6]["ok"]
+  assert "no face" in by_line[4]["error"] and "not JSON" in by_line[5]["error"]
+  assert sorted(p.name for p in tmp_path.glob("*.mp4")) == ["a.mp4", "d.mp4"]
+  # CSV with a header row, and the Python API with a list.
+  table = tmp_path / "jobs.csv"
+  table.write_text(f"task,source,target,out\nswap,{inputs['source']},{inputs['target']},e.mp4\nswap,,x.mp4,f.mp4\n")
+  parsed, failed = edit.read_jobs(table)
+  assert [j.line for j in parsed] == [2] and "line 3: task=swap needs source" in failed[0].error
+  results = editor.run_jobs([{"task": "swap", "source": inputs["source"], "target": inputs["target"],
+                              "out": tmp_path / "g.mp4"}, {"task": "swap", "out": tmp_path / "h.mp4"}])
+  assert results[0].report.edited == FRAMES and "needs source" in results[1].error

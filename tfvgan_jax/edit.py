@@ -25,17 +25,26 @@ Reenactment's `--relative` applies the driving video's motion relative to its fi
 source's own pose and expression (as first-order-model's relative mode), instead of the driving
 frame's absolute pose and expression.
 
+Many edits run in one process with `--jobs=FILE` (or `Editor.run_jobs` with a list): the models
+and the compiled network are loaded once, each job's result or failure is reported on its own
+line, and a failed job does not stop the others (`read_jobs` describes the file).
+
 The same runs from Python (`Editor`), e.g. in a notebook:
 
   editor = Editor("runs/voxceleb")
   report = editor.swap("me.jpg", "clip.mp4", "swap.mp4")
+  results = editor.run_jobs([{"task": "swap", "source": "me.jpg", "target": "a.mp4", "out": "a_swap.mp4"},
+                             {"task": "reenact", "source": "me.jpg", "driving": "b.mp4", "out": "b_re.mp4"}])
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import NamedTuple, Optional
@@ -54,6 +63,11 @@ from tfvgan_jax.prep import crop as crop_lib
 from tfvgan_jax.prep import video as video_lib
 
 TASKS = ("swap", "reenact", "disentangle")
+# Each task's inputs, in the order its method takes them.
+TASK_INPUTS = {"swap": ("source", "target"), "reenact": ("source", "driving"),
+               "disentangle": ("identity", "expression", "appearance")}
+# What a job may set besides its task, inputs and output (keyword arguments of the task's method).
+JOB_OPTIONS = {"swap": (), "reenact": ("relative",), "disentangle": ()}
 
 
 class EditError(ValueError):
@@ -241,6 +255,44 @@ class Editor:
                       lambda t: expressions[min(t, len(expressions) - 1)], lambda t: cameras[t],
                       hint_from_identity=False, out=out)
 
+  def run(self, job: "Job") -> EditReport:
+    """Makes one job's edit (its task's method with its inputs, output and options)."""
+    method = getattr(self, job.task)
+    return method(*(job.inputs[name] for name in TASK_INPUTS[job.task]), out=job.out, **job.options)
+
+  def run_jobs(self, jobs, on_result: Optional[Callable[["JobResult"], None]] = None) -> list["JobResult"]:
+    """Makes many edits with the models loaded once; a job that fails is reported and the rest done.
+
+    Args:
+      jobs: `Job`s (as `read_jobs` gives them), or dicts with the keys of a jobs file's JSON line
+        ({"task": "swap", "source": ..., "target": ..., "out": ...}); a dict that is not a valid
+        job becomes a failed result.
+      on_result: called with each result as soon as its job is done (the command line prints it).
+
+    Returns:
+      One `JobResult` per job, in order.
+    """
+    results = []
+    for number, job in enumerate(jobs, start=1):
+      result = None
+      if not isinstance(job, Job):
+        try:
+          job = job_from_dict(job, number)
+        except EditError as error:
+          fields = job if isinstance(job, dict) else {}
+          result = JobResult(number, str(fields.get("task", "")), str(fields.get("out", "")), None, str(error))
+      if result is None:
+        try:
+          result = JobResult(job.line, job.task, job.out, self.run(job), None)
+        except (KeyboardInterrupt, SystemExit):
+          raise
+        except Exception as error:  # noqa: BLE001 - one failed job is reported, the others still run
+          result = JobResult(job.line, job.task, job.out, None, cli.one_line(error))
+      results.append(result)
+      if on_result is not None:
+        on_result(result)
+    return results
+
   # ----- the shared loop -----
 
   def _edit(self, identity: Prepared, timeline: Prepared, appearance: Prepared,
@@ -321,6 +373,147 @@ class Editor:
     frames, _ = inference.pad_batch(frames, self.settings.batch_size)
     outputs, masks = self._synthesize(self.checkpoint.params, self.checkpoint.variables, self._model, frames)
     return inference.to_uint8(np.asarray(outputs)[:count]), np.asarray(masks)[:count]
+
+
+class Job(NamedTuple):
+  """One edit of a batch.
+
+  Attributes:
+    line: where it came from (the jobs file's line number, or its place in a Python list, from 1).
+    task: one of TASKS.
+    inputs: the task's inputs by role (`TASK_INPUTS`).
+    out: the mp4 to write.
+    options: keyword arguments of the task's method (`JOB_OPTIONS`).
+  """
+
+  line: int
+  task: str
+  inputs: dict
+  out: str
+  options: dict
+
+
+class JobResult(NamedTuple):
+  """What became of one job: its report, or the one-line error that stopped it."""
+
+  line: int
+  task: str
+  out: str
+  report: Optional[EditReport]
+  error: Optional[str]
+
+  def as_json(self) -> dict:
+    result = {"line": self.line, "task": self.task, "out": self.out, "ok": self.error is None}
+    if self.report is not None:
+      result.update(self.report._asdict())
+    else:
+      result["error"] = self.error
+    return result
+
+
+_GENERAL_ROLES = {"identity": ("source", "identity"), "appearance": ("target", "driving", "appearance")}
+
+
+def _parse_bool(value, name: str) -> bool:
+  if isinstance(value, bool):
+    return value
+  text = str(value).strip().lower()
+  if text in ("1", "true", "yes"):
+    return True
+  if text in ("0", "false", "no", ""):
+    return False
+  raise EditError(f"{name}={value!r}: not a boolean (true or false)")
+
+
+def job_from_dict(fields: dict, line: int, base_dir=None) -> Job:
+  """A `Job` from one line's fields (task, out, the task's inputs, its options; empty values are
+  absent). As on the command line, `identity` stands for `source` and `appearance` for `target` /
+  `driving`. Relative paths are taken from `base_dir` (the jobs file's folder) where given.
+
+  Raises:
+    EditError: naming the line and the field: an unknown task or field, a missing input or output.
+  """
+  if not isinstance(fields, dict):
+    raise EditError(f"job {line}: expected an object of fields, got {type(fields).__name__}")
+  fields = {str(k).strip(): v for k, v in fields.items() if v not in (None, "")}
+  task = fields.pop("task", None)
+  if task not in TASKS:
+    raise EditError(f"job {line}: task={task!r}: must be one of {', '.join(TASKS)}")
+  place = lambda path: os.path.join(base_dir, os.path.expanduser(str(path))) if base_dir else str(path)  # noqa: E731
+  out = fields.pop("out", None)
+  inputs = {}
+  for role in TASK_INPUTS[task]:
+    names = (role, *(general for general, roles in _GENERAL_ROLES.items() if role in roles and general != role))
+    value = next((fields.pop(name) for name in names if name in fields), None)
+    for name in names:
+      fields.pop(name, None)
+    if value is None:
+      raise EditError(f"job {line}: task={task} needs {role}")
+    inputs[role] = place(value)
+  if out is None:
+    raise EditError(f"job {line}: no out (the mp4 to write)")
+  options = {}
+  for name in JOB_OPTIONS[task]:
+    if name in fields:
+      options[name] = _parse_bool(fields.pop(name), f"job {line}: {name}")
+  if fields:
+    known = ("task", "out", *TASK_INPUTS[task], *JOB_OPTIONS[task])
+    raise EditError(f"job {line}: unknown field(s) {', '.join(sorted(fields))} for task={task} "
+                    f"(known: {', '.join(known)})")
+  return Job(line, task, inputs, place(out), options)
+
+
+def read_jobs(path) -> tuple[list[Job], list[JobResult]]:
+  """The jobs of a jobs file, and a failed result for each line that is not a job.
+
+  The file is JSON lines (one object per line: {"task": "swap", "source": "me.jpg", "target":
+  "clip.mp4", "out": "swap.mp4"}; a `.jsonl` / `.json` name, or a first line starting with "{")
+  or CSV with a header row naming the fields (task,source,target,out,...; empty cells are absent).
+  Blank lines and lines starting with "#" are skipped. Relative paths are taken from the jobs
+  file's folder. Line numbers are the file's.
+
+  Raises:
+    EditError: the file cannot be read, or holds no job at all.
+  """
+  path = os.fspath(path)
+  try:
+    with open(path, encoding="utf-8") as f:
+      text = f.read()
+  except (OSError, UnicodeDecodeError) as error:
+    raise EditError(f"--jobs={path}: cannot be read ({cli.one_line(error)})") from None
+  base_dir = os.path.dirname(os.path.abspath(path))
+  numbered = [(n, line) for n, line in enumerate(text.splitlines(), start=1)
+              if line.strip() and not line.lstrip().startswith("#")]
+  if not numbered:
+    raise EditError(f"--jobs={path}: holds no job (JSON lines or CSV with a header row)")
+  as_json = path.lower().endswith((".jsonl", ".json")) or numbered[0][1].lstrip().startswith("{")
+  jobs, failed = [], []
+  if as_json:
+    rows = []
+    for number, line in numbered:
+      try:
+        rows.append((number, json.loads(line)))
+      except json.JSONDecodeError as error:
+        failed.append(JobResult(number, "", "", None, f"--jobs={path} line {number}: not JSON ({error.msg})"))
+  else:
+    header_number, header = numbered[0]
+    names = [name.strip() for name in next(csv.reader([header]))]
+    rows = []
+    for number, line in numbered[1:]:
+      cells = next(csv.reader(io.StringIO(line)), [])
+      if len(cells) > len(names):
+        failed.append(JobResult(number, "", "", None, f"--jobs={path} line {number}: {len(cells)} fields, but "
+                                f"the header (line {header_number}) names {len(names)}"))
+        continue
+      rows.append((number, dict(zip(names, (cell.strip() for cell in cells)))))
+  for number, fields in rows:
+    try:
+      jobs.append(job_from_dict(fields, number, base_dir))
+    except EditError as error:
+      message = str(error).replace(f"job {number}:", f"--jobs={path} line {number}:")
+      failed.append(JobResult(number, str(fields.get("task", "")) if isinstance(fields, dict) else "",
+                              str(fields.get("out", "")) if isinstance(fields, dict) else "", None, message))
+  return jobs, sorted(failed, key=lambda result: result.line)
 
 
 def check_output(out, **inputs) -> str:
@@ -412,6 +605,8 @@ _LABEL = flags.DEFINE_bool("label", False, "draw a visible SYNTHETIC label on th
 _MARK = flags.DEFINE_bool("mark_synthetic", True, "tag the mp4's metadata as synthetic")
 _PROGRESS = flags.DEFINE_bool("progress", True, "progress bars on stderr while tracking and editing")
 _CACHE = flags.DEFINE_string("cache_dir", None, "where input tracks are cached (default ~/.cache/tfvgan_jax/edit)")
+_JOBS = flags.DEFINE_string("jobs", None, "many edits in one process: a JSON-lines or CSV file of jobs (task, the "
+                            "task's inputs, out); one result line per job, failed jobs reported, the rest done")
 
 
 def _inputs(task: str) -> dict:
@@ -430,17 +625,43 @@ def _inputs(task: str) -> dict:
   return inputs
 
 
+def _settings() -> EditSettings:
+  return EditSettings(batch_size=_BATCH.value, relative=_RELATIVE.value, label=_LABEL.value,
+                      mark_synthetic=_MARK.value, progress=_PROGRESS.value)
+
+
+def _run_jobs(path: str) -> None:
+  """`--jobs`: every job of the file, one JSON result line each on stdout; exits 1 if any failed."""
+  jobs, failed = read_jobs(path)
+  editor = Editor(_CHECKPOINT.value, face_model=_FACE_MODEL.value, cache_dir=_CACHE.value, settings=_settings())
+  print_result = lambda result: print(json.dumps(result.as_json()), flush=True)  # noqa: E731
+  for result in failed:
+    print_result(result)
+  results = sorted(failed + editor.run_jobs(jobs, on_result=print_result), key=lambda r: r.line)
+  bad = [r for r in results if r.error is not None]
+  print(f"{len(results) - len(bad)} of {len(results)} jobs done", file=sys.stderr)
+  if bad:
+    raise EditError(f"--jobs={path}: {len(bad)} of {len(results)} jobs failed (line"
+                    f"{'s' if len(bad) > 1 else ''} {', '.join(str(r.line) for r in bad)}: {bad[0].error}"
+                    f"{'; ...' if len(bad) > 1 else ''})")
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if _JOBS.value:
+    if not _CHECKPOINT.value:
+      raise app.UsageError("--jobs needs --checkpoint")
+    if _TASK.value or _OUT.value:
+      raise app.UsageError("--jobs takes each job's task and out from the file, not from --task / --out")
+    _run_jobs(_JOBS.value)
+    return
   if not (_TASK.value and _CHECKPOINT.value and _OUT.value):
-    raise app.UsageError("--task, --checkpoint and --out are required")
+    raise app.UsageError("--task, --checkpoint and --out are required (or --jobs and --checkpoint)")
   inputs = _inputs(_TASK.value)
   # Everything that can be checked without loading a model is checked before any work.
   check_output(_OUT.value, **inputs)
-  settings = EditSettings(batch_size=_BATCH.value, relative=_RELATIVE.value, label=_LABEL.value,
-                          mark_synthetic=_MARK.value, progress=_PROGRESS.value)
-  editor = Editor(_CHECKPOINT.value, face_model=_FACE_MODEL.value, cache_dir=_CACHE.value, settings=settings)
+  editor = Editor(_CHECKPOINT.value, face_model=_FACE_MODEL.value, cache_dir=_CACHE.value, settings=_settings())
   report = getattr(editor, _TASK.value)(*inputs.values(), out=_OUT.value)
   print(json.dumps(report._asdict()))
   print(f"wrote {report.out}: {report.frames} frames, {report.edited} edited, {report.passed_through} without a "
