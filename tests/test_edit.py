@@ -251,3 +251,42 @@ def test_jobs_run_in_one_process_and_a_bad_line_fails_alone(editor, workdir, inp
   results = editor.run_jobs([{"task": "swap", "source": inputs["source"], "target": inputs["target"],
                               "out": tmp_path / "g.mp4"}, {"task": "swap", "out": tmp_path / "h.mp4"}])
   assert results[0].report.edited == FRAMES and "needs source" in results[1].error
+
+
+def test_choose_the_face_of_a_two_person_clip(editor, inputs, tmp_path):
+  pair = inputs["pair"]
+  faces = editor.list_faces(pair, thumbnails=tmp_path / "faces")
+  assert [f.number for f in faces] == [1, 2] and all(f.frames == FRAMES for f in faces)
+  assert all((tmp_path / "faces" / f"pair-face{n}.png").is_file() for n in (1, 2))
+  sides = ["left" if f.mean_box[2] <= 128 else "right" for f in faces]
+  assert sorted(sides) == ["left", "right"]
+  originals = [f.image.astype(int) for f in video.read_frames(pair)]
+
+  def changed(path):  # per frame, mean change of the left and right halves
+    return np.array([[np.abs(a[:, :128] - b[:, :128]).mean(), np.abs(a[:, 128:] - b[:, 128:]).mean()]
+                     for a, b in zip((f.image for f in video.read_frames(path)), originals)])
+
+  report = editor.swap(inputs["source"], pair, tmp_path / "all.mp4", face="all")
+  assert report.edited == FRAMES and report.passed_through == 0
+  assert changed(tmp_path / "all.mp4").min() > 1.0  # both people replaced in every frame
+  right = sides.index("right") + 1
+  editor.swap(inputs["source"], pair, tmp_path / "one.mp4", face=right)
+  one = changed(tmp_path / "one.mp4")
+  assert one[:, 1].min() > 1.0 and one[:, 0].max() < 3.0  # only the chosen one (re-encoding noise)
+  with pytest.raises(edit.EditError, match=r"--face=3: --target=.*pair.mp4 has 2 face tracks"):
+    editor.swap(inputs["source"], pair, tmp_path / "x.mp4", face=3)
+  with pytest.raises(edit.EditError, match="--face=all: a reenactment is driven by one face"):
+    editor.reenact(inputs["source"], pair, tmp_path / "x.mp4", face="all")
+  with pytest.raises(edit.EditError, match="--face=first: must be longest, all, or a face number"):
+    edit.parse_face("first")
+  # A picture of the right one picks the right one; a picture without a face, or a threshold nobody
+  # meets, is an error that says how close the best came.
+  best, distances = editor.match_reference(inputs["right"], editor.faces(pair, "target"), "target")
+  assert best == right - 1 and distances[best] < distances[1 - best]
+  with pytest.raises(edit.EditError, match="--face_reference=.*blank.png: no face"):
+    editor.swap(inputs["source"], pair, tmp_path / "x.mp4", face_reference=inputs["blank"])
+  strict = edit.Editor(editor.checkpoint, cache_dir=editor.cache_dir,
+                       settings=edit.EditSettings(batch_size=4, reference_threshold=1e-6))
+  with pytest.raises(edit.EditError, match=r"matches none of the 2 face\(s\).*the closest, face \d, is at identity "
+                     r"distance \d\.\d\d, a match is at most 0\.00"):
+    strict.swap(inputs["source"], pair, tmp_path / "x.mp4", face_reference=inputs["right"])

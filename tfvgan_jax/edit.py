@@ -60,6 +60,7 @@ from tfvgan_jax import cli, face3d, files, inference, metrics
 from tfvgan_jax.prep import clip as clip_lib
 from tfvgan_jax.prep import composite, detect, landmarks, model_files
 from tfvgan_jax.prep import crop as crop_lib
+from tfvgan_jax.prep import track as track_lib
 from tfvgan_jax.prep import video as video_lib
 
 TASKS = ("swap", "reenact", "disentangle")
@@ -67,7 +68,8 @@ TASKS = ("swap", "reenact", "disentangle")
 TASK_INPUTS = {"swap": ("source", "target"), "reenact": ("source", "driving"),
                "disentangle": ("identity", "expression", "appearance")}
 # What a job may set besides its task, inputs and output (keyword arguments of the task's method).
-JOB_OPTIONS = {"swap": (), "reenact": ("relative",), "disentangle": ()}
+JOB_OPTIONS = {"swap": ("face", "face_reference"), "reenact": ("relative", "face", "face_reference"),
+               "disentangle": ("face", "face_reference")}
 
 
 class EditError(ValueError):
@@ -120,6 +122,8 @@ class EditSettings:
     per_frame: the frame-by-frame baseline: no landmark smoothing and every frame fitted alone (its
       own identity, no temporal terms), to measure what the per-clip fit and smoothing buy.
     label: draw a visible "SYNTHETIC" label on every frame.
+    reference_threshold: the largest `identity_distance` at which a `face_reference` picture
+      matches a face track.
     mark_synthetic: write the synthetic-content tags into the mp4's metadata.
     progress: progress bars (on stderr) while inputs are tracked and while frames are edited.
     prep: tracking settings for the inputs (the crop size is the checkpoint's). Unlike training
@@ -133,9 +137,11 @@ class EditSettings:
   relative: bool = False
   per_frame: bool = False
   label: bool = False
+  reference_threshold: float = 0.5
   mark_synthetic: bool = True
   progress: bool = True
-  prep: clip_lib.PrepSettings = clip_lib.PrepSettings(min_frames=1, join_gap=50, smooth_motion=0.02)
+  prep: clip_lib.PrepSettings = clip_lib.PrepSettings(min_frames=1, join_gap=50, smooth_motion=0.02,
+                                                      track=track_lib.TrackConfig(max_faces=4))
 
   def __post_init__(self):
     if int(self.batch_size) < 1:
@@ -195,28 +201,117 @@ class Editor:
   # ----- inputs -----
 
   def prepare(self, path, role: str, video_only: bool = False) -> Prepared:
-    """Tracks and fits one input (the track is cached per file).
+    """Tracks and fits one input's main face (the longest track; the tracks are cached per file).
 
     Raises:
       EditError: naming the role and the file: missing, unreadable, a picture where a video is
         needed, or no usable face.
     """
     path = os.fspath(path)
-    image = clip_lib.is_image(path)
-    if video_only and image:
+    if clip_lib.is_image(path):
+      if video_only:
+        raise EditError(f"--{role}={path}: a picture, but {role} must be a video (it sets the frames of the output)")
+      try:
+        return self._fitted(clip_lib.track_image(path, self.detector, self.landmarker), role, image=True)
+      except clip_lib.SkippedVideo as skipped:
+        raise EditError(f"--{role}={path}: {skipped.problem} ({skipped.reason})") from skipped
+    return self._fitted(self.faces(path, role)[0], role)
+
+  def faces(self, path, role: str) -> list[clip_lib.FaceTrack]:
+    """Every face track of a video, longest first (cached per file).
+
+    Raises:
+      EditError: naming the role and the file: missing, unreadable, or no usable face.
+    """
+    path = os.fspath(path)
+    if clip_lib.is_image(path):
       raise EditError(f"--{role}={path}: a picture, but {role} must be a video (it sets the frames of the output)")
     try:
-      if image:
-        track = clip_lib.track_image(path, self.detector, self.landmarker)
-        fps = 0.0
-      else:
-        track = clip_lib.cached_track(path, self.detector, self.landmarker, self.prep, self.cache_dir,
-                                      self.model_hashes, progress=self._progress(f"tracking --{role}"))
-        fps = track.fps
-      fitted = clip_lib.fit_track(track, self.checkpoint.face_model, self.prep, per_frame=self.settings.per_frame)
+      return clip_lib.cached_faces(path, self.detector, self.landmarker, self.prep, self.cache_dir, self.model_hashes,
+                                   progress=self._progress(f"tracking --{role}"))
     except clip_lib.SkippedVideo as skipped:
       raise EditError(f"--{role}={path}: {skipped.problem} ({skipped.reason})") from skipped
-    return Prepared(path, image, track, fitted, fps)
+
+  def _fitted(self, track: clip_lib.FaceTrack, role: str, image: bool = False) -> Prepared:
+    try:
+      fitted = clip_lib.fit_track(track, self.checkpoint.face_model, self.prep, per_frame=self.settings.per_frame)
+    except clip_lib.SkippedVideo as skipped:
+      raise EditError(f"--{role}={track.source}: {skipped.problem} ({skipped.reason})") from skipped
+    return Prepared(track.source, image, track, fitted, 0.0 if image else track.fps)
+
+  def prepare_faces(self, path, role: str, face="longest", face_reference=None) -> list[Prepared]:
+    """The faces of the video `path` to edit, tracked and fitted: `face` is "longest", "all" (every
+    track with at least a tenth of the longest one's frames) or N (the N-th of `list_faces`, from
+    1); `face_reference`, a picture, picks the face whose fitted identity is closest to its own
+    (`match_reference`) and overrides `face`.
+
+    Raises:
+      EditError: a face number beyond the tracks (saying how many there are), or a reference
+        picture without a face or matching none of them (saying how close the best came).
+    """
+    tracks = self.faces(path, role)
+    if face_reference is not None:
+      chosen = [self.match_reference(face_reference, tracks, role)[0]]
+    else:
+      face = parse_face(face)
+      if face == "longest":
+        chosen = [0]
+      elif face == "all":
+        chosen = [n for n, t in enumerate(tracks) if len(t.frames) >= 0.1 * len(tracks[0].frames)]
+      elif face > len(tracks):
+        raise EditError(f"--face={face}: --{role}={os.fspath(path)} has {len(tracks)} face track"
+                        f"{'s' if len(tracks) > 1 else ''} (numbered 1 to {len(tracks)}; --list_faces shows them)")
+      else:
+        chosen = [face - 1]
+    return [self._fitted(tracks[n], role) for n in chosen]
+
+  def match_reference(self, picture, tracks: list[clip_lib.FaceTrack], role: str) -> tuple[int, np.ndarray]:
+    """The track whose face is the picture's: the smallest `identity_distance` between the picture's
+    fitted identity and each track's (fitted on up to `REFERENCE_FRAMES` of its frames).
+
+    Returns:
+      (index of the track, [len(tracks)] distances).
+
+    Raises:
+      EditError: the picture has no face, or even the closest track is farther than
+        `settings.reference_threshold` (the message gives the closest distance).
+    """
+    picture = os.fspath(picture)
+    try:
+      reference = self._fitted(clip_lib.track_image(picture, self.detector, self.landmarker), "face_reference",
+                               image=True)
+    except (EditError, clip_lib.SkippedVideo) as error:
+      message = str(error) if isinstance(error, EditError) else f"--face_reference={picture}: {error.problem}"
+      raise EditError(message) from None
+    distances = np.array([identity_distance(self.checkpoint.face_model, reference.fitted.fit.id_coeffs,
+                                            self._fitted(sample_frames(t, REFERENCE_FRAMES), role).fitted.fit.id_coeffs)
+                          for t in tracks])
+    best = int(np.argmin(distances))
+    if distances[best] > self.settings.reference_threshold:
+      raise EditError(f"--face_reference={picture}: matches none of the {len(tracks)} face(s) of "
+                      f"--{role}={tracks[0].source}; the closest, face {best + 1}, is at identity distance "
+                      f"{distances[best]:.2f}, a match is at most {self.settings.reference_threshold:.2f}")
+    return best, distances
+
+  def list_faces(self, path, role: str = "target", thumbnails=None) -> list["FaceInfo"]:
+    """The face tracks of a video as `--face=N` numbers them, each with a thumbnail PNG (the face's
+    middle frame, cropped) written into the folder `thumbnails` (default: the cache folder)."""
+    tracks = self.faces(path, role)
+    folder = epath.Path(thumbnails or self.cache_dir / "faces")
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = clip_lib.safe_file_name(os.path.splitext(os.path.basename(os.fspath(path)))[0])
+    found = []
+    for number, track in enumerate(tracks, start=1):
+      boxes = track_lib.box_of_points(track.points)
+      middle = len(track.frames) // 2
+      frame = next(video_lib.read_frames(track.source, start=int(track.frames[middle]),
+                                         stop=int(track.frames[middle]) + 1)).image
+      box = crop_lib.stable_crop(track.points[middle:middle + 1], track.frame_size, self.prep.crop_scale)
+      thumbnail = os.fspath(folder / f"{stem}-face{number}.png")
+      files.write_bytes(thumbnail, png_bytes(crop_lib.crop_image(frame, box, 128)))
+      found.append(FaceInfo(number, len(track.frames), int(track.frames[0]), int(track.frames[-1]),
+                            tuple(float(v) for v in np.round(boxes.mean(axis=0), 1)), thumbnail))
+    return found
 
   def _progress(self, description: str) -> Callable[..., Iterator]:
     """Wraps an iterator in a progress bar (or leaves it alone with `settings.progress` off)."""
@@ -227,33 +322,46 @@ class Editor:
 
   # ----- the three tasks -----
 
-  def swap(self, source, target, out) -> EditReport:
-    """The source's identity on the target video (everything else from the target)."""
-    out = check_output(out, source=source, target=target)
-    source_in, target_in = self.prepare(source, "source"), self.prepare(target, "target", video_only=True)
-    fit = target_in.fitted.fit
-    return self._edit(source_in, target_in, target_in, lambda t: fit.exp_coeffs[t], lambda t: fit.cameras[t],
-                      hint_from_identity=False, out=out)
+  def swap(self, source, target, out, face="longest", face_reference=None) -> EditReport:
+    """The source's identity on the target video (everything else from the target).
 
-  def reenact(self, source, driving, out, relative: Optional[bool] = None) -> EditReport:
-    """The source's face and background moved by the driving video's pose and expression."""
-    out = check_output(out, source=source, driving=driving)
-    source_in, driving_in = self.prepare(source, "source"), self.prepare(driving, "driving", video_only=True)
+    `face` / `face_reference` choose the target's face(s) to replace (`prepare_faces`).
+    """
+    out = check_output(out, source=source, target=target, face_reference=face_reference)
+    source_in = self.prepare(source, "source")
+    faces = [EditedFace(t, t.fitted.fit.exp_coeffs.__getitem__, t.fitted.fit.cameras.__getitem__)
+             for t in self.prepare_faces(target, "target", face, face_reference)]
+    return self._edit(source_in, target, faces, hint_from_identity=False, out=out)
+
+  def reenact(self, source, driving, out, relative: Optional[bool] = None, face="longest",
+              face_reference=None) -> EditReport:
+    """The source's face and background moved by the driving video's pose and expression.
+
+    `face` / `face_reference` choose the driving face (one: "all" is refused).
+    """
+    if face_reference is None and parse_face(face) == "all":
+      raise EditError("--face=all: a reenactment is driven by one face (choose it with --face=N or --face_reference)")
+    out = check_output(out, source=source, driving=driving, face_reference=face_reference)
+    source_in = self.prepare(source, "source")
+    (driving_in,) = self.prepare_faces(driving, "driving", face, face_reference)
     relative = self.settings.relative if relative is None else relative
     expression, camera = reenactment_motion(source_in, driving_in, relative)
-    return self._edit(source_in, driving_in, driving_in, expression, camera, hint_from_identity=True, out=out,
-                      canvas=source_in)
+    return self._edit(source_in, driving, [EditedFace(driving_in, expression, camera)], hint_from_identity=True,
+                      out=out, canvas=source_in)
 
-  def disentangle(self, identity, expression, appearance, out) -> EditReport:
-    """Identity, expression and appearance (pose and background) from three inputs."""
-    out = check_output(out, identity=identity, expression=expression, appearance=appearance)
+  def disentangle(self, identity, expression, appearance, out, face="longest", face_reference=None) -> EditReport:
+    """Identity, expression and appearance (pose and background) from three inputs.
+
+    `face` / `face_reference` choose the appearance video's face(s) to replace.
+    """
+    out = check_output(out, identity=identity, expression=expression, appearance=appearance,
+                       face_reference=face_reference)
     identity_in = self.prepare(identity, "identity")
     expression_in = self.prepare(expression, "expression")
-    appearance_in = self.prepare(appearance, "appearance", video_only=True)
-    expressions, cameras = expression_in.fitted.fit.exp_coeffs, appearance_in.fitted.fit.cameras
-    return self._edit(identity_in, appearance_in, appearance_in,
-                      lambda t: expressions[min(t, len(expressions) - 1)], lambda t: cameras[t],
-                      hint_from_identity=False, out=out)
+    expressions = expression_in.fitted.fit.exp_coeffs
+    faces = [EditedFace(t, lambda k: expressions[min(k, len(expressions) - 1)], t.fitted.fit.cameras.__getitem__)
+             for t in self.prepare_faces(appearance, "appearance", face, face_reference)]
+    return self._edit(identity_in, appearance, faces, hint_from_identity=False, out=out)
 
   def run(self, job: "Job") -> EditReport:
     """Makes one job's edit (its task's method with its inputs, output and options)."""
@@ -295,10 +403,9 @@ class Editor:
 
   # ----- the shared loop -----
 
-  def _edit(self, identity: Prepared, timeline: Prepared, appearance: Prepared,
-            expression: Callable[[int], np.ndarray], camera: Callable[[int], np.ndarray], hint_from_identity: bool,
-            out, canvas: Optional[Prepared] = None) -> EditReport:
-    """Streams `timeline`'s frames, editing those of its face track, into `out`.
+  def _edit(self, identity: Prepared, timeline, faces: list["EditedFace"], hint_from_identity: bool, out,
+            canvas: Optional[Prepared] = None) -> EditReport:
+    """Streams the `timeline` video's frames, editing each of `faces` where it is tracked, into `out`.
 
     Output crops are pasted into the timeline's own frames, or into the `canvas` input's frontal
     frame (reenactment: the source's background).
@@ -306,73 +413,141 @@ class Editor:
     start = time.perf_counter()
     out = os.fspath(out)
     counts = {"edited": 0, "passed": 0}
-    frames = self._edited_frames(identity, timeline, appearance, expression, camera, hint_from_identity,
-                                 canvas, counts)
+    frames = self._edited_frames(identity, os.fspath(timeline), faces, hint_from_identity, canvas, counts)
     metadata = dict(video_lib.SYNTHETIC_TAGS) if self.settings.mark_synthetic else None
-    written = video_lib.write_video(out, frames, fps=timeline.fps, audio_from=timeline.path, metadata=metadata)
+    written = video_lib.write_video(out, frames, fps=faces[0].prepared.fps, audio_from=os.fspath(timeline),
+                                    metadata=metadata)
     return EditReport(written, counts["edited"], counts["passed"], time.perf_counter() - start, out)
 
-  def _edited_frames(self, identity: Prepared, timeline: Prepared, appearance: Prepared, expression, camera,
-                     hint_from_identity: bool, canvas: Optional[Prepared], counts: dict) -> Iterator[np.ndarray]:
+  def _edited_frames(self, identity: Prepared, timeline: str, faces: list["EditedFace"], hint_from_identity: bool,
+                     canvas: Optional[Prepared], counts: dict) -> Iterator[np.ndarray]:
     size = self.checkpoint.image_size
     batch_size = self.settings.batch_size
     texture_index = identity.frontal_index()
     identity_crop = crop_of(identity, texture_index, size)
     identity_fit = identity.fitted.fit
-    canvas_frame = canvas_crop_to_source = None
-    if canvas is not None:
-      canvas_frame = frame_of(canvas, canvas.frontal_index())
-      canvas_crop_to_source = canvas.fitted.crop_to_source
-    track_frames = {int(f): k for k, f in enumerate(timeline.fitted.frames)}
+    canvas_frame = None if canvas is None else frame_of(canvas, canvas.frontal_index())
+    track_frames = [{int(f): k for k, f in enumerate(face.prepared.fitted.frames)} for face in faces]
     feather = self.settings.feather * size
-    pending: list[tuple[np.ndarray, Optional[int], np.ndarray]] = []
+    # (frame, [(face number, index in its track, crop)]) of the frames waiting for the next batch
+    pending: list[tuple[np.ndarray, list[tuple[int, int, np.ndarray]]]] = []
 
     def flush() -> Iterator[np.ndarray]:
-      edits = [(k, crop) for _, k, crop in pending if k is not None]
-      outputs = masks = None
-      if edits:
-        outputs, masks = self._run_batch(identity_crop, identity_fit, texture_index, edits, expression, camera,
-                                         hint_from_identity)
+      edits = [edit for _, frame_edits in pending for edit in frame_edits]
+      results = []
+      for first in range(0, len(edits), batch_size):
+        results.extend(zip(*self._run_batch(identity_crop, identity_fit, texture_index, faces,
+                                            edits[first:first + batch_size], hint_from_identity)))
       used = 0
-      for frame, k, _ in pending:
-        if k is None:
-          counts["passed"] += 1
-          result = canvas_frame if canvas_frame is not None else frame
-        else:
-          base = canvas_frame if canvas_frame is not None else frame
-          mapping = canvas_crop_to_source if canvas_crop_to_source is not None else timeline.fitted.crop_to_source
-          mask = composite.feathered_mask(masks[used], feather)
-          result = composite.paste_back(base, outputs[used], mapping, mask)
+      for frame, frame_edits in pending:
+        result = canvas_frame if canvas_frame is not None else frame
+        for n, _, _ in frame_edits:
+          output, mask = results[used]
+          mapping = canvas.fitted.crop_to_source if canvas is not None else faces[n].prepared.fitted.crop_to_source
+          result = composite.paste_back(result, output, mapping, composite.feathered_mask(mask, feather))
           used += 1
-          counts["edited"] += 1
+        counts["edited" if frame_edits else "passed"] += 1
         yield even_sized(composite.label_synthetic(result) if self.settings.label else result)
       pending.clear()
 
-    box = appearance.fitted.box
-    bar = self._progress(f"editing {os.path.basename(timeline.path)}")
-    for frame in bar(video_lib.read_frames(timeline.path), total=timeline.track.frames_decoded or None):
-      k = track_frames.get(frame.index)
-      crop = None if k is None else crop_lib.crop_image(frame.image, box, size)
-      pending.append((frame.image, k, crop))
+    bar = self._progress(f"editing {os.path.basename(timeline)}")
+    total = faces[0].prepared.track.frames_decoded or None
+    for frame in bar(video_lib.read_frames(timeline), total=total):
+      frame_edits = []
+      for n, (face, frames) in enumerate(zip(faces, track_frames)):
+        k = frames.get(frame.index)
+        if k is not None:
+          frame_edits.append((n, k, crop_lib.crop_image(frame.image, face.prepared.fitted.box, size)))
+      pending.append((frame.image, frame_edits))
       if len(pending) == batch_size:
         yield from flush()
     yield from flush()
 
-  def _run_batch(self, identity_crop, identity_fit, texture_index, edits, expression, camera, hint_from_identity):
+  def _run_batch(self, identity_crop, identity_fit, texture_index, faces: list["EditedFace"], edits,
+                 hint_from_identity):
+    """Output crops [n, S, S, 3] uint8 and face masks [n, S, S] of n <= batch_size (face, k, crop) edits."""
     count = len(edits)
-    indices = [k for k, _ in edits]
     repeat = lambda x: np.repeat(np.asarray(x, np.float32)[None], count, axis=0)  # noqa: E731
     frames = inference.FrameInputs(
         identity=np.repeat(identity_crop[None], count, axis=0), id_coeffs=repeat(identity_fit.id_coeffs),
         identity_exp=repeat(identity_fit.exp_coeffs[texture_index]),
-        identity_camera=repeat(identity_fit.cameras[texture_index]), appearance=np.stack([c for _, c in edits]),
-        exp_coeffs=np.stack([expression(k) for k in indices]).astype(np.float32),
-        camera=np.stack([camera(k) for k in indices]).astype(np.float32),
+        identity_camera=repeat(identity_fit.cameras[texture_index]), appearance=np.stack([c for _, _, c in edits]),
+        exp_coeffs=np.stack([faces[n].expression(k) for n, k, _ in edits]).astype(np.float32),
+        camera=np.stack([faces[n].camera(k) for n, k, _ in edits]).astype(np.float32),
         hint_from_identity=np.full(count, hint_from_identity))
     # One compilation serves every batch: the last one is padded (G runs with its running statistics).
     frames, _ = inference.pad_batch(frames, self.settings.batch_size)
     outputs, masks = self._synthesize(self.checkpoint.params, self.checkpoint.variables, self._model, frames)
     return inference.to_uint8(np.asarray(outputs)[:count]), np.asarray(masks)[:count]
+
+
+class EditedFace(NamedTuple):
+  """One face of the timeline video to edit: its track and fit, and per tracked frame k the
+  expression coefficients and camera the edited face takes."""
+
+  prepared: Prepared
+  expression: Callable[[int], np.ndarray]
+  camera: Callable[[int], np.ndarray]
+
+
+class FaceInfo(NamedTuple):
+  """One face track of a video, as `--list_faces` prints it (`number` is `--face=N`'s)."""
+
+  number: int
+  frames: int
+  first_frame: int
+  last_frame: int
+  mean_box: tuple[float, float, float, float]
+  thumbnail: str
+
+
+# Frames of a track fitted to compare its identity with a reference picture's.
+REFERENCE_FRAMES = 24
+
+
+def parse_face(face):
+  """`--face`'s value: "longest", "all", or a track number N >= 1 (an int).
+
+  Raises:
+    EditError: anything else.
+  """
+  if isinstance(face, (int, np.integer)) and not isinstance(face, bool):
+    number = int(face)
+  elif str(face).strip().lower() in ("longest", "all"):
+    return str(face).strip().lower()
+  else:
+    try:
+      number = int(str(face).strip())
+    except ValueError:
+      raise EditError(f"--face={face}: must be longest, all, or a face number (1, 2, ...; --list_faces shows "
+                      "them)") from None
+  if number < 1:
+    raise EditError(f"--face={face}: face numbers start at 1 (--list_faces shows them)")
+  return number
+
+
+def sample_frames(track: clip_lib.FaceTrack, count: int) -> clip_lib.FaceTrack:
+  """At most `count` frames of a track, evenly spaced, renumbered as consecutive frames (a fit of
+  its identity without the cost of every frame)."""
+  if len(track.frames) <= count:
+    return track
+  chosen = np.linspace(0, len(track.frames) - 1, count).round().astype(int)
+  return track._replace(frames=np.arange(count, dtype=np.int64), points=track.points[chosen])
+
+
+def identity_distance(model: face3d.MorphableModel, a: np.ndarray, b: np.ndarray) -> float:
+  """1 - cosine similarity of the identity offsets from the mean face (A_id a and A_id b, over all
+  vertices): 0 for the same shape, 1 for unrelated ones, whatever the face's overall size."""
+  basis = np.asarray(model.id_basis, np.float64).reshape(-1, np.shape(model.id_basis)[-1])
+  x, y = basis @ np.asarray(a, np.float64), basis @ np.asarray(b, np.float64)
+  return float(1.0 - x @ y / max(np.linalg.norm(x) * np.linalg.norm(y), 1e-12))
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+  from PIL import Image
+  buffer = io.BytesIO()
+  Image.fromarray(image).save(buffer, format="PNG")
+  return buffer.getvalue()
 
 
 class Job(NamedTuple):
@@ -455,7 +630,9 @@ def job_from_dict(fields: dict, line: int, base_dir=None) -> Job:
   options = {}
   for name in JOB_OPTIONS[task]:
     if name in fields:
-      options[name] = _parse_bool(fields.pop(name), f"job {line}: {name}")
+      value = fields.pop(name)
+      options[name] = (_parse_bool(value, f"job {line}: {name}") if name == "relative"
+                       else place(value) if name == "face_reference" else parse_face(value))
   if fields:
     known = ("task", "out", *TASK_INPUTS[task], *JOB_OPTIONS[task])
     raise EditError(f"job {line}: unknown field(s) {', '.join(sorted(fields))} for task={task} "
@@ -605,6 +782,12 @@ _LABEL = flags.DEFINE_bool("label", False, "draw a visible SYNTHETIC label on th
 _MARK = flags.DEFINE_bool("mark_synthetic", True, "tag the mp4's metadata as synthetic")
 _PROGRESS = flags.DEFINE_bool("progress", True, "progress bars on stderr while tracking and editing")
 _CACHE = flags.DEFINE_string("cache_dir", None, "where input tracks are cached (default ~/.cache/tfvgan_jax/edit)")
+_FACE = flags.DEFINE_string("face", "longest", "which face of the target / driving / appearance video to edit: "
+                            "longest (the longest track), N (the N-th of --list_faces), or all (swap, disentangle)")
+_FACE_REFERENCE = flags.DEFINE_string("face_reference", None, "a picture of the person to edit: the face track "
+                                      "whose fitted identity is closest to it (overrides --face)")
+_LIST_FACES = flags.DEFINE_bool("list_faces", False, "print the face tracks of the target / driving / appearance "
+                                "video (number, frames, mean box, a thumbnail file) and exit")
 _JOBS = flags.DEFINE_string("jobs", None, "many edits in one process: a JSON-lines or CSV file of jobs (task, the "
                             "task's inputs, out); one result line per job, failed jobs reported, the rest done")
 
@@ -646,6 +829,21 @@ def _run_jobs(path: str) -> None:
                     f"{'; ...' if len(bad) > 1 else ''})")
 
 
+def _list_faces() -> None:
+  """`--list_faces`: the face tracks of the video that sets the timeline, one line each."""
+  role, path = next(((flag.name, flag.value) for flag in (_TARGET, _DRIVING, _APPEARANCE) if flag.value),
+                    (None, None))
+  if path is None or not _CHECKPOINT.value:
+    raise app.UsageError("--list_faces needs --checkpoint and a video: --target, --driving or --appearance")
+  editor = Editor(_CHECKPOINT.value, face_model=_FACE_MODEL.value, cache_dir=_CACHE.value, settings=_settings())
+  faces = editor.list_faces(path, role)
+  print(f"{len(faces)} face track{'s' if len(faces) > 1 else ''} in {path} (--face=N edits the N-th):")
+  for face in faces:
+    box = ", ".join(f"{v:.0f}" for v in face.mean_box)
+    print(f"  {face.number}: {face.frames} frames ({face.first_frame}-{face.last_frame}), mean box ({box}), "
+          f"thumbnail {face.thumbnail}")
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -656,13 +854,18 @@ def main(argv):
       raise app.UsageError("--jobs takes each job's task and out from the file, not from --task / --out")
     _run_jobs(_JOBS.value)
     return
+  if _LIST_FACES.value:
+    _list_faces()
+    return
   if not (_TASK.value and _CHECKPOINT.value and _OUT.value):
     raise app.UsageError("--task, --checkpoint and --out are required (or --jobs and --checkpoint)")
   inputs = _inputs(_TASK.value)
+  face = parse_face(_FACE.value)
   # Everything that can be checked without loading a model is checked before any work.
-  check_output(_OUT.value, **inputs)
+  check_output(_OUT.value, **inputs, face_reference=_FACE_REFERENCE.value)
   editor = Editor(_CHECKPOINT.value, face_model=_FACE_MODEL.value, cache_dir=_CACHE.value, settings=_settings())
-  report = getattr(editor, _TASK.value)(*inputs.values(), out=_OUT.value)
+  options = {"face": face, "face_reference": _FACE_REFERENCE.value}
+  report = getattr(editor, _TASK.value)(*inputs.values(), out=_OUT.value, **options)
   print(json.dumps(report._asdict()))
   print(f"wrote {report.out}: {report.frames} frames, {report.edited} edited, {report.passed_through} without a "
         f"face passed through, in {report.seconds:.1f} s")
