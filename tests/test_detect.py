@@ -283,3 +283,18 @@ def test_sha256_of_matches_hashlib(tmp_path):
   data = os.urandom(3 << 20)
   (tmp_path / "blob").write_bytes(data)
   assert model_files.sha256_of(tmp_path / "blob") == hashlib.sha256(data).hexdigest()
+
+
+def test_extract_from_wheel_takes_the_optional_models_it_holds(tmp_path, monkeypatch):
+  patch_expected_hashes(monkeypatch)
+  palm = b"palm bytes"
+  monkeypatch.setitem(model_files.OPTIONAL_MODELS, model_files.PALM_DETECTOR_FILE, hashlib.sha256(palm).hexdigest())
+  wheel = write_zip(tmp_path / "mediapipe.whl", {**FAKE, model_files.PALM_DETECTOR_FILE: palm})
+  model_files.extract_from_wheel(wheel, tmp_path / "out")
+  assert (tmp_path / "out" / "palm_detection_full.tflite").read_bytes() == palm
+  assert not (tmp_path / "out" / "hand_landmark_full.tflite").exists()
+  assert model_files.optional_model(model_files.PALM_DETECTOR_FILE, tmp_path / "out" / "palm_detection_full.tflite")
+  assert model_files.optional_model(model_files.HAND_LANDMARK_FILE, tmp_path / "out" / "none.tflite") is None
+  wrong = write_zip(tmp_path / "wrong.whl", {**FAKE, model_files.PALM_DETECTOR_FILE: b"other"})
+  with pytest.raises(model_files.ModelFilesError, match="palm_detection_full.tflite' has sha256"):
+    model_files.extract_from_wheel(wrong, tmp_path / "out2")

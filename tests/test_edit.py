@@ -287,6 +287,53 @@ def test_choose_the_face_of_a_two_person_clip(editor, inputs, tmp_path):
     editor.swap(inputs["source"], pair, tmp_path / "x.mp4", face_reference=inputs["blank"])
   strict = edit.Editor(editor.checkpoint, cache_dir=editor.cache_dir,
                        settings=edit.EditSettings(batch_size=4, reference_threshold=1e-6))
-  with pytest.raises(edit.EditError, match=r"matches none of the 2 face\(s\).*the closest, face \d, is at identity "
-                     r"distance \d\.\d\d, a match is at most 0\.00"):
+  with pytest.raises(edit.EditError, match=r"matches none of the 2 face\(s\).*the closest, face \d, is at "
+                     r"distance \d+\.\d\d, a match is at most 0\.00"):
     strict.swap(inputs["source"], pair, tmp_path / "x.mp4", face_reference=inputs["right"])
+
+
+def test_reenactment_pastes_the_whole_crop_and_the_face_paste_stays_a_choice(editor, inputs, tmp_path):
+  canvas = np.asarray(__import__("PIL.Image").Image.open(inputs["source"]).convert("RGB")).astype(int)
+  changed = {}
+  for paste in ("crop", "face"):
+    report = editor.reenact(inputs["source"], inputs["driving"], tmp_path / f"{paste}.mp4", paste=paste)
+    assert report.edited == FRAMES
+    frames = [f.image.astype(int) for f in video.read_frames(tmp_path / f"{paste}.mp4")]
+    changed[paste] = np.mean([(np.abs(f - canvas).max(axis=-1) > 12).mean() for f in frames])
+  # The default pastes the crop: beyond the face, the head's outline and the background change too.
+  assert dict(editor.settings.paste)["reenact"] == "crop" and changed["crop"] > changed["face"] + 0.05
+  with pytest.raises(edit.EditError, match="--paste=all: must be one of face, crop"):
+    editor.swap(inputs["source"], inputs["target"], tmp_path / "x.mp4", paste="all")
+
+
+def test_occluders_keep_the_inputs_pixels_and_a_missing_model_is_said_once(workdir, editor, inputs, tmp_path,
+                                                                           monkeypatch, caplog):
+  from tfvgan_jax.prep import occluders
+
+  def left_half(paths):  # another occluder source is one function and one name
+    def region(image):
+      mask = np.zeros(image.shape[:2], np.float32)
+      mask[:, :64] = 1
+      return mask
+    return region, ""
+
+  monkeypatch.setitem(occluders.OCCLUDER_SOURCES, "left_half", left_half)
+  kept = edit.Editor(editor.checkpoint, cache_dir=editor.cache_dir,
+                     settings=edit.EditSettings(batch_size=4, occluders=("left_half",)))
+  report = kept.swap(inputs["source"], inputs["target"], tmp_path / "kept.mp4")
+  assert report.occluded == FRAMES
+  originals = [f.image.astype(int) for f in video.read_frames(inputs["target"])]
+  frames = [f.image.astype(int) for f in video.read_frames(tmp_path / "kept.mp4")]
+  left = np.mean([np.abs(a[:, :56] - b[:, :56]).mean() for a, b in zip(frames, originals)])
+  right = np.mean([np.abs(a[:, 72:] - b[:, 72:]).mean() for a, b in zip(frames, originals)])
+  assert left < 2.0 and right > 3.0  # the occluded half is the input's, the other half edited
+  with caplog.at_level("WARNING"):
+    missing = edit.Editor(editor.checkpoint, cache_dir=editor.cache_dir, settings=edit.EditSettings(batch_size=4),
+                          occluder_models={"palm": tmp_path / "none.tflite"})
+    missing.run_jobs([{"task": "swap", "source": inputs["source"], "target": inputs["target"], "out": tmp_path / f"{n}.mp4"}
+                      for n in range(2)])
+  warnings = [r.getMessage() for r in caplog.records if "occluder 'hands' off" in r.getMessage()]
+  assert len(warnings) == 1 and "palm_detection_full.tflite" in warnings[0] and "editing without it" in warnings[0]
+  assert (tmp_path / "1.mp4").is_file()
+  with pytest.raises(edit.EditError, match="unknown occluder source"):
+    edit.Editor(editor.checkpoint, cache_dir=editor.cache_dir, settings=edit.EditSettings(occluders=("mic",)))

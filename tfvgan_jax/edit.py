@@ -53,23 +53,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import tqdm
-from absl import app, flags
+from absl import app, flags, logging
 from etils import epath
 
 from tfvgan_jax import cli, face3d, files, inference, metrics
 from tfvgan_jax.prep import clip as clip_lib
 from tfvgan_jax.prep import composite, detect, landmarks, model_files
 from tfvgan_jax.prep import crop as crop_lib
+from tfvgan_jax.prep import occluders as occluders_lib
 from tfvgan_jax.prep import track as track_lib
 from tfvgan_jax.prep import video as video_lib
 
 TASKS = ("swap", "reenact", "disentangle")
+PASTES = ("face", "crop")
 # Each task's inputs, in the order its method takes them.
 TASK_INPUTS = {"swap": ("source", "target"), "reenact": ("source", "driving"),
                "disentangle": ("identity", "expression", "appearance")}
 # What a job may set besides its task, inputs and output (keyword arguments of the task's method).
-JOB_OPTIONS = {"swap": ("face", "face_reference"), "reenact": ("relative", "face", "face_reference"),
-               "disentangle": ("face", "face_reference")}
+JOB_OPTIONS = {"swap": ("face", "face_reference", "paste"), "reenact": ("relative", "face", "face_reference", "paste"),
+               "disentangle": ("face", "face_reference", "paste")}
 
 
 class EditError(ValueError):
@@ -122,8 +124,19 @@ class EditSettings:
     per_frame: the frame-by-frame baseline: no landmark smoothing and every frame fitted alone (its
       own identity, no temporal terms), to measure what the per-clip fit and smoothing buy.
     label: draw a visible "SYNTHETIC" label on every frame.
-    reference_threshold: the largest `identity_distance` at which a `face_reference` picture
-      matches a face track.
+    paste: per task, what of the output crop Y goes into the frame: "face" (the rendered face's
+      mask, feathered inside its border: everything else stays the frame's) or "crop" (all of Y,
+      as the papers output it, feathered at the crop's border where the frame takes over).
+      Reenactment pastes the crop: with the face alone, the source's head outline, hair and neck
+      stay still while the inner face follows the driver. Swaps keep the face: the target's own
+      hair and background are the real ones.
+    occluders: the sources of what stays in front of an edited face (`prep.occluders`: "hands");
+      where one is found, the input's pixels are kept (swap and disentangle; a reenactment's canvas
+      is another picture, whose pixels are not the driver's). A source whose model files are
+      missing is left out with one warning.
+    reference_threshold: the largest `signature_distance` at which a `face_reference` picture
+      matches a face track (right matches on the shared clips were at most 1.8, other people
+      mostly above 2).
     mark_synthetic: write the synthetic-content tags into the mp4's metadata.
     progress: progress bars (on stderr) while inputs are tracked and while frames are edited.
     prep: tracking settings for the inputs (the crop size is the checkpoint's). Unlike training
@@ -137,7 +150,9 @@ class EditSettings:
   relative: bool = False
   per_frame: bool = False
   label: bool = False
-  reference_threshold: float = 0.5
+  paste: tuple[tuple[str, str], ...] = (("swap", "face"), ("reenact", "crop"), ("disentangle", "face"))
+  reference_threshold: float = 2.2
+  occluders: tuple[str, ...] = ("hands",)
   mark_synthetic: bool = True
   progress: bool = True
   prep: clip_lib.PrepSettings = clip_lib.PrepSettings(min_frames=1, join_gap=50, smooth_motion=0.02,
@@ -146,18 +161,23 @@ class EditSettings:
   def __post_init__(self):
     if int(self.batch_size) < 1:
       raise EditError(f"--batch_size={self.batch_size}: must be at least 1 (frames per network call)")
+    for task, paste in self.paste:
+      if task not in TASKS or paste not in PASTES:
+        raise EditError(f"paste: {task}={paste}: tasks are {', '.join(TASKS)}, pastes {', '.join(PASTES)}")
     if not 0.0 <= float(self.feather) < 0.5:
       raise EditError(f"feather={self.feather}: must be in [0, 0.5) (a fraction of the crop size)")
 
 
 class EditReport(NamedTuple):
-  """What an edit did: frames written, of them edited and passed through, seconds, the output path."""
+  """What an edit did: frames written, of them edited and passed through, seconds, the output path,
+  and the edited frames where an occluder kept some of the input's pixels in front of the face."""
 
   frames: int
   edited: int
   passed_through: int
   seconds: float
   out: str
+  occluded: int = 0
 
 
 def _synthesis_function(checkpoint: Checkpoint):
@@ -182,10 +202,13 @@ class Editor:
     cache_dir: where input tracks are cached (default `~/.cache/tfvgan_jax/edit`).
     settings: `EditSettings`.
     detector, landmarks, landmarker_task: MediaPipe model files (default: the fetched ones).
+    occluder_models: model files of the occluder sources by key ("palm", "hand"; default: the
+      fetched ones).
   """
 
   def __init__(self, checkpoint, face_model: Optional[str] = None, cache_dir=None,
-               settings: EditSettings = EditSettings(), detector=None, landmarks_file=None, landmarker_task=None):
+               settings: EditSettings = EditSettings(), detector=None, landmarks_file=None, landmarker_task=None,
+               occluder_models: Optional[dict] = None):
     self.checkpoint = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint, face_model)
     self.settings = settings
     self.prep = dataclasses.replace(settings.prep, image_size=self.checkpoint.image_size,
@@ -197,6 +220,12 @@ class Editor:
     self.cache_dir = epath.Path(cache_dir or os.path.expanduser("~/.cache/tfvgan_jax/edit"))
     self._synthesize = _synthesis_function(self.checkpoint)
     self._model = jax.tree.map(jnp.asarray, self.checkpoint.face_model)
+    try:
+      self._occluders, missing = occluders_lib.make_occluders(settings.occluders, occluder_models)
+    except ValueError as error:
+      raise EditError(str(error)) from None
+    for message in missing:
+      logging.warning("%s; editing without it", message)
 
   # ----- inputs -----
 
@@ -266,8 +295,13 @@ class Editor:
     return [self._fitted(tracks[n], role) for n in chosen]
 
   def match_reference(self, picture, tracks: list[clip_lib.FaceTrack], role: str) -> tuple[int, np.ndarray]:
-    """The track whose face is the picture's: the smallest `identity_distance` between the picture's
-    fitted identity and each track's (fitted on up to `REFERENCE_FRAMES` of its frames).
+    """The track whose face is the picture's: the smallest `signature_distance` between the picture's
+    face and each track's (the median over up to `REFERENCE_FRAMES` of its frames).
+
+    The fitted identity coefficients alone were measured first: on the shared clips tiled in pairs
+    they picked the right person in only about half the trials (the morphable model's identity
+    from one picture is mostly noise next to the differences between people); the landmark shape
+    and the face's colours together picked it in every trial (`benchmarks/face_reference_bench.py`).
 
     Returns:
       (index of the track, [len(tracks)] distances).
@@ -278,18 +312,22 @@ class Editor:
     """
     picture = os.fspath(picture)
     try:
-      reference = self._fitted(clip_lib.track_image(picture, self.detector, self.landmarker), "face_reference",
-                               image=True)
-    except (EditError, clip_lib.SkippedVideo) as error:
-      message = str(error) if isinstance(error, EditError) else f"--face_reference={picture}: {error.problem}"
-      raise EditError(message) from None
-    distances = np.array([identity_distance(self.checkpoint.face_model, reference.fitted.fit.id_coeffs,
-                                            self._fitted(sample_frames(t, REFERENCE_FRAMES), role).fitted.fit.id_coeffs)
-                          for t in tracks])
+      reference = clip_lib.track_image(picture, self.detector, self.landmarker)
+      reference_signature = face_signature(clip_lib.read_image(picture), reference.points[0])
+    except clip_lib.SkippedVideo as skipped:
+      raise EditError(f"--face_reference={picture}: {skipped.problem} ({skipped.reason})") from None
+    samples = [np.linspace(0, len(t.frames) - 1, min(REFERENCE_FRAMES, len(t.frames))).round().astype(int)
+               for t in tracks]
+    wanted = {int(t.frames[k]) for t, chosen in zip(tracks, samples) for k in chosen}
+    images = {f.index: f.image for f in video_lib.read_frames(tracks[0].source, start=min(wanted), stop=max(wanted) + 1)
+              if f.index in wanted}
+    distances = np.array([np.median([signature_distance(reference_signature,
+                                                        face_signature(images[int(t.frames[k])], t.points[k]))
+                                     for k in chosen]) for t, chosen in zip(tracks, samples)])
     best = int(np.argmin(distances))
     if distances[best] > self.settings.reference_threshold:
       raise EditError(f"--face_reference={picture}: matches none of the {len(tracks)} face(s) of "
-                      f"--{role}={tracks[0].source}; the closest, face {best + 1}, is at identity distance "
+                      f"--{role}={tracks[0].source}; the closest, face {best + 1}, is at distance "
                       f"{distances[best]:.2f}, a match is at most {self.settings.reference_threshold:.2f}")
     return best, distances
 
@@ -322,19 +360,26 @@ class Editor:
 
   # ----- the three tasks -----
 
-  def swap(self, source, target, out, face="longest", face_reference=None) -> EditReport:
+  def _paste(self, task: str, paste: Optional[str]) -> str:
+    paste = dict(self.settings.paste)[task] if paste is None else paste
+    if paste not in PASTES:
+      raise EditError(f"--paste={paste}: must be one of {', '.join(PASTES)}")
+    return paste
+
+  def swap(self, source, target, out, face="longest", face_reference=None, paste: Optional[str] = None) -> EditReport:
     """The source's identity on the target video (everything else from the target).
 
-    `face` / `face_reference` choose the target's face(s) to replace (`prepare_faces`).
+    `face` / `face_reference` choose the target's face(s) to replace (`prepare_faces`); `paste`
+    overrides `settings.paste` ("face" or "crop").
     """
     out = check_output(out, source=source, target=target, face_reference=face_reference)
     source_in = self.prepare(source, "source")
     faces = [EditedFace(t, t.fitted.fit.exp_coeffs.__getitem__, t.fitted.fit.cameras.__getitem__)
              for t in self.prepare_faces(target, "target", face, face_reference)]
-    return self._edit(source_in, target, faces, hint_from_identity=False, out=out)
+    return self._edit(source_in, target, faces, hint_from_identity=False, out=out, paste=self._paste("swap", paste))
 
   def reenact(self, source, driving, out, relative: Optional[bool] = None, face="longest",
-              face_reference=None) -> EditReport:
+              face_reference=None, paste: Optional[str] = None) -> EditReport:
     """The source's face and background moved by the driving video's pose and expression.
 
     `face` / `face_reference` choose the driving face (one: "all" is refused).
@@ -347,9 +392,10 @@ class Editor:
     relative = self.settings.relative if relative is None else relative
     expression, camera = reenactment_motion(source_in, driving_in, relative)
     return self._edit(source_in, driving, [EditedFace(driving_in, expression, camera)], hint_from_identity=True,
-                      out=out, canvas=source_in)
+                      out=out, canvas=source_in, paste=self._paste("reenact", paste))
 
-  def disentangle(self, identity, expression, appearance, out, face="longest", face_reference=None) -> EditReport:
+  def disentangle(self, identity, expression, appearance, out, face="longest", face_reference=None,
+                  paste: Optional[str] = None) -> EditReport:
     """Identity, expression and appearance (pose and background) from three inputs.
 
     `face` / `face_reference` choose the appearance video's face(s) to replace.
@@ -361,7 +407,8 @@ class Editor:
     expressions = expression_in.fitted.fit.exp_coeffs
     faces = [EditedFace(t, lambda k: expressions[min(k, len(expressions) - 1)], t.fitted.fit.cameras.__getitem__)
              for t in self.prepare_faces(appearance, "appearance", face, face_reference)]
-    return self._edit(identity_in, appearance, faces, hint_from_identity=False, out=out)
+    return self._edit(identity_in, appearance, faces, hint_from_identity=False, out=out,
+                      paste=self._paste("disentangle", paste))
 
   def run(self, job: "Job") -> EditReport:
     """Makes one job's edit (its task's method with its inputs, output and options)."""
@@ -404,23 +451,23 @@ class Editor:
   # ----- the shared loop -----
 
   def _edit(self, identity: Prepared, timeline, faces: list["EditedFace"], hint_from_identity: bool, out,
-            canvas: Optional[Prepared] = None) -> EditReport:
+            canvas: Optional[Prepared] = None, paste: str = "face") -> EditReport:
     """Streams the `timeline` video's frames, editing each of `faces` where it is tracked, into `out`.
 
     Output crops are pasted into the timeline's own frames, or into the `canvas` input's frontal
-    frame (reenactment: the source's background).
+    frame (reenactment: the source's background), through their face mask or whole (`paste`).
     """
     start = time.perf_counter()
     out = os.fspath(out)
-    counts = {"edited": 0, "passed": 0}
-    frames = self._edited_frames(identity, os.fspath(timeline), faces, hint_from_identity, canvas, counts)
+    counts = {"edited": 0, "passed": 0, "occluded": 0}
+    frames = self._edited_frames(identity, os.fspath(timeline), faces, hint_from_identity, canvas, paste, counts)
     metadata = dict(video_lib.SYNTHETIC_TAGS) if self.settings.mark_synthetic else None
     written = video_lib.write_video(out, frames, fps=faces[0].prepared.fps, audio_from=os.fspath(timeline),
                                     metadata=metadata)
-    return EditReport(written, counts["edited"], counts["passed"], time.perf_counter() - start, out)
+    return EditReport(written, counts["edited"], counts["passed"], time.perf_counter() - start, out, counts["occluded"])
 
   def _edited_frames(self, identity: Prepared, timeline: str, faces: list["EditedFace"], hint_from_identity: bool,
-                     canvas: Optional[Prepared], counts: dict) -> Iterator[np.ndarray]:
+                     canvas: Optional[Prepared], paste: str, counts: dict) -> Iterator[np.ndarray]:
     size = self.checkpoint.image_size
     batch_size = self.settings.batch_size
     texture_index = identity.frontal_index()
@@ -429,6 +476,8 @@ class Editor:
     canvas_frame = None if canvas is None else frame_of(canvas, canvas.frontal_index())
     track_frames = [{int(f): k for k, f in enumerate(face.prepared.fitted.frames)} for face in faces]
     feather = self.settings.feather * size
+    crop_mask = composite.feathered_mask(np.ones((size, size), np.float32), feather) if paste == "crop" else None
+    occlusion = occluders_lib.OcclusionTracker(self._occluders) if self._occluders and canvas is None else None
     # (frame, [(face number, index in its track, crop)]) of the frames waiting for the next batch
     pending: list[tuple[np.ndarray, list[tuple[int, int, np.ndarray]]]] = []
 
@@ -444,8 +493,13 @@ class Editor:
         for n, _, _ in frame_edits:
           output, mask = results[used]
           mapping = canvas.fitted.crop_to_source if canvas is not None else faces[n].prepared.fitted.crop_to_source
-          result = composite.paste_back(result, output, mapping, composite.feathered_mask(mask, feather))
+          weight = crop_mask if crop_mask is not None else composite.feathered_mask(mask, feather)
+          result = composite.paste_back(result, output, mapping, weight)
           used += 1
+        region = occlusion(frame) if occlusion is not None and frame_edits else None
+        if region is not None:
+          result = keep_pixels(result, frame, region)
+          counts["occluded"] += 1
         counts["edited" if frame_edits else "passed"] += 1
         yield even_sized(composite.label_synthetic(result) if self.settings.label else result)
       pending.clear()
@@ -501,8 +555,8 @@ class FaceInfo(NamedTuple):
   thumbnail: str
 
 
-# Frames of a track fitted to compare its identity with a reference picture's.
-REFERENCE_FRAMES = 24
+# Frames of a track compared with a reference picture.
+REFERENCE_FRAMES = 12
 
 
 def parse_face(face):
@@ -526,21 +580,45 @@ def parse_face(face):
   return number
 
 
-def sample_frames(track: clip_lib.FaceTrack, count: int) -> clip_lib.FaceTrack:
-  """At most `count` frames of a track, evenly spaced, renumbered as consecutive frames (a fit of
-  its identity without the cost of every frame)."""
-  if len(track.frames) <= count:
-    return track
-  chosen = np.linspace(0, len(track.frames) - 1, count).round().astype(int)
-  return track._replace(frames=np.arange(count, dtype=np.int64), points=track.points[chosen])
+class FaceSignature(NamedTuple):
+  """What tells people apart in `match_reference`: the face's shape and its colours.
+
+  Attributes:
+    shape: [468, 3] Face Mesh points, centred and scaled to unit norm.
+    colour: [6] mean and standard deviation of R, G, B (0-255) inside the points' convex hull.
+  """
+
+  shape: np.ndarray
+  colour: np.ndarray
 
 
-def identity_distance(model: face3d.MorphableModel, a: np.ndarray, b: np.ndarray) -> float:
-  """1 - cosine similarity of the identity offsets from the mean face (A_id a and A_id b, over all
-  vertices): 0 for the same shape, 1 for unrelated ones, whatever the face's overall size."""
-  basis = np.asarray(model.id_basis, np.float64).reshape(-1, np.shape(model.id_basis)[-1])
-  x, y = basis @ np.asarray(a, np.float64), basis @ np.asarray(b, np.float64)
-  return float(1.0 - x @ y / max(np.linalg.norm(x) * np.linalg.norm(y), 1e-12))
+# The signature distance's two parts are divided by these, their typical values between two
+# different people on the shared clips, and added.
+SHAPE_SCALE, COLOUR_SCALE = 0.08, 30.0
+
+
+def face_signature(image: np.ndarray, points: np.ndarray) -> FaceSignature:
+  """The `FaceSignature` of the face with Face Mesh `points` [468, 3] (image pixels) in `image`."""
+  from PIL import Image, ImageDraw
+  points = np.asarray(points, np.float64)
+  shape = points - points.mean(axis=0)
+  shape /= max(np.linalg.norm(shape), 1e-12)
+  hull = occluders_lib.convex_hull(points[:, :2])
+  region = Image.new("L", (image.shape[1], image.shape[0]), 0)
+  ImageDraw.Draw(region).polygon([tuple(p) for p in hull], fill=1)
+  pixels = np.asarray(image)[np.asarray(region, bool)].astype(np.float64)
+  if not len(pixels):
+    pixels = np.zeros((1, 3))
+  return FaceSignature(shape, np.concatenate([pixels.mean(axis=0), pixels.std(axis=0)]))
+
+
+def signature_distance(a: FaceSignature, b: FaceSignature) -> float:
+  """Procrustes distance of the shapes (after the best rotation) / SHAPE_SCALE + distance of the
+  colours / COLOUR_SCALE: about 1 or less for one person, 1.5 and more for two (shared clips)."""
+  u, _, vt = np.linalg.svd(a.shape.T @ b.shape)
+  rotation = u @ vt
+  shape = float(np.linalg.norm(a.shape @ rotation - b.shape))
+  return shape / SHAPE_SCALE + float(np.linalg.norm(a.colour - b.colour)) / COLOUR_SCALE
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -631,8 +709,16 @@ def job_from_dict(fields: dict, line: int, base_dir=None) -> Job:
   for name in JOB_OPTIONS[task]:
     if name in fields:
       value = fields.pop(name)
-      options[name] = (_parse_bool(value, f"job {line}: {name}") if name == "relative"
-                       else place(value) if name == "face_reference" else parse_face(value))
+      if name == "relative":
+        options[name] = _parse_bool(value, f"job {line}: {name}")
+      elif name == "face_reference":
+        options[name] = place(value)
+      elif name == "paste":
+        if value not in PASTES:
+          raise EditError(f"job {line}: paste={value!r}: must be one of {', '.join(PASTES)}")
+        options[name] = value
+      else:
+        options[name] = parse_face(value)
   if fields:
     known = ("task", "out", *TASK_INPUTS[task], *JOB_OPTIONS[task])
     raise EditError(f"job {line}: unknown field(s) {', '.join(sorted(fields))} for task={task} "
@@ -691,6 +777,12 @@ def read_jobs(path) -> tuple[list[Job], list[JobResult]]:
       failed.append(JobResult(number, str(fields.get("task", "")) if isinstance(fields, dict) else "",
                               str(fields.get("out", "")) if isinstance(fields, dict) else "", None, message))
   return jobs, sorted(failed, key=lambda result: result.line)
+
+
+def keep_pixels(edited: np.ndarray, original: np.ndarray, region: np.ndarray) -> np.ndarray:
+  """`edited` with `original`'s pixels where `region` [H, W] in [0, 1] is 1 (blended in between)."""
+  weight = region[..., None].astype(np.float32)
+  return np.rint(edited * (1.0 - weight) + original * weight).astype(np.uint8)
 
 
 def check_output(out, **inputs) -> str:
@@ -788,6 +880,11 @@ _FACE_REFERENCE = flags.DEFINE_string("face_reference", None, "a picture of the 
                                       "whose fitted identity is closest to it (overrides --face)")
 _LIST_FACES = flags.DEFINE_bool("list_faces", False, "print the face tracks of the target / driving / appearance "
                                 "video (number, frames, mean box, a thumbnail file) and exit")
+_PASTE = flags.DEFINE_enum("paste", None, PASTES, "what of the output crop goes into the frame: face (its mask) or "
+                           "crop (all of it, feathered at the crop's border); default: crop for reenact, face for "
+                           "swap and disentangle")
+_OCCLUDERS = flags.DEFINE_list("occluders", ["hands"], "what stays in front of the edited face, the input's pixels "
+                               "kept there (swap, disentangle): hands, or none (an empty list)")
 _JOBS = flags.DEFINE_string("jobs", None, "many edits in one process: a JSON-lines or CSV file of jobs (task, the "
                             "task's inputs, out); one result line per job, failed jobs reported, the rest done")
 
@@ -810,7 +907,8 @@ def _inputs(task: str) -> dict:
 
 def _settings() -> EditSettings:
   return EditSettings(batch_size=_BATCH.value, relative=_RELATIVE.value, label=_LABEL.value,
-                      mark_synthetic=_MARK.value, progress=_PROGRESS.value)
+                      mark_synthetic=_MARK.value, progress=_PROGRESS.value,
+                      occluders=tuple(name for name in _OCCLUDERS.value if name not in ("", "none")))
 
 
 def _run_jobs(path: str) -> None:
@@ -864,11 +962,11 @@ def main(argv):
   # Everything that can be checked without loading a model is checked before any work.
   check_output(_OUT.value, **inputs, face_reference=_FACE_REFERENCE.value)
   editor = Editor(_CHECKPOINT.value, face_model=_FACE_MODEL.value, cache_dir=_CACHE.value, settings=_settings())
-  options = {"face": face, "face_reference": _FACE_REFERENCE.value}
+  options = {"face": face, "face_reference": _FACE_REFERENCE.value, "paste": _PASTE.value}
   report = getattr(editor, _TASK.value)(*inputs.values(), out=_OUT.value, **options)
   print(json.dumps(report._asdict()))
-  print(f"wrote {report.out}: {report.frames} frames, {report.edited} edited, {report.passed_through} without a "
-        f"face passed through, in {report.seconds:.1f} s")
+  print(f"wrote {report.out}: {report.frames} frames, {report.edited} edited ({report.occluded} with occluders kept "
+        f"in front), {report.passed_through} without a face passed through, in {report.seconds:.1f} s")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,66 @@
+"""Reenactment's paste, measured against ground truth: self-reenactment of whole frames.
+
+    python benchmarks/reenact_paste_bench.py --checkpoint=RUN [--frames=24]
+
+Self-reenactment has a ground truth: the source is a clip's first frame, the driving video is the
+clip itself, so the output should be the driving frames. For each clip (synthetic talking heads of
+the checkpoint's face model, and the shared real clips where present), the whole-frame mean
+absolute error (0-255) and PSNR of the output against the driving frames, for the face-mask paste
+and the whole-crop paste.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import tempfile
+
+import numpy as np
+from PIL import Image
+
+TESTDATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "testdata"
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--checkpoint", required=True)
+  parser.add_argument("--frames", type=int, default=24)
+  args = parser.parse_args()
+  from tfvgan_jax import edit, face3d
+  from tfvgan_jax.data import synthetic
+  from tfvgan_jax.prep import video
+  with tempfile.TemporaryDirectory(prefix="reenact_paste_bench_") as folder:
+    folder = pathlib.Path(folder)
+    editor = edit.Editor(args.checkpoint, cache_dir=folder / "cache", settings=edit.EditSettings(progress=False))
+    clips = {}
+    model = editor.checkpoint.face_model
+    for seed in (11, 12, 13):
+      truth = synthetic.sample_video(model, seed, args.frames, 128)
+      clips[f"synthetic{seed}"] = synthetic.render_frames(model, truth.appearance, truth.id_coeffs, truth.exp_coeffs,
+                                                          truth.cameras, 128)
+    for name in ("d10", "d18", "d19"):
+      path = TESTDATA / "videos" / f"{name}.mp4"
+      if path.exists():
+        clips[name] = [f.image for f, _ in zip(video.read_frames(path), range(args.frames))]
+    del face3d
+    totals = {"face": [], "crop": []}
+    for name, frames in clips.items():
+      driving = folder / f"{name}.mp4"
+      video.write_video(driving, list(frames), fps=25)
+      source = folder / f"{name}.png"
+      Image.fromarray(np.asarray(frames[0])).save(source)
+      truth = [f.image.astype(np.float64) for f in video.read_frames(driving)]
+      line = [name]
+      for paste in ("face", "crop"):
+        editor.reenact(source, driving, folder / f"{name}_{paste}.mp4", paste=paste)
+        out = [f.image.astype(np.float64) for f in video.read_frames(folder / f"{name}_{paste}.mp4")]
+        errors = [np.abs(a - b).mean() for a, b in zip(out, truth)]
+        mse = np.mean([((a - b) ** 2).mean() for a, b in zip(out, truth)])
+        totals[paste].append(np.mean(errors))
+        line.append(f"{paste}: L1 {np.mean(errors):.2f}, PSNR {10 * np.log10(255 ** 2 / mse):.2f} dB")
+      print(" | ".join(line), flush=True)
+    print(f"mean whole-frame L1: face paste {np.mean(totals['face']):.2f}, crop paste {np.mean(totals['crop']):.2f}")
+
+
+if __name__ == "__main__":
+  main()
