@@ -337,3 +337,11 @@ def test_occluders_keep_the_inputs_pixels_and_a_missing_model_is_said_once(workd
   assert (tmp_path / "1.mp4").is_file()
   with pytest.raises(edit.EditError, match="unknown occluder source"):
     edit.Editor(editor.checkpoint, cache_dir=editor.cache_dir, settings=edit.EditSettings(occluders=("mic",)))
+
+
+def test_the_detector_is_chosen_by_name_and_a_missing_full_range_model_is_named(editor, tmp_path):
+  with pytest.raises(edit.EditError, match="--detector=far: must be one of short, full, both"):
+    edit.EditSettings(detector="far")
+  with pytest.raises(edit.EditError, match="--detector=both: the full-range face detector .*data_prep.models fetch"):
+    edit.Editor(editor.checkpoint, cache_dir=editor.cache_dir, settings=edit.EditSettings(detector="both"),
+                full_range_detector=tmp_path / "none.tflite")

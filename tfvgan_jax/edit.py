@@ -66,6 +66,7 @@ from tfvgan_jax.prep import video as video_lib
 
 TASKS = ("swap", "reenact", "disentangle")
 PASTES = ("face", "crop")
+DETECTORS = ("short", "full", "both")
 # Each task's inputs, in the order its method takes them.
 TASK_INPUTS = {"swap": ("source", "target"), "reenact": ("source", "driving"),
                "disentangle": ("identity", "expression", "appearance")}
@@ -134,6 +135,9 @@ class EditSettings:
       where one is found, the input's pixels are kept (swap and disentangle; a reenactment's canvas
       is another picture, whose pixels are not the driver's). A source whose model files are
       missing is left out with one warning.
+    detector: the face detector: "short" (MediaPipe's short-range model: faces within about 2 m,
+      wider than about a fifth of the frame), "full" (the full-range model: small and distant
+      faces) or "both" (their detections merged).
     reference_threshold: the largest `signature_distance` at which a `face_reference` picture
       matches a face track (right matches on the shared clips were at most 1.8, other people
       mostly above 2).
@@ -153,6 +157,7 @@ class EditSettings:
   paste: tuple[tuple[str, str], ...] = (("swap", "face"), ("reenact", "crop"), ("disentangle", "face"))
   reference_threshold: float = 2.2
   occluders: tuple[str, ...] = ("hands",)
+  detector: str = "short"
   mark_synthetic: bool = True
   progress: bool = True
   prep: clip_lib.PrepSettings = clip_lib.PrepSettings(min_frames=1, join_gap=50, smooth_motion=0.02,
@@ -164,6 +169,8 @@ class EditSettings:
     for task, paste in self.paste:
       if task not in TASKS or paste not in PASTES:
         raise EditError(f"paste: {task}={paste}: tasks are {', '.join(TASKS)}, pastes {', '.join(PASTES)}")
+    if self.detector not in DETECTORS:
+      raise EditError(f"--detector={self.detector}: must be one of {', '.join(DETECTORS)}")
     if not 0.0 <= float(self.feather) < 0.5:
       raise EditError(f"feather={self.feather}: must be in [0, 0.5) (a fraction of the crop size)")
 
@@ -202,21 +209,33 @@ class Editor:
     cache_dir: where input tracks are cached (default `~/.cache/tfvgan_jax/edit`).
     settings: `EditSettings`.
     detector, landmarks, landmarker_task: MediaPipe model files (default: the fetched ones).
+    full_range_detector: the full-range detector's file (default: the fetched one), for
+      `settings.detector` "full" or "both".
     occluder_models: model files of the occluder sources by key ("palm", "hand"; default: the
       fetched ones).
   """
 
   def __init__(self, checkpoint, face_model: Optional[str] = None, cache_dir=None,
                settings: EditSettings = EditSettings(), detector=None, landmarks_file=None, landmarker_task=None,
-               occluder_models: Optional[dict] = None):
+               occluder_models: Optional[dict] = None, full_range_detector=None):
     self.checkpoint = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint, face_model)
     self.settings = settings
     self.prep = dataclasses.replace(settings.prep, image_size=self.checkpoint.image_size,
                                     **({"smooth": 0.0} if settings.per_frame else {}))
     paths = model_files.find_models(detector=detector, landmarks=landmarks_file, task=landmarker_task)
-    self.detector = detect.FaceDetector(paths.detector)
+    detectors = {}
+    if settings.detector in ("short", "both"):
+      detectors[paths.detector] = detect.FaceDetector(paths.detector)
+    if settings.detector in ("full", "both"):
+      full = model_files.optional_model(model_files.FULL_RANGE_DETECTOR_FILE, full_range_detector)
+      if full is None:
+        raise EditError(f"--detector={settings.detector}: the full-range face detector "
+                        f"({os.path.basename(model_files.FULL_RANGE_DETECTOR_FILE)}) is not in "
+                        f"{model_files.models_dir()}; fetch it with `{model_files.FETCH_COMMAND}`")
+      detectors[full] = detect.FaceDetector(full, score_threshold=0.6)
+    self.detector = detect.CombinedDetector(detectors.values()) if len(detectors) > 1 else next(iter(detectors.values()))
     self.landmarker = landmarks.FaceMesh(paths.landmarks)
-    self.model_hashes = (model_files.sha256_of(paths.detector), model_files.sha256_of(paths.landmarks))
+    self.model_hashes = (*(model_files.sha256_of(path) for path in detectors), model_files.sha256_of(paths.landmarks))
     self.cache_dir = epath.Path(cache_dir or os.path.expanduser("~/.cache/tfvgan_jax/edit"))
     self._synthesize = _synthesis_function(self.checkpoint)
     self._model = jax.tree.map(jnp.asarray, self.checkpoint.face_model)
@@ -885,6 +904,8 @@ _PASTE = flags.DEFINE_enum("paste", None, PASTES, "what of the output crop goes 
                            "swap and disentangle")
 _OCCLUDERS = flags.DEFINE_list("occluders", ["hands"], "what stays in front of the edited face, the input's pixels "
                                "kept there (swap, disentangle): hands, or none (an empty list)")
+_DETECTOR = flags.DEFINE_enum("detector", "short", DETECTORS, "face detector: short (faces near the camera), full "
+                              "(the full-range model: small and distant faces) or both")
 _JOBS = flags.DEFINE_string("jobs", None, "many edits in one process: a JSON-lines or CSV file of jobs (task, the "
                             "task's inputs, out); one result line per job, failed jobs reported, the rest done")
 
@@ -908,7 +929,8 @@ def _inputs(task: str) -> dict:
 def _settings() -> EditSettings:
   return EditSettings(batch_size=_BATCH.value, relative=_RELATIVE.value, label=_LABEL.value,
                       mark_synthetic=_MARK.value, progress=_PROGRESS.value,
-                      occluders=tuple(name for name in _OCCLUDERS.value if name not in ("", "none")))
+                      occluders=tuple(name for name in _OCCLUDERS.value if name not in ("", "none")),
+                      detector=_DETECTOR.value)
 
 
 def _run_jobs(path: str) -> None:
