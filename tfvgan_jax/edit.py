@@ -129,8 +129,9 @@ class EditSettings:
       mask, feathered inside its border: everything else stays the frame's) or "crop" (all of Y,
       as the papers output it, feathered at the crop's border where the frame takes over).
       Reenactment pastes the crop: with the face alone, the source's head outline, hair and neck
-      stay still while the inner face follows the driver. Swaps keep the face: the target's own
-      hair and background are the real ones.
+      stay still while the inner face follows the driver (with a perfect generator, self-
+      reenactment's whole-frame error is 2.5 times lower with the crop: README). Swaps keep the
+      face: the target's own hair and background are the real ones.
     occluders: the sources of what stays in front of an edited face (`prep.occluders`: "hands");
       where one is found, the input's pixels are kept (swap and disentangle; a reenactment's canvas
       is another picture, whose pixels are not the driver's). A source whose model files are
