@@ -345,3 +345,17 @@ def test_the_detector_is_chosen_by_name_and_a_missing_full_range_model_is_named(
   with pytest.raises(edit.EditError, match="--detector=both: the full-range face detector .*data_prep.models fetch"):
     edit.Editor(editor.checkpoint, cache_dir=editor.cache_dir, settings=edit.EditSettings(detector="both"),
                 full_range_detector=tmp_path / "none.tflite")
+
+
+def test_list_faces_and_face_on_the_command_line(workdir, inputs, tmp_path, mediapipe_models, capsys):
+  common = [f"--checkpoint={workdir}", f"--cache_dir={tmp_path / 'cache'}", "--noprogress"]
+  with flagsaver.flagsaver():
+    flags.FLAGS(["edit", "--list_faces", f"--target={inputs['pair']}", *common])
+    edit.main([])
+  out = capsys.readouterr().out
+  assert "2 face tracks in" in out and "  2: 8 frames (0-7), mean box (" in out and "pair-face2.png" in out
+  with flagsaver.flagsaver():
+    flags.FLAGS(["edit", "--task=swap", f"--source={inputs['source']}", f"--target={inputs['pair']}", "--face=3",
+                 f"--out={tmp_path / 'x.mp4'}", *common])
+    with pytest.raises(edit.EditError, match="has 2 face tracks"):
+      edit.main([])
