@@ -25,6 +25,14 @@ Reenactment's `--relative` applies the driving video's motion relative to its fi
 source's own pose and expression (as first-order-model's relative mode), instead of the driving
 frame's absolute pose and expression.
 
+Which face of the timeline video is edited: `--face=longest` (the default), `--face=N` (the N-th
+of `--list_faces`), `--face=all` (every face, each with its own fit, pasted in one pass), or
+`--face_reference=PICTURE` (the face that matches the picture, `Editor.match_reference`).
+`--detector=full|both` adds MediaPipe's full-range detector for small and distant faces. What is
+pasted: the whole output crop for reenactment, the face region for swaps (`EditSettings.paste`,
+`--paste`). What stays in front: hands (`EditSettings.occluders`, `prep.occluders`) keep the
+input's pixels.
+
 Many edits run in one process with `--jobs=FILE` (or `Editor.run_jobs` with a list): the models
 and the compiled network are loaded once, each job's result or failure is reported on its own
 line, and a failed job does not stop the others (`read_jobs` describes the file).
