@@ -4,8 +4,9 @@
   python -m data_prep.models path
 
 `fetch` downloads the MediaPipe 0.10.21 wheel with pip (no dependencies, no install; one
-platform's wheel, since the models are the same in all of them), takes out only the two `.tflite`
-files, checks their sha256 and writes them to DIR (default: `$TFVGAN_MODELS`, else
+platform's wheel, since the models are the same in all of them), takes out only the face detector
+and Face Mesh `.tflite` files and the optional full-range face detector, palm detector and hand
+landmark model that editing uses, checks their sha256 and writes them to DIR (default: `$TFVGAN_MODELS`, else
 `~/.cache/tfvgan_jax/models`). `--wheel` uses a wheel already on disk instead of downloading.
 `path` prints where the files are expected and whether they are there.
 
@@ -50,7 +51,9 @@ def fetch(out_dir: str, wheel=None) -> model_files.ModelPaths:
   else:
     with tempfile.TemporaryDirectory(prefix="mediapipe-wheel-") as directory:
       paths = model_files.extract_from_wheel(_download_wheel(directory), out_dir)
-  for path in paths:
+  extras = [path for path in (os.path.join(out_dir, posixpath.basename(member)) for member in model_files.OPTIONAL_MODELS)
+            if os.path.isfile(path)]
+  for path in (*paths, *extras):
     print(f"{path}  sha256 {model_files.sha256_of(path)}")
   if os.path.abspath(out_dir) != model_files.models_dir():
     print(f"set TFVGAN_MODELS={os.path.abspath(out_dir)} so that tfvgan_jax finds them")
@@ -62,11 +65,12 @@ def show_paths() -> bool:
   directory = model_files.models_dir()
   print(f"models directory: {directory} (TFVGAN_MODELS overrides it)")
   present = True
-  for member in (model_files.DETECTOR_FILE, model_files.LANDMARK_FILE):
+  for member in (model_files.DETECTOR_FILE, model_files.LANDMARK_FILE, *model_files.OPTIONAL_MODELS):
     path = os.path.join(directory, posixpath.basename(member))
     found = os.path.isfile(path)
-    present &= found
-    print(f"  {path}: {'present' if found else 'missing'}")
+    optional = member in model_files.OPTIONAL_MODELS
+    present &= found or optional
+    print(f"  {path}: {'present' if found else 'missing'}{' (optional)' if optional else ''}")
   if not present:
     print(f"fetch them with: {model_files.FETCH_COMMAND}")
   return present

@@ -54,4 +54,10 @@ def make_inputs(folder):
   video.write_video(paths["gap"], blank + face[:5] + blank + face[5:], fps=25)
   paths["wall"] = folder / "wall.mp4"
   video.write_video(paths["wall"], blank * 3, fps=25)
+  paths["pair"] = folder / "pair.mp4"
+  video.write_video(paths["pair"], np.concatenate([talking_head(model, 1), talking_head(model, 6)], axis=2), fps=25)
+  paths["right"] = folder / "right.png"
+  Image.fromarray(talking_head(model, 6, frames=FRAMES + 6)[-1]).save(paths["right"])
+  paths["blank"] = folder / "blank.png"
+  Image.fromarray(blank[0]).save(paths["blank"])
   return paths

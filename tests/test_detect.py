@@ -283,3 +283,39 @@ def test_sha256_of_matches_hashlib(tmp_path):
   data = os.urandom(3 << 20)
   (tmp_path / "blob").write_bytes(data)
   assert model_files.sha256_of(tmp_path / "blob") == hashlib.sha256(data).hexdigest()
+
+
+def test_extract_from_wheel_takes_the_optional_models_it_holds(tmp_path, monkeypatch):
+  patch_expected_hashes(monkeypatch)
+  palm = b"palm bytes"
+  monkeypatch.setitem(model_files.OPTIONAL_MODELS, model_files.PALM_DETECTOR_FILE, hashlib.sha256(palm).hexdigest())
+  wheel = write_zip(tmp_path / "mediapipe.whl", {**FAKE, model_files.PALM_DETECTOR_FILE: palm})
+  model_files.extract_from_wheel(wheel, tmp_path / "out")
+  assert (tmp_path / "out" / "palm_detection_full.tflite").read_bytes() == palm
+  assert not (tmp_path / "out" / "hand_landmark_full.tflite").exists()
+  assert model_files.optional_model(model_files.PALM_DETECTOR_FILE, tmp_path / "out" / "palm_detection_full.tflite")
+  assert model_files.optional_model(model_files.HAND_LANDMARK_FILE, tmp_path / "out" / "none.tflite") is None
+  wrong = write_zip(tmp_path / "wrong.whl", {**FAKE, model_files.PALM_DETECTOR_FILE: b"other"})
+  with pytest.raises(model_files.ModelFilesError, match="palm_detection_full.tflite' has sha256"):
+    model_files.extract_from_wheel(wrong, tmp_path / "out2")
+
+
+def test_the_full_range_detector_finds_a_small_face_the_short_range_one_misses(testdata, face_detector):
+  path = model_files.optional_model(model_files.FULL_RANGE_DETECTOR_FILE)
+  if path is None:
+    pytest.skip(f"the full-range face detector is not fetched ({model_files.FETCH_COMMAND})")
+  from PIL import Image
+
+  from tfvgan_jax.prep import video
+  full = detect.FaceDetector(path, score_threshold=0.6)
+  assert full.input_size == 192
+  # A shared clip's first frame shrunk to 160 px in a 960 x 540 frame: a face about 60 px wide.
+  clip = next(video.read_frames(testdata / "videos" / "d18.mp4")).image
+  frame = np.full((540, 960, 3), 90, np.uint8)
+  frame[200:360, 600:760] = np.asarray(Image.fromarray(clip).resize((160, 160)))
+  assert face_detector(frame) == []
+  (found,) = full(frame)
+  centre = (found.box[:2] + found.box[2:]) / 2
+  assert 600 < centre[0] < 760 and 200 < centre[1] < 360
+  both = detect.CombinedDetector([face_detector, full])
+  assert len(both(frame)) == 1 and len(both(clip)) == 1

@@ -6,6 +6,8 @@ still picture (`edit_inputs`), faces the MediaPipe detector and landmarks find (
 checks that).
 """
 
+import json
+
 import av
 import numpy as np
 import pytest
@@ -212,3 +214,148 @@ def test_relative_cameras_compose_the_driving_turn_with_the_source_pose():
   small = edit.relative_cameras(np.array([0, 0, 0, 2.0, 0, 0]), driving[:2] * [1, 0.05, 1, 1, 1, 1])
   np.testing.assert_allclose(small[1, :3], driving[1, :3] * [1, 0.05, 1] - driving[0, :3] * [1, 0.05, 1], atol=1e-3)
   assert np.abs(moved[1, :3] - (source[:3] + driving[1, :3] - driving[0, :3])).max() > 0.05
+
+
+def test_jobs_run_in_one_process_and_a_bad_line_fails_alone(editor, workdir, inputs, tmp_path, mediapipe_models,
+                                                             capsys):
+  jobs = tmp_path / "jobs.jsonl"
+  jobs.write_text("\n".join([
+      "# two good jobs, three bad ones",
+      f'{{"task": "swap", "source": "{inputs["source"]}", "target": "{inputs["target"]}", "out": "a.mp4"}}',
+      '{"task": "swapp", "out": "b.mp4"}',
+      f'{{"task": "reenact", "source": "{inputs["source"]}", "driving": "{inputs["wall"]}", "out": "c.mp4"}}',
+      "not json",
+      f'{{"task": "reenact", "identity": "{inputs["source"]}", "appearance": "{inputs["driving"]}", "out": "d.mp4", '
+      '"relative": "true"}',
+  ]))
+  parsed, failed = edit.read_jobs(jobs)
+  assert [j.line for j in parsed] == [2, 4, 6] and parsed[2].options == {"relative": True}
+  assert [f.line for f in failed] == [3, 5] and "line 3: task='swapp'" in failed[0].error
+  assert parsed[0].out == str(tmp_path / "a.mp4")  # relative to the jobs file's folder
+  with flagsaver.flagsaver():
+    flags.FLAGS(["edit", f"--checkpoint={workdir}", f"--jobs={jobs}", f"--cache_dir={tmp_path / 'cache'}",
+                 "--noprogress"])
+    with pytest.raises(edit.EditError, match=r"3 of 5 jobs failed \(lines 3, 4, 5: .*line 3"):
+      edit.main([])
+  lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+  assert sorted(r["line"] for r in lines) == [2, 3, 4, 5, 6]
+  by_line = {r["line"]: r for r in lines}
+  assert by_line[2]["ok"] and by_line[2]["edited"] == FRAMES and by_line[6]["ok"]
+  assert "no face" in by_line[4]["error"] and "not JSON" in by_line[5]["error"]
+  assert sorted(p.name for p in tmp_path.glob("*.mp4")) == ["a.mp4", "d.mp4"]
+  # CSV with a header row, and the Python API with a list.
+  table = tmp_path / "jobs.csv"
+  table.write_text(f"task,source,target,out\nswap,{inputs['source']},{inputs['target']},e.mp4\nswap,,x.mp4,f.mp4\n")
+  parsed, failed = edit.read_jobs(table)
+  assert [j.line for j in parsed] == [2] and "line 3: task=swap needs source" in failed[0].error
+  results = editor.run_jobs([{"task": "swap", "source": inputs["source"], "target": inputs["target"],
+                              "out": tmp_path / "g.mp4"}, {"task": "swap", "out": tmp_path / "h.mp4"}])
+  assert results[0].report.edited == FRAMES and "needs source" in results[1].error
+
+
+def test_choose_the_face_of_a_two_person_clip(editor, inputs, tmp_path):
+  pair = inputs["pair"]
+  faces = editor.list_faces(pair, thumbnails=tmp_path / "faces")
+  assert [f.number for f in faces] == [1, 2] and all(f.frames == FRAMES for f in faces)
+  assert all((tmp_path / "faces" / f"pair-face{n}.png").is_file() for n in (1, 2))
+  sides = ["left" if f.mean_box[2] <= 128 else "right" for f in faces]
+  assert sorted(sides) == ["left", "right"]
+  originals = [f.image.astype(int) for f in video.read_frames(pair)]
+
+  def changed(path):  # per frame, mean change of the left and right halves
+    return np.array([[np.abs(a[:, :128] - b[:, :128]).mean(), np.abs(a[:, 128:] - b[:, 128:]).mean()]
+                     for a, b in zip((f.image for f in video.read_frames(path)), originals)])
+
+  report = editor.swap(inputs["source"], pair, tmp_path / "all.mp4", face="all")
+  assert report.edited == FRAMES and report.passed_through == 0
+  assert changed(tmp_path / "all.mp4").min() > 1.0  # both people replaced in every frame
+  right = sides.index("right") + 1
+  editor.swap(inputs["source"], pair, tmp_path / "one.mp4", face=right)
+  one = changed(tmp_path / "one.mp4")
+  assert one[:, 1].min() > 1.0 and one[:, 0].max() < 3.0  # only the chosen one (re-encoding noise)
+  with pytest.raises(edit.EditError, match=r"--face=3: --target=.*pair.mp4 has 2 face tracks"):
+    editor.swap(inputs["source"], pair, tmp_path / "x.mp4", face=3)
+  with pytest.raises(edit.EditError, match="--face=all: a reenactment is driven by one face"):
+    editor.reenact(inputs["source"], pair, tmp_path / "x.mp4", face="all")
+  with pytest.raises(edit.EditError, match="--face=first: must be longest, all, or a face number"):
+    edit.parse_face("first")
+  # A picture of the right one picks the right one; a picture without a face, or a threshold nobody
+  # meets, is an error that says how close the best came.
+  best, distances = editor.match_reference(inputs["right"], editor.faces(pair, "target"), "target")
+  assert best == right - 1 and distances[best] < distances[1 - best]
+  with pytest.raises(edit.EditError, match="--face_reference=.*blank.png: no face"):
+    editor.swap(inputs["source"], pair, tmp_path / "x.mp4", face_reference=inputs["blank"])
+  strict = edit.Editor(editor.checkpoint, cache_dir=editor.cache_dir,
+                       settings=edit.EditSettings(batch_size=4, reference_threshold=1e-6))
+  with pytest.raises(edit.EditError, match=r"matches none of the 2 face\(s\).*the closest, face \d, is at "
+                     r"distance \d+\.\d\d, a match is at most 0\.00"):
+    strict.swap(inputs["source"], pair, tmp_path / "x.mp4", face_reference=inputs["right"])
+
+
+def test_reenactment_pastes_the_whole_crop_and_the_face_paste_stays_a_choice(editor, inputs, tmp_path):
+  canvas = np.asarray(__import__("PIL.Image").Image.open(inputs["source"]).convert("RGB")).astype(int)
+  changed = {}
+  for paste in ("crop", "face"):
+    report = editor.reenact(inputs["source"], inputs["driving"], tmp_path / f"{paste}.mp4", paste=paste)
+    assert report.edited == FRAMES
+    frames = [f.image.astype(int) for f in video.read_frames(tmp_path / f"{paste}.mp4")]
+    changed[paste] = np.mean([(np.abs(f - canvas).max(axis=-1) > 12).mean() for f in frames])
+  # The default pastes the crop: beyond the face, the head's outline and the background change too.
+  assert dict(editor.settings.paste)["reenact"] == "crop" and changed["crop"] > changed["face"] + 0.05
+  with pytest.raises(edit.EditError, match="--paste=all: must be one of face, crop"):
+    editor.swap(inputs["source"], inputs["target"], tmp_path / "x.mp4", paste="all")
+
+
+def test_occluders_keep_the_inputs_pixels_and_a_missing_model_is_said_once(workdir, editor, inputs, tmp_path,
+                                                                           monkeypatch, caplog):
+  from tfvgan_jax.prep import occluders
+
+  def left_half(paths):  # another occluder source is one function and one name
+    def region(image):
+      mask = np.zeros(image.shape[:2], np.float32)
+      mask[:, :64] = 1
+      return mask
+    return region, ""
+
+  monkeypatch.setitem(occluders.OCCLUDER_SOURCES, "left_half", left_half)
+  kept = edit.Editor(editor.checkpoint, cache_dir=editor.cache_dir,
+                     settings=edit.EditSettings(batch_size=4, occluders=("left_half",)))
+  report = kept.swap(inputs["source"], inputs["target"], tmp_path / "kept.mp4")
+  assert report.occluded == FRAMES
+  originals = [f.image.astype(int) for f in video.read_frames(inputs["target"])]
+  frames = [f.image.astype(int) for f in video.read_frames(tmp_path / "kept.mp4")]
+  left = np.mean([np.abs(a[:, :56] - b[:, :56]).mean() for a, b in zip(frames, originals)])
+  right = np.mean([np.abs(a[:, 72:] - b[:, 72:]).mean() for a, b in zip(frames, originals)])
+  assert left < 2.0 and right > 3.0  # the occluded half is the input's, the other half edited
+  with caplog.at_level("WARNING"):
+    missing = edit.Editor(editor.checkpoint, cache_dir=editor.cache_dir, settings=edit.EditSettings(batch_size=4),
+                          occluder_models={"palm": tmp_path / "none.tflite"})
+    missing.run_jobs([{"task": "swap", "source": inputs["source"], "target": inputs["target"], "out": tmp_path / f"{n}.mp4"}
+                      for n in range(2)])
+  warnings = [r.getMessage() for r in caplog.records if "occluder 'hands' off" in r.getMessage()]
+  assert len(warnings) == 1 and "palm_detection_full.tflite" in warnings[0] and "editing without it" in warnings[0]
+  assert (tmp_path / "1.mp4").is_file()
+  with pytest.raises(edit.EditError, match="unknown occluder source"):
+    edit.Editor(editor.checkpoint, cache_dir=editor.cache_dir, settings=edit.EditSettings(occluders=("mic",)))
+
+
+def test_the_detector_is_chosen_by_name_and_a_missing_full_range_model_is_named(editor, tmp_path):
+  with pytest.raises(edit.EditError, match="--detector=far: must be one of short, full, both"):
+    edit.EditSettings(detector="far")
+  with pytest.raises(edit.EditError, match="--detector=both: the full-range face detector .*data_prep.models fetch"):
+    edit.Editor(editor.checkpoint, cache_dir=editor.cache_dir, settings=edit.EditSettings(detector="both"),
+                full_range_detector=tmp_path / "none.tflite")
+
+
+def test_list_faces_and_face_on_the_command_line(workdir, inputs, tmp_path, mediapipe_models, capsys):
+  common = [f"--checkpoint={workdir}", f"--cache_dir={tmp_path / 'cache'}", "--noprogress"]
+  with flagsaver.flagsaver():
+    flags.FLAGS(["edit", "--list_faces", f"--target={inputs['pair']}", *common])
+    edit.main([])
+  out = capsys.readouterr().out
+  assert "2 face tracks in" in out and "  2: 8 frames (0-7), mean box (" in out and "pair-face2.png" in out
+  with flagsaver.flagsaver():
+    flags.FLAGS(["edit", "--task=swap", f"--source={inputs['source']}", f"--target={inputs['pair']}", "--face=3",
+                 f"--out={tmp_path / 'x.mp4'}", *common])
+    with pytest.raises(edit.EditError, match="has 2 face tracks"):
+      edit.main([])

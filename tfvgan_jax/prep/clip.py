@@ -159,16 +159,10 @@ def _frames(path, settings: PrepSettings) -> Iterator[video_lib.Frame]:
   return video_lib.read_frames(path, stop=settings.max_frames or None)
 
 
-def track_video(path, detector, landmarker, settings: PrepSettings = PrepSettings(),
-                progress: Optional[Callable[..., Iterator]] = None) -> FaceTrack:
-  """Decodes `path` once and returns its main face track, smoothed.
-
-  `progress` wraps the decoded frames (a progress bar: `tqdm.tqdm`-like, called with the frame
-  iterator and `total`, the video's frame count).
-
-  Raises:
-    SkippedVideo: the video cannot be read, or its main face is missing, too short or too small.
-  """
+def _followed_faces(path, detector, landmarker, settings: PrepSettings,
+                    progress: Optional[Callable[..., Iterator]]) -> tuple[list[track_lib.Track], video_lib.VideoInfo, int]:
+  """Decodes `path` once: every face track (joined over gaps of `settings.join_gap`), the video's
+  info and the number of frames seen."""
   check_input_file(path)
   try:
     info = video_lib.probe(path)
@@ -179,20 +173,62 @@ def track_video(path, detector, landmarker, settings: PrepSettings = PrepSetting
     tracks, seen = track_lib.track_faces(frames, detector, landmarker, settings.track)
   except video_lib.VideoError as error:
     raise SkippedVideo(path, error.reason, error.problem) from error
-  main = track_lib.main_track(track_lib.join_tracks(tracks, settings.join_gap))
+  return track_lib.join_tracks(tracks, settings.join_gap), info, seen
+
+
+def _smoothed(track: track_lib.Track, info: video_lib.VideoInfo, seen: int, path, settings: PrepSettings) -> FaceTrack:
+  # Smoothed run by run: nothing is blended across the frames where the face was lost.
+  points = np.concatenate([track_lib.motion_adaptive_smoothing(track.points[run], settings.smooth, settings.smooth_motion)
+                           for run in track_lib.runs(track.frames)])
+  return FaceTrack(track.frames, points, (info.width, info.height), info.fps, seen, os.fspath(path))
+
+
+def _face_size(track: track_lib.Track) -> float:
+  return float(np.median(track_lib.box_size(track_lib.box_of_points(track.points))))
+
+
+def track_video(path, detector, landmarker, settings: PrepSettings = PrepSettings(),
+                progress: Optional[Callable[..., Iterator]] = None) -> FaceTrack:
+  """Decodes `path` once and returns its main face track, smoothed.
+
+  `progress` wraps the decoded frames (a progress bar: `tqdm.tqdm`-like, called with the frame
+  iterator and `total`, the video's frame count).
+
+  Raises:
+    SkippedVideo: the video cannot be read, or its main face is missing, too short or too small.
+  """
+  tracks, info, seen = _followed_faces(path, detector, landmarker, settings, progress)
+  main = track_lib.main_track(tracks)
   if main is None:
     raise SkippedVideo(path, "no_face", f"no face found in {seen} frames")
   if len(main) < settings.min_frames:
     raise SkippedVideo(path, "too_short", f"the longest face track has {len(main)} frames of {seen}, "
                        f"fewer than min_frames={settings.min_frames}")
-  size = float(np.median(track_lib.box_size(track_lib.box_of_points(main.points))))
+  size = _face_size(main)
   if size < settings.min_face_size:
     raise SkippedVideo(path, "face_too_small", f"the face is {size:.0f} px, below min_face_size="
                        f"{settings.min_face_size:g}")
-  # Smoothed run by run: nothing is blended across the frames where the face was lost.
-  points = np.concatenate([track_lib.motion_adaptive_smoothing(main.points[run], settings.smooth, settings.smooth_motion)
-                           for run in track_lib.runs(main.frames)])
-  return FaceTrack(main.frames, points, (info.width, info.height), info.fps, seen, os.fspath(path))
+  return _smoothed(main, info, seen, path, settings)
+
+
+def track_all_faces(path, detector, landmarker, settings: PrepSettings = PrepSettings(),
+                    progress: Optional[Callable[..., Iterator]] = None) -> list[FaceTrack]:
+  """Every face track of `path` with at least `settings.min_frames` frames and a median size of at
+  least `settings.min_face_size`, smoothed, longest first (ties: the larger face), so that the
+  first is `track_video`'s main track. Up to `settings.track.max_faces` faces are followed at once.
+
+  Raises:
+    SkippedVideo: the video cannot be read, or no face track qualifies (no_face).
+  """
+  tracks, info, seen = _followed_faces(path, detector, landmarker, settings, progress)
+  kept = [t for t in tracks if len(t) >= settings.min_frames and _face_size(t) >= settings.min_face_size]
+  if not kept:
+    found = f"no face found in {seen} frames" if not tracks else (
+        f"{len(tracks)} face track(s), none with min_frames={settings.min_frames} frames and a face of at least "
+        f"min_face_size={settings.min_face_size:g} px")
+    raise SkippedVideo(path, "no_face", found)
+  kept.sort(key=lambda t: (len(t), _face_size(t)), reverse=True)
+  return [_smoothed(t, info, seen, path, settings) for t in kept]
 
 
 def is_image(path) -> bool:
@@ -341,6 +377,37 @@ def cached_track(path, detector, landmarker, settings: PrepSettings, cache_dir, 
   write_npz_atomically(entry, frames=result.frames, points=result.points, frame_size=np.asarray(result.frame_size),
                        fps=np.float64(result.fps), frames_decoded=np.int64(result.frames_decoded))
   return result
+
+
+def cached_faces(path, detector, landmarker, settings: PrepSettings, cache_dir, model_hashes=(),
+                 progress: Optional[Callable[..., Iterator]] = None) -> list[FaceTrack]:
+  """`track_all_faces` through a cache folder (as `cached_track`: skips are cached too, a damaged
+  entry is made again)."""
+  check_input_file(path)
+  cache_dir = epath.Path(cache_dir)
+  entry = cache_dir / f"{track_cache_key(path, settings, tuple(model_hashes))}-faces.npz"
+  if entry.exists():
+    try:
+      with np.load(io.BytesIO(entry.read_bytes()), allow_pickle=False) as stored:
+        if "skip_reason" in stored:
+          raise SkippedVideo(path, str(stored["skip_reason"]), str(stored["skip_problem"]))
+        return [FaceTrack(stored[f"frames_{i}"], stored[f"points_{i}"], tuple(int(v) for v in stored["frame_size"]),
+                          float(stored["fps"]), int(stored["frames_decoded"]), os.fspath(path))
+                for i in range(int(stored["count"]))]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+      logging.warning("%s: unreadable track cache entry (%s: %s); tracking %s again", entry, type(error).__name__,
+                      error, os.fspath(path))
+  cache_dir.mkdir(parents=True, exist_ok=True)
+  try:
+    faces = track_all_faces(path, detector, landmarker, settings, progress)
+  except SkippedVideo as skipped:
+    write_npz_atomically(entry, skip_reason=np.str_(skipped.reason), skip_problem=np.str_(skipped.problem))
+    raise
+  arrays = {f"{name}_{i}": value for i, face in enumerate(faces)
+            for name, value in (("frames", face.frames), ("points", face.points))}
+  write_npz_atomically(entry, count=np.int64(len(faces)), frame_size=np.asarray(faces[0].frame_size),
+                       fps=np.float64(faces[0].fps), frames_decoded=np.int64(faces[0].frames_decoded), **arrays)
+  return faces
 
 
 def on_mesh_topology(model: face3d.MorphableModel) -> bool:

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 INPUT_SIZE = 128
+FULL_RANGE_INPUT_SIZE = 192
 NUM_ANCHORS = 896
 NUM_KEYPOINTS = 6
 # MediaPipe's keypoint order; "right" and "left" are the subject's.
@@ -82,11 +83,12 @@ def ssd_anchors(input_size: int = INPUT_SIZE, strides=(8, 16, 16, 16),
   return np.concatenate(centres).astype(np.float32)
 
 
-def decode_boxes(raw: np.ndarray, anchors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def decode_boxes(raw: np.ndarray, anchors: np.ndarray, raw_scale: float = _RAW_SCALE) -> tuple[np.ndarray, np.ndarray]:
   """Decodes the regressor output into boxes and keypoints in [0, 1] input coordinates.
 
   Each anchor's 16 numbers are (dx, dy, w, h, then 6 keypoint (dx, dy)), in input pixels relative
-  to the anchor centre: centre = anchor + (dx, dy) / 128, size = (w, h) / 128.
+  to the anchor centre: centre = anchor + (dx, dy) / 128, size = (w, h) / 128 (`raw_scale`, the
+  model's input size: 192 for the full-range model).
 
   Args:
     raw: [A, 16] regressor output.
@@ -99,10 +101,10 @@ def decode_boxes(raw: np.ndarray, anchors: np.ndarray) -> tuple[np.ndarray, np.n
   anchors = np.asarray(anchors, np.float32)
   if raw.ndim != 2 or raw.shape[1] != 4 + 2 * NUM_KEYPOINTS or raw.shape[0] != anchors.shape[0]:
     raise ValueError(f"decode_boxes: raw {raw.shape} does not match anchors {anchors.shape}")
-  centre = anchors + raw[:, 0:2] / _RAW_SCALE
-  half = raw[:, 2:4] / (2.0 * _RAW_SCALE)
+  centre = anchors + raw[:, 0:2] / raw_scale
+  half = raw[:, 2:4] / (2.0 * raw_scale)
   boxes = np.concatenate([centre - half, centre + half], axis=1)
-  keypoints = anchors[:, None, :] + raw[:, 4:].reshape(-1, NUM_KEYPOINTS, 2) / _RAW_SCALE
+  keypoints = anchors[:, None, :] + raw[:, 4:].reshape(-1, NUM_KEYPOINTS, 2) / raw_scale
   return boxes, keypoints
 
 
@@ -212,14 +214,23 @@ def load_interpreter(model_path, num_threads: int):
   return interpreter
 
 
+# The two BlazeFace models by input size: (anchor strides, anchors per cell per layer), as
+# MediaPipe's face_detection_short_range and face_detection_full_range graphs set them.
+_ANCHOR_LAYOUTS = {INPUT_SIZE: ((8, 16, 16, 16), 2), FULL_RANGE_INPUT_SIZE: ((4,), 1)}
+
+
 class FaceDetector:
-  """MediaPipe's short-range face detector.
+  """MediaPipe's short-range (or full-range) face detector.
 
   `detector(image)` returns the faces of a uint8 [H, W, 3] RGB frame as a list of `Detection`,
-  best score first, in frame pixels.
+  best score first, in frame pixels. The model is told by its input size: 128 x 128 is the
+  short-range model (896 anchors, faces within about 2 m), 192 x 192 the full-range sparse one
+  (`face_detection_full_range_sparse.tflite`, 2304 anchors on a 48 x 48 grid: faces down to about
+  a twentieth of the frame, up to about 5 m).
 
   Args:
-    model_path: `face_detection_short_range.tflite` (see `model_files.find_models`).
+    model_path: `face_detection_short_range.tflite` (see `model_files.find_models`) or the
+      full-range model.
     num_threads: LiteRT CPU threads.
     score_threshold: minimum face probability kept.
     iou_threshold: overlap above which detections merge (weighted NMS).
@@ -232,22 +243,27 @@ class FaceDetector:
     self.iou_threshold = iou_threshold
     self._interpreter = load_interpreter(model_path, num_threads)
     (input_detail,) = self._interpreter.get_input_details()
-    if tuple(input_detail["shape"]) != (1, INPUT_SIZE, INPUT_SIZE, 3):
-      raise ValueError(f"{self.model_path}: expected a [1, {INPUT_SIZE}, {INPUT_SIZE}, 3] input, "
-                       f"got {list(input_detail['shape'])}; is this the short-range face detector?")
+    shape = tuple(input_detail["shape"])
+    if len(shape) != 4 or shape[1] != shape[2] or shape[1] not in _ANCHOR_LAYOUTS or shape[3] != 3:
+      raise ValueError(f"{self.model_path}: expected a [1, {INPUT_SIZE}, {INPUT_SIZE}, 3] input (or 192 for the "
+                       f"full-range model), got {list(shape)}; is this the short-range face detector?")
+    self.input_size = int(shape[1])
+    strides, per_cell = _ANCHOR_LAYOUTS[self.input_size]
+    self._anchors = ssd_anchors(self.input_size, strides, per_cell)
     self._input = input_detail["index"]
     outputs = {tuple(d["shape"]): d["index"] for d in self._interpreter.get_output_details()}
+    count = len(self._anchors)
     try:
-      self._regressors = outputs[(1, NUM_ANCHORS, 4 + 2 * NUM_KEYPOINTS)]
-      self._classificators = outputs[(1, NUM_ANCHORS, 1)]
+      self._regressors = outputs[(1, count, 4 + 2 * NUM_KEYPOINTS)]
+      self._classificators = outputs[(1, count, 1)]
     except KeyError:
-      raise ValueError(f"{self.model_path}: expected outputs [1, {NUM_ANCHORS}, 16] and "
-                       f"[1, {NUM_ANCHORS}, 1], got {sorted(outputs)}") from None
-    self._anchors = ssd_anchors()
+      raise ValueError(f"{self.model_path}: expected outputs [1, {count}, 16] and [1, {count}, 1], got "
+                       f"{sorted(outputs)}; is this the short-range face detector (or the full-range one)?") from None
 
   def __call__(self, image: np.ndarray) -> list[Detection]:
     image = check_image(image, "FaceDetector")
-    square, placement = letterbox(image, INPUT_SIZE)
+    size = self.input_size
+    square, placement = letterbox(image, size)
     tensor = square.astype(np.float32) * (2.0 / 255.0) - 1.0
     self._interpreter.set_tensor(self._input, tensor[None])
     self._interpreter.invoke()
@@ -257,10 +273,27 @@ class FaceDetector:
     keep = scores >= self.score_threshold
     if not keep.any():
       return []
-    boxes, keypoints = decode_boxes(raw[keep], self._anchors[keep])
+    boxes, keypoints = decode_boxes(raw[keep], self._anchors[keep], float(size))
     boxes, scores, keypoints = non_max_suppression(boxes, scores[keep], self.iou_threshold,
                                                    keypoints)
-    to_frame = lambda points: (points * INPUT_SIZE - placement.offset) / placement.scale
+    to_frame = lambda points: (points * size - placement.offset) / placement.scale
     return [Detection(to_frame(box.reshape(2, 2)).reshape(4).astype(np.float32),
                       to_frame(points).astype(np.float32), float(score))
             for box, points, score in zip(boxes, keypoints, scores)]
+
+
+class CombinedDetector:
+  """Several face detectors as one (the short- and full-range models together): every model's
+  detections, merged by the same weighted NMS, best first."""
+
+  def __init__(self, detectors, iou_threshold: float = 0.3):
+    self.detectors, self.iou_threshold = list(detectors), iou_threshold
+
+  def __call__(self, image: np.ndarray) -> list[Detection]:
+    found = [d for detector in self.detectors for d in detector(image)]
+    if len(found) < 2:
+      return found
+    boxes, scores, keypoints = non_max_suppression(np.stack([d.box for d in found]),
+                                                   np.array([d.score for d in found]), self.iou_threshold,
+                                                   np.stack([d.keypoints for d in found]))
+    return [Detection(b.astype(np.float32), k.astype(np.float32), float(s)) for b, s, k in zip(boxes, scores, keypoints)]

@@ -1,7 +1,9 @@
 """Where the MediaPipe face models (.tflite) live, and how they are taken out of MediaPipe's wheel.
 
 Two files are needed: the short-range BlazeFace detector and the 468-point Face Mesh landmark
-model, both from MediaPipe 0.10.21 (Apache-2.0). They are not shipped with this package and never
+model, both from MediaPipe 0.10.21 (Apache-2.0). Three more from the same wheel are optional
+(`OPTIONAL_MODELS`, `optional_model`): the full-range face detector (small and distant faces) and
+the palm detector and hand-landmark model (hands in front of an edited face). They are not shipped with this package and never
 downloaded at import or test time: `python -m data_prep.models fetch` downloads the wheel once
 and extracts them into `models_dir()`:
 
@@ -32,6 +34,16 @@ DETECTOR_FILE = "mediapipe/modules/face_detection/face_detection_short_range.tfl
 DETECTOR_SHA256 = "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8"
 LANDMARK_FILE = "mediapipe/modules/face_landmark/face_landmark.tflite"
 LANDMARK_SHA256 = "1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814"
+
+# Optional models of the same wheel (Apache-2.0): editing uses them where they are present.
+FULL_RANGE_DETECTOR_FILE = "mediapipe/modules/face_detection/face_detection_full_range_sparse.tflite"
+FULL_RANGE_DETECTOR_SHA256 = "2c3728e6da56f21e21a320433396fb06d40d9088f2247c05e5635a688d45dfe1"
+PALM_DETECTOR_FILE = "mediapipe/modules/palm_detection/palm_detection_full.tflite"
+PALM_DETECTOR_SHA256 = "1b14e9422c6ad006cde6581a46c8b90dd573c07ab7f3934b5589e7cea3f89a54"
+HAND_LANDMARK_FILE = "mediapipe/modules/hand_landmark/hand_landmark_full.tflite"
+HAND_LANDMARK_SHA256 = "11c272b891e1a99ab034208e23937a8008388cf11ed2a9d776ed3d01d0ba00e3"
+OPTIONAL_MODELS = {FULL_RANGE_DETECTOR_FILE: FULL_RANGE_DETECTOR_SHA256, PALM_DETECTOR_FILE: PALM_DETECTOR_SHA256,
+                   HAND_LANDMARK_FILE: HAND_LANDMARK_SHA256}
 
 # Members of a `face_landmarker.task` bundle.
 TASK_DETECTOR_FILE = "face_detector.tflite"
@@ -85,18 +97,21 @@ def _open_zip(path) -> zipfile.ZipFile:
 
 
 def extract_from_wheel(wheel_path, out_dir) -> ModelPaths:
-  """Extracts the two model files from a MediaPipe wheel into `out_dir`, checking their sha256.
+  """Extracts the two model files, and those of the `OPTIONAL_MODELS` it holds, from a MediaPipe
+  wheel into `out_dir`, checking their sha256.
 
-  Only the two members are read. Each file is written under its base name, atomically (a reader
+  Only these members are read. Each file is written under its base name, atomically (a reader
   never sees half a file), and only after its hash matched. Raises `ModelFilesError` naming the
   wheel and the member when one is missing or its hash differs from `DETECTOR_SHA256` /
   `LANDMARK_SHA256`.
   """
   wheel_path = os.fspath(wheel_path)
-  expected = {DETECTOR_FILE: DETECTOR_SHA256, LANDMARK_FILE: LANDMARK_SHA256}
+  expected = {DETECTOR_FILE: DETECTOR_SHA256, LANDMARK_FILE: LANDMARK_SHA256, **OPTIONAL_MODELS}
   written = []
   with _open_zip(wheel_path) as wheel:
-    contents = {member: _read_member(wheel_path, wheel, member) for member in expected}
+    present = set(wheel.namelist())
+    contents = {member: _read_member(wheel_path, wheel, member) for member in expected
+                if member not in OPTIONAL_MODELS or member in present}
   for member, data in contents.items():
     digest = hashlib.sha256(data).hexdigest()
     if digest != expected[member]:
@@ -107,7 +122,14 @@ def extract_from_wheel(wheel_path, out_dir) -> ModelPaths:
     path = os.path.join(os.fspath(out_dir), posixpath.basename(member))
     files.write_bytes(path, data)
     written.append(path)
-  return ModelPaths(*written)
+  return ModelPaths(*written[:2])
+
+
+def optional_model(member: str, path=None):
+  """The path of one of `OPTIONAL_MODELS` (a wheel member name): `path` if given, else its file in
+  `models_dir()`; None where that file does not exist (the caller goes on without it)."""
+  path = os.fspath(path) if path is not None else os.path.join(models_dir(), posixpath.basename(member))
+  return path if os.path.isfile(path) else None
 
 
 def _unpack_task(task_path: str) -> ModelPaths:
