@@ -102,7 +102,7 @@ def test_run_killed_with_sigkill_resumes_to_the_same_parameters(tmp_path, cache_
   assert interrupted_at is not None and 2 <= interrupted_at < steps, f"killed at checkpoint {interrupted_at}"
 
   resumed = run_main(killed, cache_dir, f"--config.train.num_steps={steps}", *common)
-  assert f"resumed from" in resumed.stderr and f"at step {interrupted_at}" in resumed.stderr
+  assert "resumed from" in resumed.stderr and f"at step {interrupted_at}" in resumed.stderr
   expected, got = restore_params(reference, steps), restore_params(killed, steps)
   assert len(expected) == len(got)
   for a, b in zip(expected, got):
