@@ -28,7 +28,7 @@ import os
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator
-from typing import NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 import numpy as np
 from absl import logging
@@ -332,24 +332,35 @@ def write_npz_atomically(path: epath.Path, **arrays) -> None:
     files.write_bytes(path, buffer.getvalue())
 
 
-def _read_cached_track(entry: epath.Path, path) -> Optional[FaceTrack]:
-  """The track stored in cache entry `entry`, or None where it is unreadable (it is then re-made).
+def _through_cache(entry: epath.Path, path, compute: Callable[[], Any], encode: Callable[[Any], dict],
+                   decode: Callable[[Any], Any]):
+  """compute() through one cache entry (an .npz): a stored result is decoded, a stored skip raised
+  again, an unreadable entry (a damaged file) treated as absent and rewritten, with a warning.
 
   Raises:
-    SkippedVideo: the entry records a skip.
+    SkippedVideo: from `compute`, or recorded in the entry.
   """
+  if entry.exists():
+    skipped = None
+    try:
+      with np.load(io.BytesIO(entry.read_bytes()), allow_pickle=False) as stored:
+        if "skip_reason" in stored:
+          skipped = SkippedVideo(path, str(stored["skip_reason"]), str(stored["skip_problem"]))
+        else:
+          return decode(stored)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+      logging.warning("%s: unreadable track cache entry (%s: %s); tracking %s again", entry, type(error).__name__,
+                      error, os.fspath(path))
+    if skipped is not None:
+      raise skipped
+  entry.parent.mkdir(parents=True, exist_ok=True)
   try:
-    with np.load(io.BytesIO(entry.read_bytes()), allow_pickle=False) as stored:
-      if "skip_reason" in stored:
-        skipped = SkippedVideo(path, str(stored["skip_reason"]), str(stored["skip_problem"]))
-      else:
-        return FaceTrack(stored["frames"], stored["points"], tuple(int(v) for v in stored["frame_size"]),
-                         float(stored["fps"]), int(stored["frames_decoded"]), os.fspath(path))
-  except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
-    logging.warning("%s: unreadable track cache entry (%s: %s); tracking %s again", entry, type(error).__name__,
-                    error, os.fspath(path))
-    return None
-  raise skipped
+    result = compute()
+  except SkippedVideo as skipped:
+    write_npz_atomically(entry, skip_reason=np.str_(skipped.reason), skip_problem=np.str_(skipped.problem))
+    raise
+  write_npz_atomically(entry, **encode(result))
+  return result
 
 
 def cached_track(path, detector, landmarker, settings: PrepSettings, cache_dir, model_hashes=(),
@@ -362,21 +373,13 @@ def cached_track(path, detector, landmarker, settings: PrepSettings, cache_dir, 
   is treated as absent: the video is tracked again and the entry rewritten, with a warning.
   """
   check_input_file(path)
-  cache_dir = epath.Path(cache_dir)
-  entry = cache_dir / f"{track_cache_key(path, settings, tuple(model_hashes), file_identity)}.npz"
-  if entry.exists():
-    cached = _read_cached_track(entry, path)
-    if cached is not None:
-      return cached
-  cache_dir.mkdir(parents=True, exist_ok=True)
-  try:
-    result = track_video(path, detector, landmarker, settings, progress)
-  except SkippedVideo as skipped:
-    write_npz_atomically(entry, skip_reason=np.str_(skipped.reason), skip_problem=np.str_(skipped.problem))
-    raise
-  write_npz_atomically(entry, frames=result.frames, points=result.points, frame_size=np.asarray(result.frame_size),
-                       fps=np.float64(result.fps), frames_decoded=np.int64(result.frames_decoded))
-  return result
+  entry = epath.Path(cache_dir) / f"{track_cache_key(path, settings, tuple(model_hashes), file_identity)}.npz"
+  return _through_cache(
+      entry, path, lambda: track_video(path, detector, landmarker, settings, progress),
+      lambda track: dict(frames=track.frames, points=track.points, frame_size=np.asarray(track.frame_size),
+                         fps=np.float64(track.fps), frames_decoded=np.int64(track.frames_decoded)),
+      lambda stored: FaceTrack(stored["frames"], stored["points"], tuple(int(v) for v in stored["frame_size"]),
+                               float(stored["fps"]), int(stored["frames_decoded"]), os.fspath(path)))
 
 
 def cached_faces(path, detector, landmarker, settings: PrepSettings, cache_dir, model_hashes=(),
@@ -384,30 +387,21 @@ def cached_faces(path, detector, landmarker, settings: PrepSettings, cache_dir, 
   """`track_all_faces` through a cache folder (as `cached_track`: skips are cached too, a damaged
   entry is made again)."""
   check_input_file(path)
-  cache_dir = epath.Path(cache_dir)
-  entry = cache_dir / f"{track_cache_key(path, settings, tuple(model_hashes))}-faces.npz"
-  if entry.exists():
-    try:
-      with np.load(io.BytesIO(entry.read_bytes()), allow_pickle=False) as stored:
-        if "skip_reason" in stored:
-          raise SkippedVideo(path, str(stored["skip_reason"]), str(stored["skip_problem"]))
-        return [FaceTrack(stored[f"frames_{i}"], stored[f"points_{i}"], tuple(int(v) for v in stored["frame_size"]),
-                          float(stored["fps"]), int(stored["frames_decoded"]), os.fspath(path))
-                for i in range(int(stored["count"]))]
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
-      logging.warning("%s: unreadable track cache entry (%s: %s); tracking %s again", entry, type(error).__name__,
-                      error, os.fspath(path))
-  cache_dir.mkdir(parents=True, exist_ok=True)
-  try:
-    faces = track_all_faces(path, detector, landmarker, settings, progress)
-  except SkippedVideo as skipped:
-    write_npz_atomically(entry, skip_reason=np.str_(skipped.reason), skip_problem=np.str_(skipped.problem))
-    raise
-  arrays = {f"{name}_{i}": value for i, face in enumerate(faces)
-            for name, value in (("frames", face.frames), ("points", face.points))}
-  write_npz_atomically(entry, count=np.int64(len(faces)), frame_size=np.asarray(faces[0].frame_size),
-                       fps=np.float64(faces[0].fps), frames_decoded=np.int64(faces[0].frames_decoded), **arrays)
-  return faces
+  entry = epath.Path(cache_dir) / f"{track_cache_key(path, settings, tuple(model_hashes))}-faces.npz"
+
+  def encode(faces):
+    arrays = {f"{name}_{i}": value for i, face in enumerate(faces)
+              for name, value in (("frames", face.frames), ("points", face.points))}
+    return dict(count=np.int64(len(faces)), frame_size=np.asarray(faces[0].frame_size), fps=np.float64(faces[0].fps),
+                frames_decoded=np.int64(faces[0].frames_decoded), **arrays)
+
+  def decode(stored):
+    return [FaceTrack(stored[f"frames_{i}"], stored[f"points_{i}"], tuple(int(v) for v in stored["frame_size"]),
+                      float(stored["fps"]), int(stored["frames_decoded"]), os.fspath(path))
+            for i in range(int(stored["count"]))]
+
+  return _through_cache(entry, path, lambda: track_all_faces(path, detector, landmarker, settings, progress),
+                        encode, decode)
 
 
 def on_mesh_topology(model: face3d.MorphableModel) -> bool:
