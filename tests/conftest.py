@@ -14,6 +14,12 @@ _COMPILATION_CACHE = None
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   _COMPILATION_CACHE = os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="tfvgan_jax_xla_cache_")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+# XLA's CPU backend without LLVM's optimizations: the suite is dominated by compiling small
+# programs, and this halves that time (65 tests of fit, rasterize, models and texture: 193 s -> 112 s
+# of CPU). It changes how fast the compiled code runs, not what it computes; tests compare runs made
+# under the same flags, and benchmarks never set it. Subprocesses inherit it.
+TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
+os.environ.setdefault("XLA_FLAGS", TEST_XLA_FLAGS)
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
 import pytest  # noqa: E402

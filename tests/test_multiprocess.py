@@ -85,7 +85,8 @@ class Processes:
     self.workdir = pathlib.Path(workdir)
     self.logs = [self.workdir.parent / f"{self.workdir.name}.{name}.{index}.log" for index in range(processes)]
     port = free_port()
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} "
+              f"--xla_force_host_platform_device_count={devices}")
     command = [sys.executable, "-m", "tfvgan_jax.main", f"--config={CONFIG}:tiny", f"--workdir={workdir}",
                f"--config.data.synthetic.cache_dir={cache}", *flags]
     if processes > 1:

@@ -35,7 +35,8 @@ def cache_dir(tmp_path_factory):
 def run_main(workdir, cache, *flags, devices=1, wait=True):
   # The environment carries conftest's persistent compilation cache: a resumed run compiles the
   # same programs as the run it resumes.
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} "
+              f"--xla_force_host_platform_device_count={devices}")
   command = [sys.executable, "-m", "tfvgan_jax.main", f"--config={CONFIG}:tiny", f"--workdir={workdir}",
              f"--config.data.synthetic.cache_dir={cache}", *flags]
   if not wait:
