@@ -72,7 +72,7 @@ from etils import epath
 
 from tfvgan_jax import cli, face3d, files, inference, metrics, onnx_models
 from tfvgan_jax.data import evaluation as evaluation_data
-from tfvgan_jax.data import records, sampling
+from tfvgan_jax.data import ground_truth, records, sampling
 from tfvgan_jax.prep import fit as fit_lib
 from tfvgan_jax.prep import landmarks as landmarks_lib
 from tfvgan_jax.prep import model_files
@@ -387,8 +387,9 @@ def results_notes(num_videos: int, num_frames: int, inception, face_recognition,
   return "\n" + "\n".join(lines) + "\n"
 
 
-def write_results(evaluation: Evaluation, out_dir) -> tuple[epath.Path, epath.Path]:
-  """Writes results.md and results.json into `out_dir` (created); returns their paths."""
+def write_results(evaluation, out_dir) -> tuple[epath.Path, epath.Path]:
+  """Writes an `Evaluation`'s or `SyntheticEvaluation`'s results.md and results.json into `out_dir`
+  (created); returns their paths."""
   out_dir = epath.Path(out_dir).expanduser()
   out_dir.mkdir(parents=True, exist_ok=True)
   markdown_path, json_path = out_dir / "results.md", out_dir / "results.json"
@@ -397,11 +398,177 @@ def write_results(evaluation: Evaluation, out_dir) -> tuple[epath.Path, epath.Pa
   return markdown_path, json_path
 
 
+# ----- ground truth on held-out synthetic videos -----
+
+# results.json's per-task keys (`evaluate_synthetic`), in the markdown table's order.
+SYNTHETIC_KEYS = {
+    "psnr": "PSNR (dB) of Y against the truth, whole crop, mean over samples",
+    "psnr_face": "PSNR (dB) on the truth's face region (coverage >= 0.5)",
+    "ssim": "SSIM against the truth, whole crop (11 x 11 Gaussian window)",
+    "ssim_face": "SSIM averaged over window centres in the truth's face region",
+    "e_tmp": "E_tmp: MSE of Y(t) and Y(t-1) warped along the recombined mesh's 3D flow",
+    "identity_margin": "MSE(Y, target-identity frame) - MSE(Y, truth) on the union of both faces; "
+                       "null where the target is the identity (self-reenactment)",
+    "identity_margin_positive_fraction": "fraction of samples with a positive identity margin",
+    "expression_margin": "MSE(Y, truth with P's expression) - MSE(Y, truth) on the union of both faces; "
+                         "null where X_e is X_p",
+    "expression_margin_positive_fraction": "fraction of samples with a positive expression margin",
+    "samples": "samples (videos x frames)",
+}
+DEFAULT_SYNTHETIC_SEED = 1000
+
+
+class SyntheticEvaluation(NamedTuple):
+  """What `evaluate_synthetic` measured.
+
+  Attributes:
+    tasks: {task name: {key of SYNTHETIC_KEYS: value or None}}.
+    per_sample: {task name: {'psnr', 'psnr_face', 'ssim', 'ssim_face', 'identity_margin',
+      'expression_margin': [N] NumPy or None}}.
+    markdown: the table and the notes below it.
+    document: the results.json contents: {'tasks', 'keys', 'details'}.
+    outputs: {task name: `inference.evaluation_outputs` as NumPy, [N, ...] video-major}.
+  """
+
+  tasks: dict
+  per_sample: dict
+  markdown: str
+  document: dict
+  outputs: dict
+
+
+def margin_per_sample(output, truth, truth_coverage, reference, reference_coverage) -> np.ndarray:
+  """[N] MSE(Y, reference) - MSE(Y, truth) over the pixels where either face is (coverage >= 0.5):
+  positive when Y is closer to the truth than to the reference. Images in [0, 1]."""
+  region = np.maximum(truth_coverage, reference_coverage) >= 0.5
+  return np.asarray(metrics.mean_squared_error_per_sample(output, reference, region)
+                    - metrics.mean_squared_error_per_sample(output, truth, region))
+
+
+def truth_metrics(output: np.ndarray, samples) -> dict:
+  """The per-sample metrics of outputs Y [N, S, S, 3] in [0, 1] against a task's `TaskSamples`."""
+  unit = lambda images: None if images is None else np.asarray(images, np.float32) / 255.0  # noqa: E731
+  truth = unit(samples.truth)
+  face = samples.truth_coverage >= 0.5
+  result = {"psnr": metrics.psnr_per_sample(output, truth),
+            "psnr_face": metrics.psnr_per_sample(output, truth, mask=face),
+            "ssim": metrics.ssim_per_sample(output, truth),
+            "ssim_face": metrics.ssim_per_sample(output, truth, mask=face),
+            "identity_margin": None, "expression_margin": None}
+  for key, reference, coverage in (("identity_margin", samples.identity_reference, samples.identity_coverage),
+                                   ("expression_margin", samples.expression_reference, samples.expression_coverage)):
+    if reference is not None:
+      result[key] = margin_per_sample(output, truth, samples.truth_coverage, unit(reference), coverage)
+  return {key: None if value is None else np.asarray(value) for key, value in result.items()}
+
+
+def summarize_task(per_sample: dict, outputs: dict) -> dict:
+  """One task's row of results.json (`SYNTHETIC_KEYS`)."""
+  row = {key: float(np.mean(per_sample[key])) for key in ("psnr", "psnr_face", "ssim", "ssim_face")}
+  row["e_tmp"] = mean_temporal_error(outputs)
+  for key in ("identity_margin", "expression_margin"):
+    values = per_sample[key]
+    row[key] = None if values is None else float(np.mean(values))
+    row[f"{key}_positive_fraction"] = None if values is None else float(np.mean(values > 0))
+  row["samples"] = len(per_sample["psnr"])
+  return row
+
+
+def synthetic_table(tasks: dict) -> str:
+  """The markdown table of `evaluate_synthetic`: one row per task."""
+  def number(value, digits):
+    return "-" if value is None else (f"{value:.3g}" if value != 0 and abs(value) < 10.0 ** -digits
+                                      else f"{value:.{digits}f}")
+
+  def margin(row, key):
+    if row[key] is None:
+      return "-"
+    return f"{row[key]:.3g} ({100 * row[key + '_positive_fraction']:.0f}%)"
+
+  lines = ["| Task | PSNR ↑ | PSNR face ↑ | SSIM ↑ | SSIM face ↑ | E_tmp ↓ | ID margin ↑ (>0) "
+           "| Exp margin ↑ (>0) |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|"]
+  for name, row in tasks.items():
+    lines.append(f"| {name} | {number(row['psnr'], 2)} | {number(row['psnr_face'], 2)} | {number(row['ssim'], 3)} | "
+                 f"{number(row['ssim_face'], 3)} | {number(row['e_tmp'], 2)} | {margin(row, 'identity_margin')} | "
+                 f"{margin(row, 'expression_margin')} |")
+  return "\n".join(lines) + "\n"
+
+
+def evaluate_synthetic(checkpoint, seed: int = DEFAULT_SYNTHETIC_SEED, num_videos: int = 8, num_frames: int = 8,
+                       face_model: Optional[str] = None, batch_size: int = 16) -> SyntheticEvaluation:
+  """Every editing task against its ground truth on held-out synthetic videos (`data.ground_truth`).
+
+  Args:
+    checkpoint: a training workdir, or an `inference.InferenceCheckpoint`, trained with a morphable
+      model that has albedo (the synthetic renderer colours its vertices).
+    seed: the held-out corpus's seed (`synthetic.video_seed(seed, v)` for video v); it must not be
+      the training corpus's (`config.data.synthetic.seed`).
+    num_videos: V >= 3 held-out videos (disentangled manipulation takes three).
+    num_frames: T >= 1 output frames per video and task (frames 1 .. T; frame 0 is the identity).
+    face_model: see `inference.load_checkpoint`.
+    batch_size: samples per generator call.
+
+  Raises:
+    EvaluationError: a model without albedo, too few videos, or the training corpus's seed.
+  """
+  if num_videos < ground_truth.MIN_VIDEOS or num_frames < 1:
+    raise EvaluationError(f"need num_videos >= {ground_truth.MIN_VIDEOS} (disentangled manipulation takes identity, "
+                          f"expression and appearance from three videos) and num_frames >= 1, got {num_videos} and "
+                          f"{num_frames}")
+  if not isinstance(checkpoint, inference.InferenceCheckpoint):
+    try:
+      checkpoint = inference.load_checkpoint(checkpoint, face_model)
+    except inference.CheckpointError as error:
+      raise EvaluationError(str(error)) from None
+  if checkpoint.face_model.albedo is None:
+    raise EvaluationError(f"the checkpoint's face model {checkpoint.face_model.name!r} has no albedo: the synthetic "
+                          f"ground truth renders per-vertex colour (train on a procedural model, e.g. "
+                          f"configs/synthetic.py)")
+  corpus = checkpoint.config.data.get("synthetic")
+  if corpus is not None and int(corpus.seed) == int(seed):
+    raise EvaluationError(f"--seed={seed} is the seed of the corpus the run trained on "
+                          f"(config.data.synthetic.seed); give another seed for held-out videos")
+  size = checkpoint.image_size
+  videos = ground_truth.held_out_videos(checkpoint.face_model, seed, num_videos, num_frames, size)
+  tolerance = float(checkpoint.config.render.tolerance)
+
+  @jax.jit
+  def generate(params, variables, chunk, model):
+    scene = inference.build_scene(model, chunk, tolerance, expression_source="expression")
+    return inference.evaluation_outputs(checkpoint.networks, params, variables, scene)
+
+  model = jax.tree.map(jnp.asarray, checkpoint.face_model)
+  tasks, per_sample, outputs = {}, {}, {}
+  for task in ground_truth.TASKS:
+    samples = ground_truth.task_samples(checkpoint.face_model, videos, task, num_frames, size)
+    result = generate_outputs(generate, checkpoint, samples.batch, model, batch_size)
+    per_sample[task.name] = truth_metrics(result["output"], samples)
+    tasks[task.name] = summarize_task(per_sample[task.name], result)
+    outputs[task.name] = result
+  markdown = synthetic_table(tasks) + (
+      f"\n{num_videos} held-out synthetic videos (seed {seed}) x {num_frames} frames per task, {size} px. "
+      "Truth: the identity video's shape and skin, the expression video's expression, the appearance video's "
+      "pose, light and background. Margins: MSE of [0, 1] images on the face region, positive = closer to "
+      "what was asked (in brackets: the share of samples with a positive margin).\n")
+  document = {"tasks": tasks, "keys": SYNTHETIC_KEYS, "details": {
+      "checkpoint_step": checkpoint.step, "seed": seed, "num_videos": num_videos, "num_frames": num_frames,
+      "image_size": size, "face_model": checkpoint.face_model.name,
+      "roles": {task.name: {"identity": f"video v+{task.identity_offset}",
+                            "expression": f"video v+{task.expression_offset}", "appearance": "video v",
+                            "hint": "X_i (1 - M^)" if task.branch == sampling.INTRA else "X_p (1 - M^)"}
+                for task in ground_truth.TASKS}}}
+  return SyntheticEvaluation(tasks, per_sample, markdown, document, outputs)
+
+
 # ----- command line -----
 
 _CHECKPOINT, _FACE_MODEL = cli.CHECKPOINT, cli.FACE_MODEL
 _OUT = cli.OUT  # here: where results.md and results.json go (default: the checkpoint's workdir)
 _VIDEOS = flags.DEFINE_string("videos", None, "held-out frame records fitted with the checkpoint's face model")
+_SYNTHETIC = flags.DEFINE_bool("synthetic", False, "evaluate every task against the ground truth of held-out "
+                               "synthetic videos instead of on --videos")
+_SEED = flags.DEFINE_integer("seed", DEFAULT_SYNTHETIC_SEED, "--synthetic: the held-out videos' corpus seed")
 _NUM_VIDEOS = flags.DEFINE_integer("num_videos", 8, "held-out videos evaluated (>= 2)")
 _NUM_FRAMES = flags.DEFINE_integer("num_frames", 8, "output frames per video (>= 2)")
 _INCEPTION = flags.DEFINE_string("inception", None, "FID Inception network (.onnx); without it FID is '-'")
@@ -416,17 +583,22 @@ _MIN_FACE_SCORE = flags.DEFINE_float("min_face_score", 0.5,
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not (_CHECKPOINT.value and _VIDEOS.value):
-    raise app.UsageError("--checkpoint and --videos are required")
+  if not _CHECKPOINT.value or _SYNTHETIC.value == bool(_VIDEOS.value):
+    raise app.UsageError("--checkpoint and one of --videos or --synthetic are required")
   out_dir = _OUT.value or _CHECKPOINT.value
   try:  # checked before any work
     files.check_output_dir(out_dir, flag="--out" if _OUT.value else "--checkpoint")
   except files.OutputPathError as error:
     raise EvaluationError(str(error)) from None
-  evaluation = evaluate_checkpoint(
-      _CHECKPOINT.value, _VIDEOS.value, num_videos=_NUM_VIDEOS.value, num_frames=_NUM_FRAMES.value,
-      inception=_INCEPTION.value, face_recognition=_FACE_RECOGNITION.value, landmarks_model=_LANDMARKS.value,
-      face_model=_FACE_MODEL.value, batch_size=_EVAL_BATCH.value, min_face_score=_MIN_FACE_SCORE.value)
+  if _SYNTHETIC.value:
+    evaluation = evaluate_synthetic(_CHECKPOINT.value, seed=_SEED.value, num_videos=_NUM_VIDEOS.value,
+                                    num_frames=_NUM_FRAMES.value, face_model=_FACE_MODEL.value,
+                                    batch_size=_EVAL_BATCH.value)
+  else:
+    evaluation = evaluate_checkpoint(
+        _CHECKPOINT.value, _VIDEOS.value, num_videos=_NUM_VIDEOS.value, num_frames=_NUM_FRAMES.value,
+        inception=_INCEPTION.value, face_recognition=_FACE_RECOGNITION.value, landmarks_model=_LANDMARKS.value,
+        face_model=_FACE_MODEL.value, batch_size=_EVAL_BATCH.value, min_face_score=_MIN_FACE_SCORE.value)
   markdown_path, json_path = write_results(evaluation, out_dir)
   print(evaluation.markdown)
   print(f"wrote {markdown_path} and {json_path}")
