@@ -90,6 +90,9 @@ def paper_config(variant: dict | None = None):
   config.optim.b2 = 0.999
   config.optim.warmup_steps = 0
   config.optim.ema_decay = 0.999
+  # G's batch statistics for the EMA parameters: 'train' (the trained network's running ones) or
+  # 'average' (averaged with the EMA's decay).
+  config.optim.ema_batch_stats = "train"
 
   config.mesh = ml_collections.ConfigDict()
   config.mesh.data = -1

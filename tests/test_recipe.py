@@ -68,6 +68,7 @@ def test_rcn_initial_weights_come_from_the_config_and_are_logged(monkeypatch):
     ("data.inter_expression", "third", r"config\.data\.inter_expression='third'.*\['appearance', 'expression'\]"),
     ("loss.disc_real", "inter", r"config\.loss\.disc_real='inter'.*\['all', 'intra'\]"),
     ("loss.tmp_region", "hair", r"config\.loss\.tmp_region='hair'.*\['face', 'frame'\]"),
+    ("optim.ema_batch_stats", "recompute", r"config\.optim\.ema_batch_stats='recompute'.*\['train', 'average'\]"),
     ("model.rcn_alpha_init", 1.0, r"config\.model\.rcn_alpha_init=1\.0: must lie strictly between 0 and 1"),
 ])
 def test_unknown_switch_values_name_the_field_and_the_choices(path, value, message, tmp_path):
@@ -80,6 +81,7 @@ def test_defaults_keep_todays_recipe_and_the_papers_values_are_available():
   for name in ("voxceleb", "synthetic"):
     config = load_config(name, None)
     assert config.data.inter_expression == "appearance" and config.loss.disc_real == "all"
+    assert config.optim.ema_batch_stats == "train"
     assert (config.model.rcn_alpha_init, config.model.rcn_beta_init) == (0.8, 0.1)
     train.check_recipe(config)
   papers = load_config("voxceleb", None, **{"data.inter_expression": "expression", "model.disc_conditional": False,
@@ -99,7 +101,8 @@ def test_inter_expression_reaches_the_training_and_evaluation_scenes(monkeypatch
     return real_build(model, batch, tolerance, expression_source)
 
   monkeypatch.setattr(inference, "build_scene", recording)
-  config = load_config("synthetic", "tiny", **{"data.inter_expression": "expression"})
+  config = load_config("synthetic", "tiny", **{"data.inter_expression": "expression", "optim.ema_decay": 0.5,
+                                               "optim.ema_batch_stats": "average"})
   mesh = sharding.create_mesh(config.mesh)
   networks = inference.abstract_networks(config.model)
   optimizers = train.make_optimizers(config.optim)
@@ -108,7 +111,27 @@ def test_inter_expression_reaches_the_training_and_evaluation_scenes(monkeypatch
   videos = ground_truth.held_out_videos(model, 5, 3, 1, config.model.image_size)
   batch = inference.step_batch(ground_truth.task_samples(model, videos, ground_truth.TASKS[3], 1,
                                                          config.model.image_size).batch)
-  _, step_metrics = jax.eval_shape(train.make_train_step(config, networks, mesh, optimizers), state, batch, model)
+  new_state, step_metrics = jax.eval_shape(train.make_train_step(config, networks, mesh, optimizers), state, batch,
+                                           model)
   jax.eval_shape(train.make_generate(config, networks, mesh), state, batch, model)
   assert seen == ["expression", "expression"]
   assert "loss/rec" in step_metrics and not any(key.startswith("rcn/") for key in step_metrics)
+  # G's averaged batch statistics are carried beside its trained ones.
+  averaged = new_state.variables[inference.EMA_STATISTICS]
+  assert jax.tree.structure(averaged) == jax.tree.structure(new_state.variables["generator"])
+
+
+def test_ema_statistics_are_what_the_ema_parameters_run_with():
+  variables = {"embedder": {"a": 1}, "generator": {"mean": 2}, inference.EMA_STATISTICS: {"mean": 3}}
+  assert inference.evaluation_variables(variables) == {"embedder": {"a": 1}, "generator": {"mean": 3}}
+  plain = {"embedder": {"a": 1}, "generator": {"mean": 2}}
+  assert inference.evaluation_variables(plain) is plain
+  abstract = inference.inference_state(load_config("synthetic", "tiny").model, True, True)
+  assert jax.tree.structure(abstract["variables"][inference.EMA_STATISTICS]) == jax.tree.structure(
+      abstract["variables"]["generator"])
+
+
+def test_averaged_statistics_need_an_ema(tmp_path):
+  config = load_config("synthetic", "tiny", **{"optim.ema_batch_stats": "average"})  # the demo keeps no EMA
+  with pytest.raises(ValueError, match=r"ema_batch_stats='average'.*needs config\.optim\.ema_decay > 0"):
+    train.train_and_evaluate(config, tmp_path)

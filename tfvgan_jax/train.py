@@ -69,6 +69,7 @@ RECIPE_CHOICES = {
     "loss.disc_real": losses.DISC_REAL,
     "loss.tmp_region": losses.TMP_REGIONS,
     "loss.rec_target": losses.REC_TARGETS,
+    "optim.ema_batch_stats": inference.EMA_BATCH_STATS,
 }
 
 
@@ -80,6 +81,9 @@ def check_recipe(config) -> None:
     value = config[section][name]
     if value not in allowed:
       raise ValueError(f"config.{path}={value!r}: unknown value; expected one of {list(allowed)}")
+  if config.optim.ema_batch_stats == "average" and not float(config.optim.ema_decay):
+    raise ValueError("config.optim.ema_batch_stats='average' averages G's batch statistics like the EMA "
+                     "parameters: it needs config.optim.ema_decay > 0")
   for name in ("rcn_alpha_init", "rcn_beta_init"):
     value = float(config.model[name])
     if not 0.0 < value < 1.0:
@@ -112,7 +116,8 @@ class TrainState:
     params: {'embedder', 'generator'}: the parameters trained by the G+E optimizer.
     disc_params: D's parameters.
     variables: {'embedder', 'generator', 'discriminator'}: the other variables (batch-norm
-      statistics, spectral-norm vectors).
+      statistics, spectral-norm vectors); with `optim.ema_batch_stats='average'` also
+      `inference.EMA_STATISTICS`, G's statistics averaged like `ema`.
     gen_opt, disc_opt: the two optax states.
     ema: exponential moving average of `params` (empty when config.optim.ema_decay is 0).
   """
@@ -159,12 +164,15 @@ def init_state(config, optimizers: Optimizers, rng: jax.Array) -> TrainState:
   _, g_params, g_vars = nnx.split(models.generator, nnx.Param, ...)
   _, d_params, d_vars = nnx.split(models.discriminator, nnx.Param, ...)
   params = {"embedder": e_params, "generator": g_params}
+  variables = {"embedder": e_vars, "generator": g_vars, "discriminator": d_vars}
+  if config.optim.ema_decay and config.optim.ema_batch_stats == "average":
+    variables[inference.EMA_STATISTICS] = jax.tree.map(jnp.copy, g_vars)
   return TrainState(
       step=jnp.zeros((), jnp.int32),
       rng=jax.random.key_data(jax.random.fold_in(rng, 1)),
       params=params,
       disc_params=d_params,
-      variables={"embedder": e_vars, "generator": g_vars, "discriminator": d_vars},
+      variables=variables,
       gen_opt=optimizers.generator.init(params),
       disc_opt=optimizers.discriminator.init(d_params),
       ema=jax.tree.map(jnp.copy, params) if config.optim.ema_decay else {},
@@ -270,9 +278,13 @@ def make_train_step(config, networks: Networks, mesh: jax.sharding.Mesh, optimiz
     disc_params = optax.apply_updates(state.disc_params, updates)
 
     ema = state.ema
+    average = lambda old, new: ema_decay * old + (1.0 - ema_decay) * new  # noqa: E731
     if ema_decay:
-      ema = jax.tree.map(lambda average, new: ema_decay * average + (1.0 - ema_decay) * new, state.ema, params)
+      ema = jax.tree.map(average, state.ema, params)
     variables = {"embedder": state.variables["embedder"], "generator": generator_vars, "discriminator": disc_vars}
+    if inference.EMA_STATISTICS in state.variables:
+      variables[inference.EMA_STATISTICS] = jax.tree.map(average, state.variables[inference.EMA_STATISTICS],
+                                                         generator_vars)
     new_state = TrainState(step=state.step + 1, rng=state.rng, params=params, disc_params=disc_params,
                            variables=variables, gen_opt=gen_opt, disc_opt=disc_opt, ema=ema)
     step_metrics = {f"loss/{name}": value for name, value in terms.items()}
@@ -299,14 +311,16 @@ def make_train_step(config, networks: Networks, mesh: jax.sharding.Mesh, optimiz
 
 def make_generate(config, networks: Networks, mesh: jax.sharding.Mesh):
   """The evaluation pass (state, batch, face_model) -> `inference.evaluation_outputs`, to be jitted
-  by the caller: the EMA parameters when the run keeps them, and G's running batch statistics."""
+  by the caller: the EMA parameters when the run keeps them, and G's running batch statistics (the
+  averaged ones with `optim.ema_batch_stats='average'`)."""
   tolerance = float(config.render.tolerance)
   expression_source = config.data.inter_expression
 
   def generate(state: TrainState, batch: dict, face_model: face3d.MorphableModel) -> dict:
     scene = sharded_scene(mesh, face_model, batch, tolerance, expression_source)
-    params = state.ema if state.ema else state.params
-    return inference.evaluation_outputs(networks, params, state.variables, scene)
+    if state.ema:
+      return inference.evaluation_outputs(networks, state.ema, inference.evaluation_variables(state.variables), scene)
+    return inference.evaluation_outputs(networks, state.params, state.variables, scene)
 
   return generate
 
