@@ -135,7 +135,22 @@ def test_landmark_metrics_are_numbers_when_face_mesh_is_present(result, mediapip
     row = result.rows[method]
     assert np.shape(row["e_pose"]) == (3,) and np.all(np.isfinite(row["e_pose"]))
     assert np.isfinite(row["e_exp"]) and row["e_exp"] >= 0
-    assert result.document["details"]["rows"][method]["landmark_frames"] == VIDEOS * FRAMES
+    details = result.document["details"]["rows"][method]
+    assert details["landmark_frames"] == VIDEOS * FRAMES
+    assert details["fitted_identity_videos"] == VIDEOS and -1 <= details["fitted_identity_cosine_source"] <= 1
+  swap, reenact = (result.document["details"]["rows"][m] for m in (evaluate.SWAPPING, evaluate.REENACTMENT))
+  assert np.isfinite(swap["fitted_identity_margin"]) and 0 <= swap["fitted_identity_margin_positive_fraction"] <= 1
+  assert reenact["fitted_identity_margin"] is None
+
+
+def test_fitted_identity_measures_by_hand():
+  fitted = np.array([[1.0, 0.0], [0.0, 2.0]])
+  source = np.array([[2.0, 0.0], [0.0, 1.0]])
+  target = np.array([[0.0, 3.0], [0.0, 5.0]])
+  measures = metrics.fitted_identity_per_sample(fitted, source, target)
+  np.testing.assert_allclose(measures["margin"], [np.sqrt(10) - 1, 3 - 1])
+  np.testing.assert_allclose(measures["cosine_source"], [1, 1])
+  np.testing.assert_allclose(measures["cosine_target"], [0, 1])
 
 
 def test_landmark_errors_on_rendered_faces_with_known_cameras(mediapipe_models):
@@ -164,6 +179,23 @@ def test_landmark_errors_on_rendered_faces_with_known_cameras(mediapipe_models):
   np.testing.assert_allclose(same.e_exp, expected, rtol=1e-4)
   swapped = evaluate.landmark_errors(videos, points[::-1], cameras[::-1], model, mesh)
   assert swapped.e_pose[1] > 5 * same.e_pose[1] and swapped.e_exp > 3 * same.e_exp
+  # Identity by fitting: two halves of the same person's clip, fitted apart, are each nearer the other
+  # half than the other person's (positive margin, higher cosine).
+  halves = []
+  for half in (slice(0, 4), slice(4, 8)):
+    clips, clip_points, clip_cameras = [], [], []
+    for seed in (3, 4):
+      truth = synthetic.sample_video(model, seed, 8, 128)
+      clips.append(synthetic.render_frames(model, truth.appearance, truth.id_coeffs, truth.exp_coeffs[half],
+                                           truth.cameras[half], 128))
+      vertices = face3d.vertices(model, truth.id_coeffs, truth.exp_coeffs[half])[:, np.asarray(model.landmarks)]
+      clip_points.append(np.asarray(face3d.project(vertices, face3d.Camera.from_vector(truth.cameras[half])))[..., :2])
+      clip_cameras.append(truth.cameras[half])
+    halves.append(evaluate.landmark_errors(np.stack(clips), np.stack(clip_points), np.stack(clip_cameras), model,
+                                           mesh).id_coeffs)
+  measures = metrics.fitted_identity_per_sample(halves[0], halves[1], halves[1][::-1])
+  assert np.all(measures["margin"] > 0)
+  assert np.all(measures["cosine_source"] > measures["cosine_target"])
 
 
 def test_command_line_without_onnx_or_face_mesh_reports_dashes(run, result, tmp_path, monkeypatch, capsys):

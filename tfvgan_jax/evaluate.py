@@ -46,6 +46,15 @@ video. The metrics, over all samples of a row (UniFaceGAN §IV-A, TFVGAN §4):
   FID      `metrics.fid` of Inception features (`onnx_models.inception_network`) of all Y against
            those of the X_i of the same samples (TFVGAN: "between Y^t and X_i^t"); X_i repeats
            within a video, and FID is biased upward for small sets: compare equal settings only.
+  identity by fitting (details only, with Face Mesh): each output video's 68 Face Mesh points
+           fitted with the per-clip fitter (the one identity `prep.fit.fit_clip` gives a clip), and
+           each input video's the same way; the output's identity coefficients are compared with
+           those of the source's video (X_i's) and the target's (X_p's)
+           (`metrics.fitted_identity_per_sample`): cosines, and for swaps the margin
+           ||id(Y) - id(X_p)|| - ||id(Y) - id(X_i)|| with its positive share. It needs no recognition
+           network but sees only face shape as 68 landmarks reveal it (not skin, texture or hair),
+           compressed by the fitter's prior; only fits of the same pipeline compare (fits of Face
+           Mesh points differ from fits of other landmarks by more than two people differ).
   E_id     `metrics.identity_error`, 1 - mean cosine similarity of face-recognition embeddings
            (`onnx_models.face_recognition_network`) of each Y and its X_i. The crops are fed whole
            (resized to 112 px), not aligned to ArcFace's five-point template, so values compare
@@ -95,6 +104,7 @@ class LandmarkErrors(NamedTuple):
     cameras: [V, T, 6] the cameras fitted to the outputs' landmarks (NaN where not fitted).
     points: [V, T, 68, 2] the outputs' iBUG-68 Face Mesh points in crop pixels.
     used: [V, T] bool, the frames that entered both errors (face score >= the threshold).
+    id_coeffs: [V, K_id] the identity fitted to each output video's landmarks (NaN where not fitted).
   """
 
   e_pose: Optional[np.ndarray]
@@ -102,6 +112,7 @@ class LandmarkErrors(NamedTuple):
   cameras: np.ndarray
   points: np.ndarray
   used: np.ndarray
+  id_coeffs: np.ndarray
 
 
 class Evaluation(NamedTuple):
@@ -223,18 +234,48 @@ def landmark_errors(videos: np.ndarray, driver_points: np.ndarray, driver_camera
   points = np.full((num_videos, num_frames, 68, 2), np.nan, np.float32)
   cameras = np.full((num_videos, num_frames, face3d.CAMERA_SIZE), np.nan, np.float32)
   used = np.zeros((num_videos, num_frames), bool)
+  id_coeffs = np.full((num_videos, model.num_id), np.nan, np.float32)
   for v in range(num_videos):
     for t in range(num_frames):
       found = landmarker(videos[v, t], face_region(size, driver_points[v, t]))
       points[v, t] = landmarks_lib.ibug68(found.points)[:, :2]
       used[v, t] = found.score >= min_face_score
     if used[v].any():
-      cameras[v] = fit_lib.fit_clip(model, points[v], valid=used[v]).cameras
+      fit = fit_lib.fit_clip(model, points[v], valid=used[v])
+      cameras[v], id_coeffs[v] = fit.cameras, fit.id_coeffs
   if not used.any():
-    return LandmarkErrors(None, None, cameras, points, used)
+    return LandmarkErrors(None, None, cameras, points, used, id_coeffs)
   e_pose = np.asarray(metrics.pose_error_per_angle(cameras[used], np.asarray(driver_cameras)[used]))
   e_exp = float(metrics.expression_error(points[used], np.asarray(driver_points)[used], normalize="inter_ocular"))
-  return LandmarkErrors(e_pose, e_exp, cameras, points, used)
+  return LandmarkErrors(e_pose, e_exp, cameras, points, used, id_coeffs)
+
+
+def fitted_identity(fitted: np.ndarray, source: np.ndarray, target: np.ndarray, swapped: bool) -> dict:
+  """The identity measure without a recognition network (`metrics.fitted_identity_per_sample`),
+  averaged over the videos fitted on both sides. The margin (and its positive share) only for
+  swaps: in self-driving reenactment the source is the target.
+
+  Args:
+    fitted: [V, K_id] the identity fitted to each output video.
+    source, target: [V, K_id] the identities fitted, the same way, to the source's and the target's
+      input videos (not the records' coefficients: a fit from Face Mesh's points and a fit from
+      other landmarks differ by more than two people do, so only fits of one pipeline compare).
+    swapped: whether source and target are different people.
+
+  Returns:
+    {'fitted_identity_cosine_source', 'fitted_identity_cosine_target', 'fitted_identity_margin',
+     'fitted_identity_margin_positive_fraction', 'fitted_identity_videos'} (None where not measured).
+  """
+  measures = metrics.fitted_identity_per_sample(fitted, source, target)
+  found = np.all(np.isfinite(fitted), axis=-1) & np.all(np.isfinite(source), axis=-1) & np.all(
+      np.isfinite(target), axis=-1)
+  mean = lambda values: float(np.mean(values[found])) if found.any() else None  # noqa: E731
+  margin = mean(measures["margin"]) if swapped else None
+  return {"fitted_identity_cosine_source": mean(measures["cosine_source"]),
+          "fitted_identity_cosine_target": mean(measures["cosine_target"]),
+          "fitted_identity_margin": margin,
+          "fitted_identity_margin_positive_fraction": mean(measures["margin"] > 0) if margin is not None else None,
+          "fitted_identity_videos": int(found.sum())}
 
 
 def feature_metrics(outputs: np.ndarray, identities: np.ndarray, inception, face_recognition) -> dict:
@@ -338,6 +379,12 @@ def evaluate_checkpoint(checkpoint, videos, num_videos: int = 8, num_frames: int
   model = jax.tree.map(jnp.asarray, checkpoint.face_model)
 
   rows, outputs, details = {}, {}, {}
+  if landmarker is not None:  # the input videos' identities, fitted as the outputs' are
+    shape = (num_videos, num_frames)
+    drivers = reenactment["appearance_t"]
+    input_ids = landmark_errors(drivers["image"].reshape(*shape, *drivers["image"].shape[1:]),
+                                drivers["landmarks"].reshape(*shape, 68, 2), drivers["camera"].reshape(*shape, -1),
+                                checkpoint.face_model, landmarker, min_face_score).id_coeffs
   for method, batch in batches.items():
     result = generate_outputs(generate, checkpoint, batch, model, batch_size)
     output_videos = to_uint8(result["output"]).reshape(num_videos, num_frames, *result["output"].shape[1:])
@@ -356,6 +403,8 @@ def evaluate_checkpoint(checkpoint, videos, num_videos: int = 8, num_frames: int
                                min_face_score)
       row["e_pose"], row["e_exp"] = errors.e_pose, errors.e_exp
       row_details.update(landmark_frames=int(errors.used.sum()), frames_without_face=int((~errors.used).sum()))
+      source_ids = np.roll(input_ids, -1, axis=0) if method == SWAPPING else input_ids
+      row_details.update(fitted_identity(errors.id_coeffs, source_ids, input_ids, method == SWAPPING))
       if not errors.used.all():
         warnings.warn(f"{method}: Face Mesh found no face (score < {min_face_score}) in {int((~errors.used).sum())} "
                       f"of {errors.used.size} output frames; E_pose and E_exp leave them out", stacklevel=2)
@@ -379,6 +428,10 @@ def results_notes(num_videos: int, num_frames: int, inception, face_recognition,
   lines = [f"{num_videos} held-out videos x {num_frames} frames. SSIM: self-driving reenactment only. "
            "E_tmp: reenactment with the mesh's 3D flow, swapping with OpenCV (Farneback) flow.",
            "E_pose: degrees (pitch, yaw, roll); E_exp: inter-ocular distances (68 Face Mesh points)."]
+  if landmarker is not None:
+    lines.append("Identity by fitting (results.json details, fitted_identity_*): the output video's fitted identity "
+                 "coefficients against the source's and the target's; it sees face shape from 68 landmarks, not skin "
+                 "or texture.")
   missing = [name for name, present in (("FID (--inception)", inception), ("E_id (--face_recognition)",
                                                                          face_recognition),
                                         ("E_pose / E_exp (Face Mesh model)", landmarker)) if present is None]

@@ -468,6 +468,34 @@ def identity_error(embeddings_a: jax.Array, embeddings_b: jax.Array) -> jax.Arra
 # Pose error E_pose: Euler angles of the output against the pose driver (TFVGAN [34], Hopenet).
 
 
+def fitted_identity_per_sample(fitted, source, target) -> dict:
+  """Whose identity a face carries, from fitted morphable-model coefficients (no recognition network).
+
+  The output video is fitted with the same per-clip fitter as the inputs (one identity per clip),
+  and its identity coefficients are compared with the source's (the identity that was asked for)
+  and the target's (the one being replaced). What this sees is face SHAPE as the landmark fitter
+  recovers it (jaw, nose, eye and mouth geometry of the 68 points); it is blind to skin, texture,
+  hair and everything a recognition network keys on, and it is only as sharp as the fit: the
+  fitter's prior pulls weakly constrained coefficients toward the mean, so differences are
+  compressed, and two people of similar shape are not told apart.
+
+  Args:
+    fitted, source, target: [N, K_id] identity coefficients (rows with NaN give NaN).
+
+  Returns:
+    {'margin': [N] ||fitted - target|| - ||fitted - source|| (Euclidean, coefficient units; positive:
+     closer to the source), 'cosine_source', 'cosine_target': [N] cosine similarity of the fitted
+     coefficients with the source's and the target's}.
+  """
+  fitted, source, target = (np.asarray(a, np.float64) for a in (fitted, source, target))
+
+  def cosine(a, b):
+    return np.sum(a * b, axis=-1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12)
+
+  margin = np.linalg.norm(fitted - target, axis=-1) - np.linalg.norm(fitted - source, axis=-1)
+  return {"margin": margin, "cosine_source": cosine(fitted, source), "cosine_target": cosine(fitted, target)}
+
+
 def pose_difference_degrees(cameras_a: jax.Array, cameras_b: jax.Array) -> jax.Array:
   """Per-frame signed differences of (pitch, yaw, roll), in degrees, wrapped into [-180, 180).
 
