@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from helpers import load_config
+from helpers import ROOT, load_config
 from tfvgan_jax import face3d, inference, losses, sharding, train
 from tfvgan_jax.data import ground_truth
 from tfvgan_jax.models import build_models, make_norm
@@ -135,3 +135,25 @@ def test_averaged_statistics_need_an_ema(tmp_path):
   config = load_config("synthetic", "tiny", **{"optim.ema_batch_stats": "average"})  # the demo keeps no EMA
   with pytest.raises(ValueError, match=r"ema_batch_stats='average'.*needs config\.optim\.ema_decay > 0"):
     train.train_and_evaluate(config, tmp_path)
+
+
+def test_every_ablation_variant_is_a_valid_demo_config():
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("ablations", ROOT / "benchmarks" / "ablations.py")
+  ablations = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(ablations)
+  for name, fields in ablations.VARIANTS.items():
+    config = ablations.variant_config(name, seed=1, steps=10, cache_dir="/nonexistent")
+    train.check_recipe(config)
+    assert (config.seed, config.data.seed, config.train.num_steps, config.train.eval_every) == (1, 1, 10, 10)
+    for path, value in fields.items():
+      node = config
+      for part in path.split("."):
+        node = node[part]
+      assert node == value, (name, path)
+  with pytest.raises(KeyError, match="no field 'loss.nothing'"):
+    ablations.VARIANTS["broken"] = {"loss.nothing": 1}
+    try:
+      ablations.variant_config("broken", seed=0, steps=None, cache_dir=None)
+    finally:
+      del ablations.VARIANTS["broken"]
