@@ -4,9 +4,13 @@ One jitted step does a whole sample at t and t-1 (TFVGAN ยง3.3-3.4, UniFaceGAN ย
 
   scene       `inference.build_scene`, per device: S = mean + A_id a_id(X_i) + A_exp a_exp(X_e)
               projected with X_p's camera, X_i's own mesh for the texture; R, M^, the hint
-              M = X_i (1 - M^) (intra) or X_p (1 - M^) (inter); the dense flow F(t -> t-1)
-  networks    P = E(X_p, M), Y = G(R, P, M^), D(Y, X_i) and D(X_p, X_i)
-  losses      adv, app, rec, tmp (and fm), weighted as eq. 18
+              M = X_i (1 - M^) (intra) or X_p (1 - M^) (inter); the dense flow F(t -> t-1).
+              X_e of inter samples is X_p or the third video (`data.inter_expression`)
+  networks    P = E(X_p, M), Y = G(R, P, M^), D(Y, X_i) and D(X_p, X_i) (D(Y), D(X_p) with
+              `model.disc_conditional=False`; real X_p of intra samples only with
+              `loss.disc_real='intra'`)
+  losses      adv, app, rec, tmp (and fm, on intra samples), weighted as eq. 18; the recipe
+              switches are checked by `check_recipe` before any work
   updates     G+E with Adam 1e-4, D with Adam 4e-4, betas (0.5, 0.999); optional EMA of G+E
 
 The file reads top to bottom: the train state and the step first, then `train_and_evaluate` in
