@@ -7,6 +7,11 @@ writes DIR/results.md and DIR/results.json (DIR defaults to WORKDIR) and prints 
 per task, the columns of UniFaceGAN Table I (`metrics.TABLE_I_COLUMNS`) and E_tmp (Table II).
 The same runs from Python: `evaluation = evaluate_checkpoint(WORKDIR, RECORDS)`.
 
+    python -m tfvgan_jax.evaluate --synthetic --checkpoint=WORKDIR --seed=S [--num_videos=8 --num_frames=8] --out=DIR
+
+measures instead every editing task against its ground truth on held-out synthetic videos
+(`evaluate_synthetic`, `data.ground_truth`; the keys of its results.json are `SYNTHETIC_KEYS`).
+
 The records (`data.records`) must be fitted with the checkpoint's morphable model and cut at its
 crop size (`config.model.image_size`); they should hold videos the run did not train on. The first
 `num_videos` videos (in video-id order) with at least num_frames + 1 frames are used, frames
