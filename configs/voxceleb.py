@@ -42,6 +42,9 @@ def paper_config(variant: dict | None = None):
   config.data.images = ""
   config.data.sampling = "intra_inter"
   config.data.sigma = 0.5
+  # Whose expression inter-video samples take: 'appearance' (X_e = X_p) or 'expression' (a third
+  # video, UniFaceGAN eq. 2).
+  config.data.inter_expression = "appearance"
   config.data.frame_gap = 1
   config.data.batch_size = 24
   config.data.seed = 0
@@ -57,6 +60,8 @@ def paper_config(variant: dict | None = None):
   config.model.gen_downsamples = 4
   config.model.gen_res_blocks = 9
   config.model.norm = "rcn"
+  config.model.rcn_alpha_init = 0.8
+  config.model.rcn_beta_init = 0.1
   config.model.attention = True
   config.model.disc_width = 64
   config.model.disc_layers = 3
@@ -74,6 +79,9 @@ def paper_config(variant: dict | None = None):
   config.loss.rec_target = "appearance"
   config.loss.tmp_region = "face"
   config.loss.tmp_on_inter = False
+  # Which samples give D its real X_p: 'all', or 'intra' (a conditioned D never sees a real pair of
+  # two people against a fake pair of one).
+  config.loss.disc_real = "all"
 
   config.optim = ml_collections.ConfigDict()
   config.optim.gen_lr = 1e-4
@@ -82,6 +90,9 @@ def paper_config(variant: dict | None = None):
   config.optim.b2 = 0.999
   config.optim.warmup_steps = 0
   config.optim.ema_decay = 0.999
+  # G's batch statistics for the EMA parameters: 'train' (the trained network's running ones) or
+  # 'average' (averaged with the EMA's decay).
+  config.optim.ema_batch_stats = "train"
 
   config.mesh = ml_collections.ConfigDict()
   config.mesh.data = -1

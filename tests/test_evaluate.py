@@ -135,7 +135,22 @@ def test_landmark_metrics_are_numbers_when_face_mesh_is_present(result, mediapip
     row = result.rows[method]
     assert np.shape(row["e_pose"]) == (3,) and np.all(np.isfinite(row["e_pose"]))
     assert np.isfinite(row["e_exp"]) and row["e_exp"] >= 0
-    assert result.document["details"]["rows"][method]["landmark_frames"] == VIDEOS * FRAMES
+    details = result.document["details"]["rows"][method]
+    assert details["landmark_frames"] == VIDEOS * FRAMES
+    assert details["fitted_identity_videos"] == VIDEOS and -1 <= details["fitted_identity_cosine_source"] <= 1
+  swap, reenact = (result.document["details"]["rows"][m] for m in (evaluate.SWAPPING, evaluate.REENACTMENT))
+  assert np.isfinite(swap["fitted_identity_margin"]) and 0 <= swap["fitted_identity_margin_positive_fraction"] <= 1
+  assert reenact["fitted_identity_margin"] is None
+
+
+def test_fitted_identity_measures_by_hand():
+  fitted = np.array([[1.0, 0.0], [0.0, 2.0]])
+  source = np.array([[2.0, 0.0], [0.0, 1.0]])
+  target = np.array([[0.0, 3.0], [0.0, 5.0]])
+  measures = metrics.fitted_identity_per_sample(fitted, source, target)
+  np.testing.assert_allclose(measures["margin"], [np.sqrt(10) - 1, 3 - 1])
+  np.testing.assert_allclose(measures["cosine_source"], [1, 1])
+  np.testing.assert_allclose(measures["cosine_target"], [0, 1])
 
 
 def test_landmark_errors_on_rendered_faces_with_known_cameras(mediapipe_models):
@@ -164,6 +179,23 @@ def test_landmark_errors_on_rendered_faces_with_known_cameras(mediapipe_models):
   np.testing.assert_allclose(same.e_exp, expected, rtol=1e-4)
   swapped = evaluate.landmark_errors(videos, points[::-1], cameras[::-1], model, mesh)
   assert swapped.e_pose[1] > 5 * same.e_pose[1] and swapped.e_exp > 3 * same.e_exp
+  # Identity by fitting: two halves of the same person's clip, fitted apart, are each nearer the other
+  # half than the other person's (positive margin, higher cosine).
+  halves = []
+  for half in (slice(0, 4), slice(4, 8)):
+    clips, clip_points, clip_cameras = [], [], []
+    for seed in (3, 4):
+      truth = synthetic.sample_video(model, seed, 8, 128)
+      clips.append(synthetic.render_frames(model, truth.appearance, truth.id_coeffs, truth.exp_coeffs[half],
+                                           truth.cameras[half], 128))
+      vertices = face3d.vertices(model, truth.id_coeffs, truth.exp_coeffs[half])[:, np.asarray(model.landmarks)]
+      clip_points.append(np.asarray(face3d.project(vertices, face3d.Camera.from_vector(truth.cameras[half])))[..., :2])
+      clip_cameras.append(truth.cameras[half])
+    halves.append(evaluate.landmark_errors(np.stack(clips), np.stack(clip_points), np.stack(clip_cameras), model,
+                                           mesh).id_coeffs)
+  measures = metrics.fitted_identity_per_sample(halves[0], halves[1], halves[1][::-1])
+  assert np.all(measures["margin"] > 0)
+  assert np.all(measures["cosine_source"] > measures["cosine_target"])
 
 
 def test_command_line_without_onnx_or_face_mesh_reports_dashes(run, result, tmp_path, monkeypatch, capsys):
@@ -187,7 +219,7 @@ def test_command_line_without_onnx_or_face_mesh_reports_dashes(run, result, tmp_
   assert (tmp_path / "results" / "results.md").read_text().startswith("| Method |")
   with flagsaver.flagsaver():
     flags.FLAGS(["evaluate", f"--checkpoint={workdir}"])
-    with pytest.raises(app.UsageError, match="--checkpoint and --videos are required"):
+    with pytest.raises(app.UsageError, match="one of --videos or --synthetic"):
       evaluate.main([])
   # The output folder is checked before any work.
   blocker = tmp_path / "a_file"
@@ -231,3 +263,54 @@ def test_padded_chunks_cover_the_batch_once_with_equal_sizes():
   np.testing.assert_array_equal(np.concatenate([chunk["a"] for chunk in chunks]), [0, 1, 2, 3, 4, 5, 6, 6, 6])
   np.testing.assert_array_equal(chunks[2]["b"]["c"], [[12, 13]] * 3)
   assert len(evaluate.padded_chunks(batch, 7, 16)) == 1
+
+
+# ----- ground truth on held-out synthetic videos -----
+
+
+@pytest.fixture(scope="module")
+def synthetic_result(checkpoint):
+  return evaluate.evaluate_synthetic(checkpoint, seed=1000, num_videos=3, num_frames=2, batch_size=8)
+
+
+def test_synthetic_evaluation_reports_every_task_against_its_truth(synthetic_result, checkpoint):
+  from tfvgan_jax.data import ground_truth
+  tasks = synthetic_result.tasks
+  assert list(tasks) == list(ground_truth.TASK_NAMES)
+  for name, row in tasks.items():
+    assert set(row) == set(evaluate.SYNTHETIC_KEYS), name
+    assert row["samples"] == 6 and -1 <= row["ssim"] <= 1 and np.isfinite(row["psnr_face"]) and row["e_tmp"] >= 0
+  assert tasks["self_reenactment"]["identity_margin"] is None and tasks["swap"]["expression_margin"] is None
+  assert 0 <= tasks["swap"]["identity_margin_positive_fraction"] <= 1
+  assert 0 <= tasks["disentangled"]["expression_margin_positive_fraction"] <= 1
+  # The reported numbers are those of the outputs against an independent rendering of the truth.
+  videos = ground_truth.held_out_videos(checkpoint.face_model, 1000, 3, 2, 32)
+  samples = ground_truth.task_samples(checkpoint.face_model, videos, ground_truth.TASKS[3], 2, 32)
+  output = synthetic_result.outputs["disentangled"]["output"]
+  mse = np.mean((output - samples.truth / 255.0) ** 2, axis=(1, 2, 3))
+  np.testing.assert_allclose(tasks["disentangled"]["psnr"], np.mean(10 * np.log10(1 / mse)), rtol=1e-4)
+  # X_e of disentangled manipulation is the third video's frame (the scene took its expression).
+  np.testing.assert_allclose(synthetic_result.outputs["disentangled"]["expression"],
+                             samples.batch["expression_t"]["image"] / 255.0, atol=1e-6)
+
+
+def test_synthetic_command_line_writes_the_documented_keys(checkpoint, run, synthetic_result, tmp_path, capsys):
+  with flagsaver.flagsaver():
+    flags.FLAGS(["evaluate", "--synthetic", f"--checkpoint={run[0]}", "--seed=1000", "--num_videos=3",
+                 "--num_frames=2", f"--out={tmp_path}"])
+    evaluate.main([])
+  assert "| swap |" in capsys.readouterr().out
+  document = json.loads((tmp_path / "results.json").read_text())
+  assert set(document) == {"tasks", "keys", "details"}
+  assert document["tasks"]["swap"]["identity_margin_positive_fraction"] == pytest.approx(
+      synthetic_result.tasks["swap"]["identity_margin_positive_fraction"])
+  ssim = synthetic_result.tasks["self_reenactment"]["ssim"]
+  assert document["tasks"]["self_reenactment"]["ssim"] == pytest.approx(ssim, rel=1e-5)
+  assert (tmp_path / "results.md").read_text().startswith("| Task |")
+  with pytest.raises(evaluate.EvaluationError, match="seed of the corpus the run trained on"):
+    evaluate.evaluate_synthetic(checkpoint, seed=0, num_videos=3, num_frames=1)
+  with pytest.raises(evaluate.EvaluationError, match="num_videos >= 3"):
+    evaluate.evaluate_synthetic(checkpoint, num_videos=2, num_frames=1)
+  no_albedo = checkpoint._replace(face_model=checkpoint.face_model.replace(albedo=None))
+  with pytest.raises(evaluate.EvaluationError, match="has no albedo"):
+    evaluate.evaluate_synthetic(no_albedo, num_videos=3, num_frames=1)

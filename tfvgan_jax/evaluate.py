@@ -7,6 +7,11 @@ writes DIR/results.md and DIR/results.json (DIR defaults to WORKDIR) and prints 
 per task, the columns of UniFaceGAN Table I (`metrics.TABLE_I_COLUMNS`) and E_tmp (Table II).
 The same runs from Python: `evaluation = evaluate_checkpoint(WORKDIR, RECORDS)`.
 
+    python -m tfvgan_jax.evaluate --synthetic --checkpoint=WORKDIR --seed=S [--num_videos=8 --num_frames=8] --out=DIR
+
+measures instead every editing task against its ground truth on held-out synthetic videos
+(`evaluate_synthetic`, `data.ground_truth`; the keys of its results.json are `SYNTHETIC_KEYS`).
+
 The records (`data.records`) must be fitted with the checkpoint's morphable model and cut at its
 crop size (`config.model.image_size`); they should hold videos the run did not train on. The first
 `num_videos` videos (in video-id order) with at least num_frames + 1 frames are used, frames
@@ -46,6 +51,15 @@ video. The metrics, over all samples of a row (UniFaceGAN §IV-A, TFVGAN §4):
   FID      `metrics.fid` of Inception features (`onnx_models.inception_network`) of all Y against
            those of the X_i of the same samples (TFVGAN: "between Y^t and X_i^t"); X_i repeats
            within a video, and FID is biased upward for small sets: compare equal settings only.
+  identity by fitting (details only, with Face Mesh): each output video's 68 Face Mesh points
+           fitted with the per-clip fitter (the one identity `prep.fit.fit_clip` gives a clip), and
+           each input video's the same way; the output's identity coefficients are compared with
+           those of the source's video (X_i's) and the target's (X_p's)
+           (`metrics.fitted_identity_per_sample`): cosines, and for swaps the margin
+           ||id(Y) - id(X_p)|| - ||id(Y) - id(X_i)|| with its positive share. It needs no recognition
+           network but sees only face shape as 68 landmarks reveal it (not skin, texture or hair),
+           compressed by the fitter's prior; only fits of the same pipeline compare (fits of Face
+           Mesh points differ from fits of other landmarks by more than two people differ).
   E_id     `metrics.identity_error`, 1 - mean cosine similarity of face-recognition embeddings
            (`onnx_models.face_recognition_network`) of each Y and its X_i. The crops are fed whole
            (resized to 112 px), not aligned to ArcFace's five-point template, so values compare
@@ -72,7 +86,7 @@ from etils import epath
 
 from tfvgan_jax import cli, distributed, face3d, files, inference, metrics, onnx_models
 from tfvgan_jax.data import evaluation as evaluation_data
-from tfvgan_jax.data import records, sampling
+from tfvgan_jax.data import ground_truth, records, sampling
 from tfvgan_jax.prep import fit as fit_lib
 from tfvgan_jax.prep import landmarks as landmarks_lib
 from tfvgan_jax.prep import model_files
@@ -95,6 +109,7 @@ class LandmarkErrors(NamedTuple):
     cameras: [V, T, 6] the cameras fitted to the outputs' landmarks (NaN where not fitted).
     points: [V, T, 68, 2] the outputs' iBUG-68 Face Mesh points in crop pixels.
     used: [V, T] bool, the frames that entered both errors (face score >= the threshold).
+    id_coeffs: [V, K_id] the identity fitted to each output video's landmarks (NaN where not fitted).
   """
 
   e_pose: Optional[np.ndarray]
@@ -102,6 +117,7 @@ class LandmarkErrors(NamedTuple):
   cameras: np.ndarray
   points: np.ndarray
   used: np.ndarray
+  id_coeffs: np.ndarray
 
 
 class Evaluation(NamedTuple):
@@ -223,18 +239,48 @@ def landmark_errors(videos: np.ndarray, driver_points: np.ndarray, driver_camera
   points = np.full((num_videos, num_frames, 68, 2), np.nan, np.float32)
   cameras = np.full((num_videos, num_frames, face3d.CAMERA_SIZE), np.nan, np.float32)
   used = np.zeros((num_videos, num_frames), bool)
+  id_coeffs = np.full((num_videos, model.num_id), np.nan, np.float32)
   for v in range(num_videos):
     for t in range(num_frames):
       found = landmarker(videos[v, t], face_region(size, driver_points[v, t]))
       points[v, t] = landmarks_lib.ibug68(found.points)[:, :2]
       used[v, t] = found.score >= min_face_score
     if used[v].any():
-      cameras[v] = fit_lib.fit_clip(model, points[v], valid=used[v]).cameras
+      fit = fit_lib.fit_clip(model, points[v], valid=used[v])
+      cameras[v], id_coeffs[v] = fit.cameras, fit.id_coeffs
   if not used.any():
-    return LandmarkErrors(None, None, cameras, points, used)
+    return LandmarkErrors(None, None, cameras, points, used, id_coeffs)
   e_pose = np.asarray(metrics.pose_error_per_angle(cameras[used], np.asarray(driver_cameras)[used]))
   e_exp = float(metrics.expression_error(points[used], np.asarray(driver_points)[used], normalize="inter_ocular"))
-  return LandmarkErrors(e_pose, e_exp, cameras, points, used)
+  return LandmarkErrors(e_pose, e_exp, cameras, points, used, id_coeffs)
+
+
+def fitted_identity(fitted: np.ndarray, source: np.ndarray, target: np.ndarray, swapped: bool) -> dict:
+  """The identity measure without a recognition network (`metrics.fitted_identity_per_sample`),
+  averaged over the videos fitted on both sides. The margin (and its positive share) only for
+  swaps: in self-driving reenactment the source is the target.
+
+  Args:
+    fitted: [V, K_id] the identity fitted to each output video.
+    source, target: [V, K_id] the identities fitted, the same way, to the source's and the target's
+      input videos (not the records' coefficients: a fit from Face Mesh's points and a fit from
+      other landmarks differ by more than two people do, so only fits of one pipeline compare).
+    swapped: whether source and target are different people.
+
+  Returns:
+    {'fitted_identity_cosine_source', 'fitted_identity_cosine_target', 'fitted_identity_margin',
+     'fitted_identity_margin_positive_fraction', 'fitted_identity_videos'} (None where not measured).
+  """
+  measures = metrics.fitted_identity_per_sample(fitted, source, target)
+  found = np.all(np.isfinite(fitted), axis=-1) & np.all(np.isfinite(source), axis=-1) & np.all(
+      np.isfinite(target), axis=-1)
+  mean = lambda values: float(np.mean(values[found])) if found.any() else None  # noqa: E731
+  margin = mean(measures["margin"]) if swapped else None
+  return {"fitted_identity_cosine_source": mean(measures["cosine_source"]),
+          "fitted_identity_cosine_target": mean(measures["cosine_target"]),
+          "fitted_identity_margin": margin,
+          "fitted_identity_margin_positive_fraction": mean(measures["margin"] > 0) if margin is not None else None,
+          "fitted_identity_videos": int(found.sum())}
 
 
 def feature_metrics(outputs: np.ndarray, identities: np.ndarray, inception, face_recognition) -> dict:
@@ -340,6 +386,12 @@ def evaluate_checkpoint(checkpoint, videos, num_videos: int = 8, num_frames: int
   model = jax.tree.map(jnp.asarray, checkpoint.face_model)
 
   rows, outputs, details = {}, {}, {}
+  if landmarker is not None:  # the input videos' identities, fitted as the outputs' are
+    shape = (num_videos, num_frames)
+    drivers = reenactment["appearance_t"]
+    input_ids = landmark_errors(drivers["image"].reshape(*shape, *drivers["image"].shape[1:]),
+                                drivers["landmarks"].reshape(*shape, 68, 2), drivers["camera"].reshape(*shape, -1),
+                                checkpoint.face_model, landmarker, min_face_score).id_coeffs
   for method, batch in batches.items():
     result = generate_outputs(generate, checkpoint, batch, model, batch_size)
     output_videos = to_uint8(result["output"]).reshape(num_videos, num_frames, *result["output"].shape[1:])
@@ -358,6 +410,8 @@ def evaluate_checkpoint(checkpoint, videos, num_videos: int = 8, num_frames: int
                                min_face_score)
       row["e_pose"], row["e_exp"] = errors.e_pose, errors.e_exp
       row_details.update(landmark_frames=int(errors.used.sum()), frames_without_face=int((~errors.used).sum()))
+      source_ids = np.roll(input_ids, -1, axis=0) if method == SWAPPING else input_ids
+      row_details.update(fitted_identity(errors.id_coeffs, source_ids, input_ids, method == SWAPPING))
       if not errors.used.all():
         warnings.warn(f"{method}: Face Mesh found no face (score < {min_face_score}) in {int((~errors.used).sum())} "
                       f"of {errors.used.size} output frames; E_pose and E_exp leave them out", stacklevel=2)
@@ -381,6 +435,10 @@ def results_notes(num_videos: int, num_frames: int, inception, face_recognition,
   lines = [f"{num_videos} held-out videos x {num_frames} frames. SSIM: self-driving reenactment only. "
            "E_tmp: reenactment with the mesh's 3D flow, swapping with OpenCV (Farneback) flow.",
            "E_pose: degrees (pitch, yaw, roll); E_exp: inter-ocular distances (68 Face Mesh points)."]
+  if landmarker is not None:
+    lines.append("Identity by fitting (results.json details, fitted_identity_*): the output video's fitted identity "
+                 "coefficients against the source's and the target's; it sees face shape from 68 landmarks, not skin "
+                 "or texture.")
   missing = [name for name, present in (("FID (--inception)", inception), ("E_id (--face_recognition)",
                                                                          face_recognition),
                                         ("E_pose / E_exp (Face Mesh model)", landmarker)) if present is None]
@@ -389,8 +447,9 @@ def results_notes(num_videos: int, num_frames: int, inception, face_recognition,
   return "\n" + "\n".join(lines) + "\n"
 
 
-def write_results(evaluation: Evaluation, out_dir) -> tuple[epath.Path, epath.Path]:
-  """Writes results.md and results.json into `out_dir` (created); returns their paths."""
+def write_results(evaluation, out_dir) -> tuple[epath.Path, epath.Path]:
+  """Writes an `Evaluation`'s or `SyntheticEvaluation`'s results.md and results.json into `out_dir`
+  (created); returns their paths."""
   out_dir = epath.Path(out_dir).expanduser()
   out_dir.mkdir(parents=True, exist_ok=True)
   markdown_path, json_path = out_dir / "results.md", out_dir / "results.json"
@@ -399,11 +458,177 @@ def write_results(evaluation: Evaluation, out_dir) -> tuple[epath.Path, epath.Pa
   return markdown_path, json_path
 
 
+# ----- ground truth on held-out synthetic videos -----
+
+# results.json's per-task keys (`evaluate_synthetic`), in the markdown table's order.
+SYNTHETIC_KEYS = {
+    "psnr": "PSNR (dB) of Y against the truth, whole crop, mean over samples",
+    "psnr_face": "PSNR (dB) on the truth's face region (coverage >= 0.5)",
+    "ssim": "SSIM against the truth, whole crop (11 x 11 Gaussian window)",
+    "ssim_face": "SSIM averaged over window centres in the truth's face region",
+    "e_tmp": "E_tmp: MSE of Y(t) and Y(t-1) warped along the recombined mesh's 3D flow",
+    "identity_margin": "MSE(Y, target-identity frame) - MSE(Y, truth) on the union of both faces; "
+                       "null where the target is the identity (self-reenactment)",
+    "identity_margin_positive_fraction": "fraction of samples with a positive identity margin",
+    "expression_margin": "MSE(Y, truth with P's expression) - MSE(Y, truth) on the union of both faces; "
+                         "null where X_e is X_p",
+    "expression_margin_positive_fraction": "fraction of samples with a positive expression margin",
+    "samples": "samples (videos x frames)",
+}
+DEFAULT_SYNTHETIC_SEED = 1000
+
+
+class SyntheticEvaluation(NamedTuple):
+  """What `evaluate_synthetic` measured.
+
+  Attributes:
+    tasks: {task name: {key of SYNTHETIC_KEYS: value or None}}.
+    per_sample: {task name: {'psnr', 'psnr_face', 'ssim', 'ssim_face', 'identity_margin',
+      'expression_margin': [N] NumPy or None}}.
+    markdown: the table and the notes below it.
+    document: the results.json contents: {'tasks', 'keys', 'details'}.
+    outputs: {task name: `inference.evaluation_outputs` as NumPy, [N, ...] video-major}.
+  """
+
+  tasks: dict
+  per_sample: dict
+  markdown: str
+  document: dict
+  outputs: dict
+
+
+def margin_per_sample(output, truth, truth_coverage, reference, reference_coverage) -> np.ndarray:
+  """[N] MSE(Y, reference) - MSE(Y, truth) over the pixels where either face is (coverage >= 0.5):
+  positive when Y is closer to the truth than to the reference. Images in [0, 1]."""
+  region = np.maximum(truth_coverage, reference_coverage) >= 0.5
+  return np.asarray(metrics.mean_squared_error_per_sample(output, reference, region)
+                    - metrics.mean_squared_error_per_sample(output, truth, region))
+
+
+def truth_metrics(output: np.ndarray, samples) -> dict:
+  """The per-sample metrics of outputs Y [N, S, S, 3] in [0, 1] against a task's `TaskSamples`."""
+  unit = lambda images: None if images is None else np.asarray(images, np.float32) / 255.0  # noqa: E731
+  truth = unit(samples.truth)
+  face = samples.truth_coverage >= 0.5
+  result = {"psnr": metrics.psnr_per_sample(output, truth),
+            "psnr_face": metrics.psnr_per_sample(output, truth, mask=face),
+            "ssim": metrics.ssim_per_sample(output, truth),
+            "ssim_face": metrics.ssim_per_sample(output, truth, mask=face),
+            "identity_margin": None, "expression_margin": None}
+  for key, reference, coverage in (("identity_margin", samples.identity_reference, samples.identity_coverage),
+                                   ("expression_margin", samples.expression_reference, samples.expression_coverage)):
+    if reference is not None:
+      result[key] = margin_per_sample(output, truth, samples.truth_coverage, unit(reference), coverage)
+  return {key: None if value is None else np.asarray(value) for key, value in result.items()}
+
+
+def summarize_task(per_sample: dict, outputs: dict) -> dict:
+  """One task's row of results.json (`SYNTHETIC_KEYS`)."""
+  row = {key: float(np.mean(per_sample[key])) for key in ("psnr", "psnr_face", "ssim", "ssim_face")}
+  row["e_tmp"] = mean_temporal_error(outputs)
+  for key in ("identity_margin", "expression_margin"):
+    values = per_sample[key]
+    row[key] = None if values is None else float(np.mean(values))
+    row[f"{key}_positive_fraction"] = None if values is None else float(np.mean(values > 0))
+  row["samples"] = len(per_sample["psnr"])
+  return row
+
+
+def synthetic_table(tasks: dict) -> str:
+  """The markdown table of `evaluate_synthetic`: one row per task."""
+  def number(value, digits):
+    return "-" if value is None else (f"{value:.3g}" if value != 0 and abs(value) < 10.0 ** -digits
+                                      else f"{value:.{digits}f}")
+
+  def margin(row, key):
+    if row[key] is None:
+      return "-"
+    return f"{row[key]:.3g} ({100 * row[key + '_positive_fraction']:.0f}%)"
+
+  lines = ["| Task | PSNR ↑ | PSNR face ↑ | SSIM ↑ | SSIM face ↑ | E_tmp ↓ | ID margin ↑ (>0) "
+           "| Exp margin ↑ (>0) |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|"]
+  for name, row in tasks.items():
+    lines.append(f"| {name} | {number(row['psnr'], 2)} | {number(row['psnr_face'], 2)} | {number(row['ssim'], 3)} | "
+                 f"{number(row['ssim_face'], 3)} | {number(row['e_tmp'], 2)} | {margin(row, 'identity_margin')} | "
+                 f"{margin(row, 'expression_margin')} |")
+  return "\n".join(lines) + "\n"
+
+
+def evaluate_synthetic(checkpoint, seed: int = DEFAULT_SYNTHETIC_SEED, num_videos: int = 8, num_frames: int = 8,
+                       face_model: Optional[str] = None, batch_size: int = 16) -> SyntheticEvaluation:
+  """Every editing task against its ground truth on held-out synthetic videos (`data.ground_truth`).
+
+  Args:
+    checkpoint: a training workdir, or an `inference.InferenceCheckpoint`, trained with a morphable
+      model that has albedo (the synthetic renderer colours its vertices).
+    seed: the held-out corpus's seed (`synthetic.video_seed(seed, v)` for video v); it must not be
+      the training corpus's (`config.data.synthetic.seed`).
+    num_videos: V >= 3 held-out videos (disentangled manipulation takes three).
+    num_frames: T >= 1 output frames per video and task (frames 1 .. T; frame 0 is the identity).
+    face_model: see `inference.load_checkpoint`.
+    batch_size: samples per generator call.
+
+  Raises:
+    EvaluationError: a model without albedo, too few videos, or the training corpus's seed.
+  """
+  if num_videos < ground_truth.MIN_VIDEOS or num_frames < 1:
+    raise EvaluationError(f"need num_videos >= {ground_truth.MIN_VIDEOS} (disentangled manipulation takes identity, "
+                          f"expression and appearance from three videos) and num_frames >= 1, got {num_videos} and "
+                          f"{num_frames}")
+  if not isinstance(checkpoint, inference.InferenceCheckpoint):
+    try:
+      checkpoint = inference.load_checkpoint(checkpoint, face_model)
+    except inference.CheckpointError as error:
+      raise EvaluationError(str(error)) from None
+  if checkpoint.face_model.albedo is None:
+    raise EvaluationError(f"the checkpoint's face model {checkpoint.face_model.name!r} has no albedo: the synthetic "
+                          f"ground truth renders per-vertex colour (train on a procedural model, e.g. "
+                          f"configs/synthetic.py)")
+  corpus = checkpoint.config.data.get("synthetic")
+  if corpus is not None and int(corpus.seed) == int(seed):
+    raise EvaluationError(f"--seed={seed} is the seed of the corpus the run trained on "
+                          f"(config.data.synthetic.seed); give another seed for held-out videos")
+  size = checkpoint.image_size
+  videos = ground_truth.held_out_videos(checkpoint.face_model, seed, num_videos, num_frames, size)
+  tolerance = float(checkpoint.config.render.tolerance)
+
+  @jax.jit
+  def generate(params, variables, chunk, model):
+    scene = inference.build_scene(model, chunk, tolerance, expression_source="expression")
+    return inference.evaluation_outputs(checkpoint.networks, params, variables, scene)
+
+  model = jax.tree.map(jnp.asarray, checkpoint.face_model)
+  tasks, per_sample, outputs = {}, {}, {}
+  for task in ground_truth.TASKS:
+    samples = ground_truth.task_samples(checkpoint.face_model, videos, task, num_frames, size)
+    result = generate_outputs(generate, checkpoint, samples.batch, model, batch_size)
+    per_sample[task.name] = truth_metrics(result["output"], samples)
+    tasks[task.name] = summarize_task(per_sample[task.name], result)
+    outputs[task.name] = result
+  markdown = synthetic_table(tasks) + (
+      f"\n{num_videos} held-out synthetic videos (seed {seed}) x {num_frames} frames per task, {size} px. "
+      "Truth: the identity video's shape and skin, the expression video's expression, the appearance video's "
+      "pose, light and background. Margins: MSE of [0, 1] images on the face region, positive = closer to "
+      "what was asked (in brackets: the share of samples with a positive margin).\n")
+  document = {"tasks": tasks, "keys": SYNTHETIC_KEYS, "details": {
+      "checkpoint_step": checkpoint.step, "seed": seed, "num_videos": num_videos, "num_frames": num_frames,
+      "image_size": size, "face_model": checkpoint.face_model.name,
+      "roles": {task.name: {"identity": f"video v+{task.identity_offset}",
+                            "expression": f"video v+{task.expression_offset}", "appearance": "video v",
+                            "hint": "X_i (1 - M^)" if task.branch == sampling.INTRA else "X_p (1 - M^)"}
+                for task in ground_truth.TASKS}}}
+  return SyntheticEvaluation(tasks, per_sample, markdown, document, outputs)
+
+
 # ----- command line -----
 
 # --out here: where results.md and results.json go (default: the checkpoint's workdir).
 _CHECKPOINT, _FACE_MODEL, _OUT = cli.shared_flags()
 _VIDEOS = flags.DEFINE_string("videos", None, "held-out frame records fitted with the checkpoint's face model")
+_SYNTHETIC = flags.DEFINE_bool("synthetic", False, "evaluate every task against the ground truth of held-out "
+                               "synthetic videos instead of on --videos")
+_SEED = flags.DEFINE_integer("seed", DEFAULT_SYNTHETIC_SEED, "--synthetic: the held-out videos' corpus seed")
 _NUM_VIDEOS = flags.DEFINE_integer("num_videos", 8, "held-out videos evaluated (>= 2)")
 _NUM_FRAMES = flags.DEFINE_integer("num_frames", 8, "output frames per video (>= 2)")
 _INCEPTION = flags.DEFINE_string("inception", None, "FID Inception network (.onnx); without it FID is '-'")
@@ -418,18 +643,23 @@ _MIN_FACE_SCORE = flags.DEFINE_float("min_face_score", 0.5,
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not (_CHECKPOINT.value and _VIDEOS.value):
-    raise app.UsageError("--checkpoint and --videos are required")
+  if not _CHECKPOINT.value or _SYNTHETIC.value == bool(_VIDEOS.value):
+    raise app.UsageError("--checkpoint and one of --videos or --synthetic are required")
   distributed.require_one_process("python -m tfvgan_jax.evaluate")
   out_dir = _OUT.value or _CHECKPOINT.value
   try:  # checked before any work
     files.check_output_dir(out_dir, flag="--out" if _OUT.value else "--checkpoint")
   except files.OutputPathError as error:
     raise EvaluationError(str(error)) from None
-  evaluation = evaluate_checkpoint(
-      _CHECKPOINT.value, _VIDEOS.value, num_videos=_NUM_VIDEOS.value, num_frames=_NUM_FRAMES.value,
-      inception=_INCEPTION.value, face_recognition=_FACE_RECOGNITION.value, landmarks_model=_LANDMARKS.value,
-      face_model=_FACE_MODEL.value, batch_size=_EVAL_BATCH.value, min_face_score=_MIN_FACE_SCORE.value)
+  if _SYNTHETIC.value:
+    evaluation = evaluate_synthetic(_CHECKPOINT.value, seed=_SEED.value, num_videos=_NUM_VIDEOS.value,
+                                    num_frames=_NUM_FRAMES.value, face_model=_FACE_MODEL.value,
+                                    batch_size=_EVAL_BATCH.value)
+  else:
+    evaluation = evaluate_checkpoint(
+        _CHECKPOINT.value, _VIDEOS.value, num_videos=_NUM_VIDEOS.value, num_frames=_NUM_FRAMES.value,
+        inception=_INCEPTION.value, face_recognition=_FACE_RECOGNITION.value, landmarks_model=_LANDMARKS.value,
+        face_model=_FACE_MODEL.value, batch_size=_EVAL_BATCH.value, min_face_score=_MIN_FACE_SCORE.value)
   markdown_path, json_path = write_results(evaluation, out_dir)
   print(evaluation.markdown)
   print(f"wrote {markdown_path} and {json_path}")

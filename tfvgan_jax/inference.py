@@ -8,7 +8,8 @@
                parameters: `blend` (P = E(X_p, M), Y = G(R, P, M^)), `embed`, `discriminate`.
   evaluation   `evaluation_outputs`: Y of a scene with its SSIM against X_p, E_tmp along the flow
                and the images of the evaluation grid.
-  checkpoints  `load_checkpoint`: G, E (the EMA copy when the run kept one) and their variables,
+  checkpoints  `load_checkpoint`: G, E (the EMA copy when the run kept one) and their variables
+               (G's averaged batch statistics when the run kept those, `evaluation_variables`),
                the run's config and its face model, without the optimizer states, D or the input
                pipeline.
   ranges       `to_model_range` (uint8 -> [-1, 1]), `to_uint8` ([0, 1] -> uint8).
@@ -378,14 +379,30 @@ def parameter_shapes(tree) -> dict:
           for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
-def inference_state(model_config, with_ema: bool):
+# The variables key of G's batch-norm statistics averaged like the EMA parameters
+# (`optim.ema_batch_stats='average'`).
+EMA_STATISTICS = "generator_ema"
+EMA_BATCH_STATS = ("train", "average")
+
+
+def inference_state(model_config, with_ema: bool, with_ema_statistics: bool = False):
   """The abstract {'params', 'variables', 'ema'} of E and G that inference restores."""
   models = nnx.eval_shape(lambda: build_models(model_config, nnx.Rngs(0)))
   _, e_params, e_vars = nnx.split(models.embedder, nnx.Param, ...)
   _, g_params, g_vars = nnx.split(models.generator, nnx.Param, ...)
   params = {"embedder": e_params, "generator": g_params}
-  return {"params": params, "variables": {"embedder": e_vars, "generator": g_vars},
-          "ema": params if with_ema else {}}
+  variables = {"embedder": e_vars, "generator": g_vars}
+  if with_ema_statistics:
+    variables[EMA_STATISTICS] = g_vars
+  return {"params": params, "variables": variables, "ema": params if with_ema else {}}
+
+
+def evaluation_variables(variables: dict) -> dict:
+  """The variables to run the EMA parameters with: G's averaged batch statistics where the run kept
+  them (`EMA_STATISTICS`), else its trained ones."""
+  if EMA_STATISTICS not in variables:
+    return variables
+  return {**{k: v for k, v in variables.items() if k != EMA_STATISTICS}, "generator": variables[EMA_STATISTICS]}
 
 
 def checkpoint_steps(directory) -> list[int]:
@@ -444,7 +461,8 @@ def load_checkpoint(workdir, face_model: Optional[str] = None, step: Optional[in
     with_ema = bool(jax.tree.leaves(saved.get("ema", {})))
   except Exception as error:  # noqa: BLE001 - any unreadable metadata is one error for the user
     raise CheckpointError(f"{step_dir}/state: unreadable checkpoint ({error})") from error
-  abstract = inference_state(config.model, with_ema)
+  with_ema_statistics = with_ema and config.optim.get("ema_batch_stats", "train") == "average"
+  abstract = inference_state(config.model, with_ema, with_ema_statistics)
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   target = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device), abstract)
   try:
@@ -456,8 +474,8 @@ def load_checkpoint(workdir, face_model: Optional[str] = None, step: Optional[in
   finally:
     checkpointer.close()
   params = state["ema"] if with_ema else state["params"]
-  return InferenceCheckpoint(config, int(step), model, abstract_networks(config.model), params, state["variables"],
-                             directory)
+  return InferenceCheckpoint(config, int(step), model, abstract_networks(config.model), params,
+                             evaluation_variables(state["variables"]), directory)
 
 
 def checkpoint_face_model(config, record: Optional[dict], override: Optional[str], directory) -> face3d.MorphableModel:

@@ -47,8 +47,20 @@ def _per_sample_mean(values: jax.Array) -> jax.Array:
 
 # Adversarial loss: multi-scale, pix2pixHD style (TFVGAN eq. 8 / UniFaceGAN eq. 10).
 
+# Which samples give D its real images (`loss.disc_real`): 'all' (X_p of every sample) or 'intra'
+# (X_p of intra-video samples only: a D conditioned on X_i then never sees a real pair of two people
+# against a fake pair of one, DESIGN.md choice 6).
+DISC_REAL = ("all", "intra")
 
-def discriminator_hinge_loss(real_logits_per_scale: Sequence[jax.Array], fake_logits_per_scale: Sequence[jax.Array]) -> jax.Array:
+
+def _real_mean(values: jax.Array, sample_weight: jax.Array | None) -> jax.Array:
+  """The mean of [B, ...] per-element losses of real samples, the samples weighted by `sample_weight`."""
+  return jnp.mean(values) if sample_weight is None else weighted_mean(_per_sample_mean(values), sample_weight)
+
+
+
+def discriminator_hinge_loss(real_logits_per_scale: Sequence[jax.Array], fake_logits_per_scale: Sequence[jax.Array],
+                             real_weight: jax.Array | None = None) -> jax.Array:
   """D's side of the multi-scale adversarial loss (TFVGAN eq. 8 / UniFaceGAN eq. 10) as a hinge.
 
   (1/K) sum_k mean(relu(1 - D_k(real))) + mean(relu(1 + D_k(fake))), the papers' log-loss replaced by
@@ -57,11 +69,12 @@ def discriminator_hinge_loss(real_logits_per_scale: Sequence[jax.Array], fake_lo
   Args:
     real_logits_per_scale, fake_logits_per_scale: K arrays each, [B, h_k, w_k, 1] patch logits of
       scale k (any shape per scale; every element counts equally within its scale).
+    real_weight: [B] weights of the real samples (`weighted_mean`; `loss.disc_real`), None for all.
 
   Returns:
     [] float32.
   """
-  terms = [jnp.mean(jax.nn.relu(1.0 - real)) + jnp.mean(jax.nn.relu(1.0 + fake))
+  terms = [_real_mean(jax.nn.relu(1.0 - real), real_weight) + jnp.mean(jax.nn.relu(1.0 + fake))
            for real, fake in zip(real_logits_per_scale, fake_logits_per_scale, strict=True)]
   return jnp.mean(jnp.stack(terms))
 
@@ -80,7 +93,9 @@ def generator_hinge_loss(fake_logits_per_scale: Sequence[jax.Array]) -> jax.Arra
   return jnp.mean(jnp.stack([-jnp.mean(fake) for fake in fake_logits_per_scale]))
 
 
-def discriminator_non_saturating_loss(real_logits_per_scale: Sequence[jax.Array], fake_logits_per_scale: Sequence[jax.Array]) -> jax.Array:
+def discriminator_non_saturating_loss(real_logits_per_scale: Sequence[jax.Array],
+                                      fake_logits_per_scale: Sequence[jax.Array],
+                                      real_weight: jax.Array | None = None) -> jax.Array:
   """D's side of the multi-scale adversarial loss in the papers' log form (TFVGAN eq. 8 / UniFaceGAN eq. 10).
 
   (1/K) sum_k mean(-log sigmoid(D_k(real))) + mean(-log(1 - sigmoid(D_k(fake)))), written with
@@ -88,11 +103,12 @@ def discriminator_non_saturating_loss(real_logits_per_scale: Sequence[jax.Array]
 
   Args:
     real_logits_per_scale, fake_logits_per_scale: K arrays each, [B, h_k, w_k, 1].
+    real_weight: as `discriminator_hinge_loss`.
 
   Returns:
     [] float32.
   """
-  terms = [jnp.mean(jax.nn.softplus(-real)) + jnp.mean(jax.nn.softplus(fake))
+  terms = [_real_mean(jax.nn.softplus(-real), real_weight) + jnp.mean(jax.nn.softplus(fake))
            for real, fake in zip(real_logits_per_scale, fake_logits_per_scale, strict=True)]
   return jnp.mean(jnp.stack(terms))
 
@@ -125,22 +141,28 @@ def adversarial_losses(loss_type: str) -> tuple[Callable[..., jax.Array], Callab
   return ADVERSARIAL[loss_type]
 
 
-def feature_matching_loss(real_features_per_scale: Sequence[Sequence[jax.Array]], fake_features_per_scale: Sequence[Sequence[jax.Array]]) -> jax.Array:
+def feature_matching_loss(real_features_per_scale: Sequence[Sequence[jax.Array]],
+                          fake_features_per_scale: Sequence[Sequence[jax.Array]],
+                          sample_weight: jax.Array | None = None) -> jax.Array:
   """pix2pixHD feature matching: L1 between D's intermediate features of real and fake.
 
   Not one of the papers' terms (its weight is 0 by default, as eq. 18 has no such term); the real
-  features are constants, so the loss only moves G.
+  features are constants, so the loss only moves G. The trainer pairs Y only with its own ground
+  truth X_p, i.e. weighs intra-video samples only (DESIGN.md choice 6): on inter samples X_p shows
+  another person, and matching its features would pull swaps toward the target's identity.
 
   Args:
     real_features_per_scale, fake_features_per_scale: K sequences (one per scale) of the same
       number of layer features each, [B, h, w, c] per layer; the final logits are not included.
+    sample_weight: [B] per-sample weights (`weighted_mean`), None for all.
 
   Returns:
-    [] float32: mean over scales of the mean over layers of mean |fake - real|.
+    [] float32: mean over scales of the mean over layers of the (weighted) mean over samples of
+    mean |fake - real|.
   """
   per_scale = []
   for real_layers, fake_layers in zip(real_features_per_scale, fake_features_per_scale, strict=True):
-    per_layer = [jnp.mean(jnp.abs(fake - jax.lax.stop_gradient(real)))
+    per_layer = [weighted_mean(_per_sample_mean(jnp.abs(fake - jax.lax.stop_gradient(real))), sample_weight)
                  for real, fake in zip(real_layers, fake_layers, strict=True)]
     per_scale.append(jnp.mean(jnp.stack(per_layer)))
   return jnp.mean(jnp.stack(per_scale))

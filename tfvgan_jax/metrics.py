@@ -80,6 +80,7 @@ def ssim_per_sample(
     filter_sigma: float = 1.5,
     k1: float = 0.01,
     k2: float = 0.03,
+    mask: jax.Array | None = None,
 ) -> jax.Array:
   """The mean SSIM of Wang et al. 2004 per sample.
 
@@ -95,6 +96,9 @@ def ssim_per_sample(
     filter_size: taps of the square window; static under jit.
     filter_sigma: the Gaussian's standard deviation in pixels.
     k1, k2: the stabilizing constants of the paper.
+    mask: [B, H, W] weights (e.g. a face mask) of the window positions by their centre pixel, for
+      the SSIM of a region: the map is averaged with these weights instead of uniformly (a sample
+      whose weights are all 0 gives 0).
 
   Returns:
     [B] float32; 1 for identical images.
@@ -115,7 +119,46 @@ def ssim_per_sample(
   c2 = jnp.square(k2 * max_value)
   luminance = (2.0 * mu_x * mu_y + c1) / (jnp.square(mu_x) + jnp.square(mu_y) + c1)
   structure = (2.0 * cov + c2) / (var_x + var_y + c2)
-  return jnp.mean(luminance * structure, axis=(1, 2, 3))
+  ssim_map = jnp.mean(luminance * structure, axis=-1)
+  if mask is None:
+    return jnp.mean(ssim_map, axis=(1, 2))
+  # A valid position i covers pixels i .. i + size - 1; its centre is pixel i + (size - 1) // 2.
+  start = (size - 1) // 2
+  weights = jnp.asarray(mask, jnp.float32)[:, start:start + ssim_map.shape[1], start:start + ssim_map.shape[2]]
+  return jnp.sum(ssim_map * weights, axis=(1, 2)) / jnp.maximum(jnp.sum(weights, axis=(1, 2)), 1e-12)
+
+
+def mean_squared_error_per_sample(x: jax.Array, y: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+  """Mean squared difference per sample, over the pixels of `mask` when given.
+
+  Args:
+    x, y: [B, H, W, C].
+    mask: [B, H, W] pixel weights (a region), or None for the whole image.
+
+  Returns:
+    [B] float32 (0 for a sample whose mask is empty).
+  """
+  squared = jnp.mean(jnp.square(jnp.asarray(x, jnp.float32) - jnp.asarray(y, jnp.float32)), axis=-1)
+  if mask is None:
+    return jnp.mean(squared, axis=(1, 2))
+  mask = jnp.asarray(mask, jnp.float32)
+  return jnp.sum(squared * mask, axis=(1, 2)) / jnp.maximum(jnp.sum(mask, axis=(1, 2)), 1e-12)
+
+
+def psnr_per_sample(x: jax.Array, y: jax.Array, max_value: float = 1.0, mask: jax.Array | None = None) -> jax.Array:
+  """Peak signal-to-noise ratio per sample in dB, 10 log10(L^2 / MSE), over `mask`'s pixels when given.
+
+  Args:
+    x, y: [B, H, W, C] in [0, max_value].
+    max_value: the dynamic range L.
+    mask: [B, H, W] pixel weights, or None.
+
+  Returns:
+    [B] float32; identical images give 10 log10(L^2 / 1e-10) = 100 dB for L = 1 (the MSE is
+    floored at 1e-10) rather than infinity.
+  """
+  error = mean_squared_error_per_sample(x, y, mask)
+  return 10.0 * jnp.log10(max_value ** 2 / jnp.maximum(error, 1e-10))
 
 
 def ssim(x: jax.Array, y: jax.Array, **options) -> jax.Array:
@@ -423,6 +466,34 @@ def identity_error(embeddings_a: jax.Array, embeddings_b: jax.Array) -> jax.Arra
 
 
 # Pose error E_pose: Euler angles of the output against the pose driver (TFVGAN [34], Hopenet).
+
+
+def fitted_identity_per_sample(fitted, source, target) -> dict:
+  """Whose identity a face carries, from fitted morphable-model coefficients (no recognition network).
+
+  The output video is fitted with the same per-clip fitter as the inputs (one identity per clip),
+  and its identity coefficients are compared with the source's (the identity that was asked for)
+  and the target's (the one being replaced). What this sees is face SHAPE as the landmark fitter
+  recovers it (jaw, nose, eye and mouth geometry of the 68 points); it is blind to skin, texture,
+  hair and everything a recognition network keys on, and it is only as sharp as the fit: the
+  fitter's prior pulls weakly constrained coefficients toward the mean, so differences are
+  compressed, and two people of similar shape are not told apart.
+
+  Args:
+    fitted, source, target: [N, K_id] identity coefficients (rows with NaN give NaN).
+
+  Returns:
+    {'margin': [N] ||fitted - target|| - ||fitted - source|| (Euclidean, coefficient units; positive:
+     closer to the source), 'cosine_source', 'cosine_target': [N] cosine similarity of the fitted
+     coefficients with the source's and the target's}.
+  """
+  fitted, source, target = (np.asarray(a, np.float64) for a in (fitted, source, target))
+
+  def cosine(a, b):
+    return np.sum(a * b, axis=-1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12)
+
+  margin = np.linalg.norm(fitted - target, axis=-1) - np.linalg.norm(fitted - source, axis=-1)
+  return {"margin": margin, "cosine_source": cosine(fitted, source), "cosine_target": cosine(fitted, target)}
 
 
 def pose_difference_degrees(cameras_a: jax.Array, cameras_b: jax.Array) -> jax.Array:

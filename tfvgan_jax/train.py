@@ -4,9 +4,13 @@ One jitted step does a whole sample at t and t-1 (TFVGAN ยง3.3-3.4, UniFaceGAN ย
 
   scene       `inference.build_scene`, per device: S = mean + A_id a_id(X_i) + A_exp a_exp(X_e)
               projected with X_p's camera, X_i's own mesh for the texture; R, M^, the hint
-              M = X_i (1 - M^) (intra) or X_p (1 - M^) (inter); the dense flow F(t -> t-1)
-  networks    P = E(X_p, M), Y = G(R, P, M^), D(Y, X_i) and D(X_p, X_i)
-  losses      adv, app, rec, tmp (and fm), weighted as eq. 18
+              M = X_i (1 - M^) (intra) or X_p (1 - M^) (inter); the dense flow F(t -> t-1).
+              X_e of inter samples is X_p or the third video (`data.inter_expression`)
+  networks    P = E(X_p, M), Y = G(R, P, M^), D(Y, X_i) and D(X_p, X_i) (D(Y), D(X_p) with
+              `model.disc_conditional=False`; real X_p of intra samples only with
+              `loss.disc_real='intra'`)
+  losses      adv, app, rec, tmp (and fm, on intra samples), weighted as eq. 18; the recipe
+              switches are checked by `check_recipe` before any work
   updates     G+E with Adam 1e-4, D with Adam 4e-4, betas (0.5, 0.999); optional EMA of G+E
 
 The file reads top to bottom: the train state and the step first, then `train_and_evaluate` in
@@ -21,6 +25,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 import time
 from typing import Any, NamedTuple, Optional
 
@@ -47,16 +52,56 @@ class NonFiniteLossError(FloatingPointError):
   """A loss or an updated parameter became NaN or Inf; the run stopped without saving that step."""
 
 
-def sharded_scene(mesh: jax.sharding.Mesh, face_model, batch: dict, tolerance: float) -> Scene:
+def sharded_scene(mesh: jax.sharding.Mesh, face_model, batch: dict, tolerance: float,
+                  expression_source: str = "appearance") -> Scene:
   """`inference.build_scene` on each device's slice of a batch sharded over BATCH_AXES."""
   spec = P(sharding.BATCH_AXES)
   out_specs = Scene(*([spec] * (len(Scene._fields) - 1)), overflow=P())
 
   def local(model, local_batch):
-    scene = inference.build_scene(model, local_batch, tolerance)
+    scene = inference.build_scene(model, local_batch, tolerance, expression_source)
     return scene._replace(overflow=jax.lax.psum(scene.overflow, sharding.BATCH_AXES))
 
   return jax.shard_map(local, mesh=mesh, in_specs=(P(), spec), out_specs=out_specs)(face_model, batch)
+
+
+# The recipe switches that choose between named behaviours: {config path: allowed values}. Each
+# one's default keeps the behaviour the project had before the switch existed; the papers' value is
+# in README's "Recipe switches".
+RECIPE_CHOICES = {
+    "data.inter_expression": inference.EXPRESSION_SOURCES,
+    "loss.disc_real": losses.DISC_REAL,
+    "loss.tmp_region": losses.TMP_REGIONS,
+    "loss.rec_target": losses.REC_TARGETS,
+    "optim.ema_batch_stats": inference.EMA_BATCH_STATS,
+}
+
+
+def check_recipe(config) -> None:
+  """Refuses unknown values of the recipe switches (`RECIPE_CHOICES`) and out-of-range RCN
+  initial weights, naming the field and what it allows."""
+  for path, allowed in RECIPE_CHOICES.items():
+    section, name = path.split(".")
+    value = config[section][name]
+    if value not in allowed:
+      raise ValueError(f"config.{path}={value!r}: unknown value; expected one of {list(allowed)}")
+  if config.optim.ema_batch_stats == "average" and not float(config.optim.ema_decay):
+    raise ValueError("config.optim.ema_batch_stats='average' averages G's batch statistics like the EMA "
+                     "parameters: it needs config.optim.ema_decay > 0")
+  for name in ("rcn_alpha_init", "rcn_beta_init"):
+    value = float(config.model[name])
+    if not 0.0 < value < 1.0:
+      raise ValueError(f"config.model.{name}={value}: must lie strictly between 0 and 1 (a sigmoid's value)")
+
+
+def rcn_mixing_weights(params: dict) -> dict[str, jax.Array]:
+  """{'rcn/alpha/LAYER', 'rcn/beta/LAYER': [] mean over channels} of G's RCN layers (none without RCN)."""
+  weights = {}
+  for path, leaf in jax.tree_util.tree_leaves_with_path(params["generator"]):
+    found = re.fullmatch(r"(.+)/(alpha|beta)_logit(/value)?", jax.tree_util.keystr(path, simple=True, separator="/"))
+    if found:
+      weights[f"rcn/{found.group(2)}/{found.group(1)}"] = jnp.mean(jax.nn.sigmoid(leaf))
+  return weights
 
 
 # ---------------------------------------------------------------------------------------------
@@ -75,7 +120,8 @@ class TrainState:
     params: {'embedder', 'generator'}: the parameters trained by the G+E optimizer.
     disc_params: D's parameters.
     variables: {'embedder', 'generator', 'discriminator'}: the other variables (batch-norm
-      statistics, spectral-norm vectors).
+      statistics, spectral-norm vectors); with `optim.ema_batch_stats='average'` also
+      `inference.EMA_STATISTICS`, G's statistics averaged like `ema`.
     gen_opt, disc_opt: the two optax states.
     ema: exponential moving average of `params` (empty when config.optim.ema_decay is 0).
   """
@@ -122,12 +168,15 @@ def init_state(config, optimizers: Optimizers, rng: jax.Array) -> TrainState:
   _, g_params, g_vars = nnx.split(models.generator, nnx.Param, ...)
   _, d_params, d_vars = nnx.split(models.discriminator, nnx.Param, ...)
   params = {"embedder": e_params, "generator": g_params}
+  variables = {"embedder": e_vars, "generator": g_vars, "discriminator": d_vars}
+  if config.optim.ema_decay and config.optim.ema_batch_stats == "average":
+    variables[inference.EMA_STATISTICS] = jax.tree.map(jnp.copy, g_vars)
   return TrainState(
       step=jnp.zeros((), jnp.int32),
       rng=jax.random.key_data(jax.random.fold_in(rng, 1)),
       params=params,
       disc_params=d_params,
-      variables={"embedder": e_vars, "generator": g_vars, "discriminator": d_vars},
+      variables=variables,
       gen_opt=optimizers.generator.init(params),
       disc_opt=optimizers.discriminator.init(d_params),
       ema=jax.tree.map(jnp.copy, params) if config.optim.ema_decay else {},
@@ -176,22 +225,26 @@ def generator_objective(params, state: TrainState, networks: Networks, scene: Sc
     enabled = jnp.ones_like(scene.intra) if loss_config.tmp_on_inter else scene.intra
     terms["tmp"] = losses.temporal_loss(at_t(output), at_prev(output), scene.flow, scene.flow_valid,
                                         at_t(scene.face_mask), loss_config.tmp_region, enabled)
-  if "fm" in weights:
+  if "fm" in weights:  # Y against its own ground truth only: intra samples (DESIGN.md choice 6)
     real, _ = inference.discriminate(networks, state.disc_params, disc_vars, scene.appearance, condition)
-    terms["fm"] = losses.feature_matching_loss([f for f, _ in real], [f for f, _ in fake])
+    terms["fm"] = losses.feature_matching_loss([f for f, _ in real], [f for f, _ in fake], intra)
   total, _ = losses.weighted_sum(terms, weights)
   return total, (output, generator_vars, terms)
 
 
 def discriminator_objective(disc_params, disc_vars, networks: Networks, real: jax.Array, fake: jax.Array,
-                            condition: Optional[jax.Array], adversarial: str):
-  """D's adversarial loss on real X_p and fake Y (one forward pass over both), and D's variables."""
+                            condition: Optional[jax.Array], adversarial: str, real_weight: Optional[jax.Array] = None):
+  """D's adversarial loss on real X_p and fake Y (one forward pass over both), and D's variables.
+
+  `real_weight` [2B] weighs the real rows (`loss.disc_real`: None for all, the intra rows for 'intra').
+  """
   discriminator_adversarial, _ = losses.adversarial_losses(adversarial)
   both = jnp.concatenate([real, fake], axis=0)
   both_condition = None if condition is None else jnp.concatenate([condition, condition], axis=0)
   outputs, disc_vars = inference.discriminate(networks, disc_params, disc_vars, both, both_condition)
   n = real.shape[0]
-  loss = discriminator_adversarial([logits[:n] for _, logits in outputs], [logits[n:] for _, logits in outputs])
+  loss = discriminator_adversarial([logits[:n] for _, logits in outputs], [logits[n:] for _, logits in outputs],
+                                   real_weight)
   return loss, disc_vars
 
 
@@ -210,9 +263,11 @@ def make_train_step(config, networks: Networks, mesh: jax.sharding.Mesh, optimiz
   conditional = bool(config.model.disc_conditional)
   ema_decay = float(config.optim.ema_decay)
   tolerance = float(config.render.tolerance)
+  expression_source = config.data.inter_expression
+  intra_reals_only = config.loss.disc_real == "intra"
 
   def train_step(state: TrainState, batch: dict, face_model: face3d.MorphableModel):
-    scene = sharded_scene(mesh, face_model, batch, tolerance)
+    scene = sharded_scene(mesh, face_model, batch, tolerance, expression_source)
     (gen_total, (output, generator_vars, terms)), gen_grads = jax.value_and_grad(
         generator_objective, has_aux=True)(state.params, state, networks, scene, config.loss, conditional)
     updates, gen_opt = optimizers.generator.update(gen_grads, state.gen_opt, state.params)
@@ -221,14 +276,19 @@ def make_train_step(config, networks: Networks, mesh: jax.sharding.Mesh, optimiz
     condition = scene.identity if conditional else None
     (disc_total, disc_vars), disc_grads = jax.value_and_grad(discriminator_objective, has_aux=True)(
         state.disc_params, state.variables["discriminator"], networks, scene.appearance,
-        jax.lax.stop_gradient(output), condition, config.loss.adversarial)
+        jax.lax.stop_gradient(output), condition, config.loss.adversarial,
+        jnp.repeat(scene.intra, 2) if intra_reals_only else None)
     updates, disc_opt = optimizers.discriminator.update(disc_grads, state.disc_opt, state.disc_params)
     disc_params = optax.apply_updates(state.disc_params, updates)
 
     ema = state.ema
+    average = lambda old, new: ema_decay * old + (1.0 - ema_decay) * new  # noqa: E731
     if ema_decay:
-      ema = jax.tree.map(lambda average, new: ema_decay * average + (1.0 - ema_decay) * new, state.ema, params)
+      ema = jax.tree.map(average, state.ema, params)
     variables = {"embedder": state.variables["embedder"], "generator": generator_vars, "discriminator": disc_vars}
+    if inference.EMA_STATISTICS in state.variables:
+      variables[inference.EMA_STATISTICS] = jax.tree.map(average, state.variables[inference.EMA_STATISTICS],
+                                                         generator_vars)
     new_state = TrainState(step=state.step + 1, rng=state.rng, params=params, disc_params=disc_params,
                            variables=variables, gen_opt=gen_opt, disc_opt=disc_opt, ema=ema)
     step_metrics = {f"loss/{name}": value for name, value in terms.items()}
@@ -247,6 +307,7 @@ def make_train_step(config, networks: Networks, mesh: jax.sharding.Mesh, optimiz
         "render/overflow_frames": scene.overflow,
         "data/intra_fraction": jnp.mean(scene.intra.astype(jnp.float32)),
     })
+    step_metrics.update(rcn_mixing_weights(new_state.params))
     return new_state, step_metrics
 
   return train_step
@@ -254,13 +315,16 @@ def make_train_step(config, networks: Networks, mesh: jax.sharding.Mesh, optimiz
 
 def make_generate(config, networks: Networks, mesh: jax.sharding.Mesh):
   """The evaluation pass (state, batch, face_model) -> `inference.evaluation_outputs`, to be jitted
-  by the caller: the EMA parameters when the run keeps them, and G's running batch statistics."""
+  by the caller: the EMA parameters when the run keeps them, and G's running batch statistics (the
+  averaged ones with `optim.ema_batch_stats='average'`)."""
   tolerance = float(config.render.tolerance)
+  expression_source = config.data.inter_expression
 
   def generate(state: TrainState, batch: dict, face_model: face3d.MorphableModel) -> dict:
-    scene = sharded_scene(mesh, face_model, batch, tolerance)
-    params = state.ema if state.ema else state.params
-    return inference.evaluation_outputs(networks, params, state.variables, scene)
+    scene = sharded_scene(mesh, face_model, batch, tolerance, expression_source)
+    if state.ema:
+      return inference.evaluation_outputs(networks, state.ema, inference.evaluation_variables(state.variables), scene)
+    return inference.evaluation_outputs(networks, state.params, state.variables, scene)
 
   return generate
 
@@ -330,6 +394,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> TrainState
   workdir.mkdir(parents=True, exist_ok=True)
   is_main = jax.process_index() == 0
   summaries = Summaries(workdir / "tensorboard", enabled=is_main)
+  check_recipe(config)
   train_config = config.train
   for name in ("num_steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
     if int(train_config[name]) < 1:

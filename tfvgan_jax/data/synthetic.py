@@ -193,7 +193,8 @@ def _render(model, tint, light, ambient, background, id_coeffs, exp_coeffs, came
   back = jax.image.resize(background.astype(jnp.float32) / 255.0, (hi, hi, 3), "linear")
   image = jnp.where(frags.mask[..., None], face, back)
   image = image.reshape(-1, size, SUPERSAMPLE, size, SUPERSAMPLE, 3).mean(axis=(2, 4))
-  return jnp.clip(jnp.round(image * 255), 0, 255).astype(jnp.uint8), frags.overflow
+  coverage = frags.mask.astype(jnp.float32).reshape(-1, size, SUPERSAMPLE, size, SUPERSAMPLE).mean(axis=(2, 4))
+  return jnp.clip(jnp.round(image * 255), 0, 255).astype(jnp.uint8), coverage, frags.overflow
 
 
 def render_frames(model: face3d.MorphableModel, appearance: Appearance, id_coeffs, exp_coeffs, cameras, size: int) -> np.ndarray:
@@ -208,15 +209,27 @@ def render_frames(model: face3d.MorphableModel, appearance: Appearance, id_coeff
   Returns:
     [T, S, S, 3] uint8.
   """
+  return render_frames_with_coverage(model, appearance, id_coeffs, exp_coeffs, cameras, size)[0]
+
+
+def render_frames_with_coverage(model: face3d.MorphableModel, appearance: Appearance, id_coeffs, exp_coeffs, cameras,
+                                size: int) -> tuple[np.ndarray, np.ndarray]:
+  """`render_frames` and the face's coverage of each pixel.
+
+  Returns:
+    frames [T, S, S, 3] uint8, and coverage [T, S, S] float32 in [0, 1]: the fraction of the
+    pixel's supersamples that the face covers (the true face mask).
+  """
   if model.albedo is None:
     raise ValueError(f"model {model.name!r} has no albedo: synthetic rendering needs per-vertex colour")
   exp_coeffs = np.asarray(exp_coeffs, np.float32)
   id_coeffs = np.broadcast_to(np.asarray(id_coeffs, np.float32), exp_coeffs.shape[:-1] + (model.num_id,))
-  frames, overflow = _render(model, appearance.tint, appearance.light, appearance.ambient, appearance.background,
-                             id_coeffs, exp_coeffs, np.asarray(cameras, np.float32), size)
+  frames, coverage, overflow = _render(model, appearance.tint, appearance.light, appearance.ambient,
+                                       appearance.background, id_coeffs, exp_coeffs, np.asarray(cameras, np.float32),
+                                       size)
   if np.any(np.asarray(overflow)):
     raise RuntimeError(f"rasterizer buffer overflow rendering {model.name!r} at {size} px: the face fills the frame more than twice")
-  return np.asarray(frames)
+  return np.asarray(frames), np.asarray(coverage)
 
 
 def video_seed(seed: int, video: int) -> int:

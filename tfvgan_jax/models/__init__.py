@@ -6,6 +6,8 @@ conditional normalization layers of G chosen by name (`norms.NORMS`).
   emb_width, emb_downsamples           E's first width and number of stride-2 convs.
   gen_width, gen_downsamples, gen_res_blocks   G's first width, stride-2 convs, bottleneck blocks.
   norm              G's upsampling norm: 'rcn' | 'adain' | 'spade' | 'instance'.
+  rcn_alpha_init, rcn_beta_init        RCN's initial alpha and beta (0.8, 0.1 in the paper;
+                    those values where a saved config predates the fields).
   attention         whether G has a self-attention block (see `generator.attention_resolution`).
   disc_width, disc_layers, disc_scales  D's first width, stride-2 convs per scale, scales.
   spectral_norm     spectral normalization on every conv of D.
@@ -62,6 +64,8 @@ def _build_models(config, rngs: nnx.Rngs) -> Models:
       norm=config.norm,
       attention=config.attention,
       max_width=max_width,
+      norm_options=({"alpha_init": float(config.get("rcn_alpha_init", 0.8)),
+                     "beta_init": float(config.get("rcn_beta_init", 0.1))} if config.norm == "rcn" else None),
       rngs=rngs,
   )
   discriminator = MultiScaleDiscriminator(

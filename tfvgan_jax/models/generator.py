@@ -66,7 +66,7 @@ class Generator(nnx.Module):
   3x3 conv (no transposed conv, which leaves checkerboard artifacts), the conditional norm `norm`
   with T_l = P and H_l = M^ resized to the stage, and ReLU; a 7x7 conv and tanh. With `attention`,
   a SelfAttention block follows the stage (or the bottleneck) whose side is
-  `attention_resolution(image_size)`.
+  `attention_resolution(image_size)`. `norm_options` are the norm layer's own keyword arguments.
   """
 
   def __init__(
@@ -80,6 +80,7 @@ class Generator(nnx.Module):
       norm: str = 'rcn',
       attention: bool = True,
       max_width: int = 512,
+      norm_options: dict | None = None,
       rngs: nnx.Rngs,
   ):
     if image_size % 2**downsamples:
@@ -95,7 +96,8 @@ class Generator(nnx.Module):
         nnx.Conv(decoder_widths[i], decoder_widths[i + 1], (3, 3), rngs=rngs) for i in range(downsamples)
     ])
     self.up_norms = nnx.List([
-        make_norm(norm, decoder_widths[i + 1], appearance_features, rngs=rngs) for i in range(downsamples)
+        make_norm(norm, decoder_widths[i + 1], appearance_features, rngs=rngs, **(norm_options or {}))
+        for i in range(downsamples)
     ])
     self.head = nnx.Conv(widths[0], 3, (7, 7), rngs=rngs)
     # Index into decoder_widths of the feature map that gets attention: 0 is the bottleneck, i the

@@ -97,16 +97,17 @@ class RegionAwareNorm(nnx.Module):
   U and T are batch-normalized without learned affine: an affine on U or T would be undone by the
   re-normalization inside the transfer terms, and the retention terms are rescaled by the next conv.
   alpha and beta are stored as logits and read through a sigmoid, so any optimizer step keeps them
-  in (0, 1) while their gradient never vanishes at a bound (as clipping would); they start at 0.8 and
-  0.1 as in the paper.
+  in (0, 1) while their gradient never vanishes at a bound (as clipping would); they start at
+  `alpha_init` and `beta_init` (0.8 and 0.1 as in the paper; `model.rcn_alpha_init`, `rcn_beta_init`).
   """
 
-  def __init__(self, num_features: int, appearance_features: int, *, rngs: nnx.Rngs):
+  def __init__(self, num_features: int, appearance_features: int, *, alpha_init: float = 0.8,
+               beta_init: float = 0.1, rngs: nnx.Rngs):
     self.project = nnx.Conv(appearance_features, num_features, (1, 1), rngs=rngs)
     self.norm_u = _parameter_free_batch_norm(num_features, rngs)
     self.norm_t = _parameter_free_batch_norm(num_features, rngs)
-    self.alpha_logit = nnx.Param(jnp.full((num_features,), _logit(0.8), jnp.float32))
-    self.beta_logit = nnx.Param(jnp.full((num_features,), _logit(0.1), jnp.float32))
+    self.alpha_logit = nnx.Param(jnp.full((num_features,), _logit(alpha_init), jnp.float32))
+    self.beta_logit = nnx.Param(jnp.full((num_features,), _logit(beta_init), jnp.float32))
 
   def mixing_weights(self) -> tuple[jax.Array, jax.Array]:
     """alpha, beta: [C] each, in (0, 1)."""
@@ -161,11 +162,12 @@ NORMS = {
 }
 
 
-def make_norm(name: str, num_features: int, appearance_features: int, *, rngs: nnx.Rngs) -> nnx.Module:
-  """The conditional normalization layer registered under `name` in `NORMS`."""
+def make_norm(name: str, num_features: int, appearance_features: int, *, rngs: nnx.Rngs, **options) -> nnx.Module:
+  """The conditional normalization layer registered under `name` in `NORMS`; `options` are that
+  layer's own keyword arguments (RCN's `alpha_init`, `beta_init`)."""
   if name not in NORMS:
     raise ValueError(f"unknown norm {name!r}; choose one of {sorted(NORMS)}")
-  return NORMS[name](num_features, appearance_features, rngs=rngs)
+  return NORMS[name](num_features, appearance_features, rngs=rngs, **options)
 
 
 def _logit(p: float) -> float:

@@ -1,0 +1,155 @@
+"""The recipe ablations at equal compute, measured on the synthetic ground-truth evaluation.
+
+    python benchmarks/ablations.py --workdir=/tmp/ablations                      # every variant, 2 seeds
+    python benchmarks/ablations.py --workdir=/tmp/abl --variants=today,inter_expression --seeds=1 --steps=200
+
+Each variant is the demo config (`configs/synthetic.py`, its size and its steps unless --steps says
+otherwise) with a few fields changed (`VARIANTS`); it is trained once per seed (config.seed and
+config.data.seed), then evaluated by `tfvgan_jax.evaluate.evaluate_synthetic` on held-out synthetic
+videos (--eval_seed). The table gives, per variant, the mean and the spread (sample standard
+deviation over seeds, '±', blank for one seed) of:
+
+  self SSIM          self-reenactment SSIM against the truth, whole crop
+  self PSNR face     self-reenactment PSNR on the face
+  swap PSNR face     swap PSNR on the face
+  swap ID >0         share of swap samples with a positive identity margin
+  dis. exp >0        share of disentangled-manipulation samples with a positive expression margin
+  self E_tmp         self-reenactment temporal warping error (x 1e3)
+
+A finished run (its last checkpoint present) is evaluated again without retraining, so an
+interrupted ablation resumes. DIR/ablations.md and DIR/ablations.json hold the table and every
+run's full results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import time
+
+import numpy as np
+
+# name -> {config path: value} on top of configs/synthetic.py; 'today' is the demo as it is.
+VARIANTS = {
+    "today": {},
+    "inter_expression": {"data.inter_expression": "expression"},
+    "disc_unconditional": {"model.disc_conditional": False},
+    "disc_real_intra": {"loss.disc_real": "intra"},
+    "feature_matching": {"loss.weights.fm": 10.0},
+    "tmp_frame": {"loss.tmp_region": "frame"},
+    "tmp_off": {"loss.weights.tmp": 0.0},
+    "appearance_32px": {"model.emb_downsamples": 1},
+    "rcn": {"model.norm": "rcn"},
+    "rcn_alpha_0.5": {"model.norm": "rcn", "model.rcn_alpha_init": 0.5},
+    "adain": {"model.norm": "adain"},
+    "sigma_0": {"data.sigma": 0.0},
+    "sigma_1": {"data.sigma": 1.0},
+    "papers": {"data.inter_expression": "expression", "model.disc_conditional": False, "loss.tmp_region": "frame",
+               "model.norm": "rcn"},
+}
+# (label, task, key, scale) of the table's columns.
+COLUMNS = (
+    ("self SSIM", "self_reenactment", "ssim", 1.0),
+    ("self PSNR face", "self_reenactment", "psnr_face", 1.0),
+    ("swap PSNR face", "swap", "psnr_face", 1.0),
+    ("swap ID >0", "swap", "identity_margin_positive_fraction", 1.0),
+    ("dis. exp >0", "disentangled", "expression_margin_positive_fraction", 1.0),
+    ("self E_tmp x1e3", "self_reenactment", "e_tmp", 1e3),
+)
+
+
+def variant_config(name: str, seed: int, steps: int | None, cache_dir: str | None):
+  """The demo config with `VARIANTS[name]` applied, seeded, its evaluation and saves at the end."""
+  from configs import synthetic
+  config = synthetic.get_config()
+  for path, value in VARIANTS[name].items():
+    node = config
+    *parents, leaf = path.split(".")
+    for parent in parents:
+      node = node[parent]
+    if leaf not in node:
+      raise KeyError(f"variant {name!r}: the config has no field {path!r}")
+    node[leaf] = value
+  config.seed = config.data.seed = seed
+  if steps:
+    config.train.num_steps = steps
+  config.train.eval_every = config.train.checkpoint_every = config.train.num_steps
+  config.train.eval_at_start = False
+  if cache_dir:
+    config.data.synthetic.cache_dir = cache_dir
+  return config
+
+
+def summarize(values: list[float]) -> str:
+  if any(value is None for value in values):
+    return "-"
+  mean = float(np.mean(values))
+  spread = f" ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else ""
+  return f"{mean:.3f}{spread}"
+
+
+def table(results: dict) -> str:
+  lines = ["| Variant | " + " | ".join(label for label, *_ in COLUMNS) + " |",
+           "|---|" + "---:|" * len(COLUMNS)]
+  for name, runs in results.items():
+    cells = [summarize([None if run["tasks"][task][key] is None else run["tasks"][task][key] * scale
+                        for run in runs]) for _, task, key, scale in COLUMNS]
+    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--workdir", required=True, help="folder of the runs and the table")
+  parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
+  parser.add_argument("--seeds", type=int, default=2, help="training seeds per variant (0 .. N-1)")
+  parser.add_argument("--steps", type=int, default=None, help="training steps (default: the demo config's)")
+  parser.add_argument("--eval_seed", type=int, default=1000, help="the held-out videos' corpus seed")
+  parser.add_argument("--num_videos", type=int, default=8)
+  parser.add_argument("--num_frames", type=int, default=8)
+  parser.add_argument("--cache_dir", default=None, help="synthetic corpus cache (default: the config's)")
+  args = parser.parse_args()
+  names = [name.strip() for name in args.variants.split(",") if name.strip()]
+  unknown = [name for name in names if name not in VARIANTS]
+  if unknown:
+    parser.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
+  if args.seeds < 1:
+    parser.error("--seeds must be at least 1")
+
+  from tfvgan_jax import evaluate, inference, train
+  root = pathlib.Path(args.workdir).expanduser()
+  results, timings = {}, {}
+  for name in names:
+    results[name] = []
+    for seed in range(args.seeds):
+      config = variant_config(name, seed, args.steps, args.cache_dir)
+      workdir = root / name / f"seed{seed}"
+      checkpoints = workdir / "checkpoints"
+      started = time.perf_counter()
+      done = checkpoints.is_dir() and config.train.num_steps in inference.checkpoint_steps(checkpoints)
+      if not done:
+        train.train_and_evaluate(config, workdir)
+      trained = time.perf_counter() - started
+      evaluation = evaluate.evaluate_synthetic(workdir, seed=args.eval_seed, num_videos=args.num_videos,
+                                               num_frames=args.num_frames)
+      evaluate.write_results(evaluation, workdir / "ground_truth")
+      results[name].append(evaluation.document)
+      timings[f"{name}/seed{seed}"] = {"train_s": None if done else round(trained, 1),
+                                       "steps": int(config.train.num_steps)}
+      print(f"{name} seed {seed}: {'reused' if done else f'trained in {trained:.0f} s'}; "
+            f"self SSIM {evaluation.tasks['self_reenactment']['ssim']:.3f}", flush=True)
+  markdown = table(results)
+  markdown += (f"\nMean ± sample standard deviation over {args.seeds} seed(s); {args.num_videos} held-out videos "
+               f"(seed {args.eval_seed}) x {args.num_frames} frames per task.\n")
+  os.makedirs(root, exist_ok=True)
+  (root / "ablations.md").write_text(markdown)
+  (root / "ablations.json").write_text(json.dumps({"variants": {name: VARIANTS[name] for name in names},
+                                                   "runs": results, "timings": timings}, indent=2) + "\n")
+  print(markdown)
+  print(f"wrote {root / 'ablations.md'} and {root / 'ablations.json'}")
+
+
+if __name__ == "__main__":
+  main()
