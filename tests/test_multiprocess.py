@@ -211,6 +211,11 @@ def test_two_processes_of_two_devices_train_as_one_process_of_four(tmp_path, cac
   for path in reference:
     if path in cancelled:
       assert state[path].shape == reference[path].shape and np.all(np.isfinite(state[path])), path
+    elif "['mu']" in path or "['nu']" in path:
+      # Adam's moments hold the gradients themselves: a bias's gradient sums B x H x W terms of both
+      # signs, so the summation order moves a small sum by more than 1e-5 of itself (seen: 1.2e-5 on
+      # a D bias moment of 3.5e-3); the parameters those moments produced agree to 1e-5.
+      np.testing.assert_allclose(state[path], reference[path], rtol=1e-4, atol=5e-5, err_msg=path)
     else:
       np.testing.assert_allclose(state[path], reference[path], rtol=1e-5, atol=1e-5, err_msg=path)
 
