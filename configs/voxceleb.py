@@ -67,6 +67,9 @@ def paper_config(variant: dict | None = None):
 
   config.render = ml_collections.ConfigDict()
   config.render.tolerance = 0.5
+  # Extra chunks per frame of the rasterizer: 'auto' is exact for any face; a number N is a fixed
+  # pool (no loop) whose overflows are logged as render/overflow_frames (`render.rasterize`).
+  config.render.capacity = "auto"
 
   config.loss = ml_collections.ConfigDict()
   config.loss.adversarial = "hinge"
