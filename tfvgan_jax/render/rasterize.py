@@ -203,9 +203,12 @@ def _edge_equations(xs, ys, origin_x: float, origin_y: float):
   return tuple(edges)
 
 
-def _rasterize_batch(screen_vertices, triangles, height: int, width: int, chunk: int, capacity: int, exact: bool):
-  """The kernel for a batch of meshes [B, N, 3]; see `rasterize`. With `exact`, the extra chunks
-  beyond the pool of B * capacity are drawn by a loop, so no frame overflows.
+def _zbuffer(screen_vertices, triangles, height: int, width: int, chunk: int, capacity: int, zbuffer=None):
+  """The packed z-buffer [B * H * W] uint32 of a batch of meshes [B, N, 3] and its overflow [B].
+
+  Without `zbuffer`: each triangle's first chunk and a pool of B * capacity extra chunks, in
+  straight-line code; frames whose extra chunks lie beyond the pool overflow. With `zbuffer` (of
+  the same frames): all extra chunks drawn into it, `capacity` per pass of a loop; none overflows.
 
   The batch is one flat list of B * F triangles drawn into B * H * W pixels, so it costs one
   scatter, one prefix sum and one shared pool of B * capacity extra chunks (a vmapped scatter
@@ -294,36 +297,21 @@ def _rasterize_batch(screen_vertices, triangles, height: int, width: int, chunk:
 
   verts = jax.lax.stop_gradient(screen_vertices.astype(jnp.float32))
   prepared = prepare(verts)
+  extra_end = prepared[2]
+  if zbuffer is not None:
+    # Every extra chunk again, a block per pass, for as many passes as the data needs: drawing a
+    # chunk twice changes nothing (a max), so the pool already drawn needs no bookkeeping.
+    return jax.lax.while_loop(lambda carry: carry[1] < extra_end[-1],
+                              lambda carry: (draw_extra(carry[0], prepared, carry[1], capacity), carry[1] + capacity),
+                              (zbuffer, jnp.zeros((), jnp.int32)))[0], jnp.zeros((batch,), bool)
   all_tri = jnp.arange(batch * num_tri, dtype=jnp.int32)
   key, index = candidates(all_tri, jnp.zeros_like(all_tri), prepared[0])
   zbuffer = jnp.zeros((batch * num_pixels,), jnp.uint32).at[index].max(key, mode="drop")
   pool = batch * capacity
   if pool > 0:
     zbuffer = draw_extra(zbuffer, prepared, 0, pool)
-  extra_end = prepared[2]
-  if exact:
-    # The chunks beyond the straight-line pool, a pool-sized block per pass: the number of passes
-    # follows the data, the shapes do not. The branch starts again from the vertices: handing it
-    # the per-triangle fields instead would materialize them, which costs the common case (no
-    # pass) half as much again as the whole rasterization.
-    block = max(pool, 256)
-
-    def remaining(zbuffer, verts):
-      again = prepare(verts)
-      return jax.lax.while_loop(lambda carry: carry[1] < again[2][-1],
-                                lambda carry: (draw_extra(carry[0], again, carry[1], block), carry[1] + block),
-                                (zbuffer, jnp.asarray(pool, jnp.int32)))[0]
-
-    zbuffer = jax.lax.cond(extra_end[-1] > pool, remaining, lambda zbuffer, _: zbuffer, zbuffer, verts)
-    overflow = jnp.zeros((batch,), bool)
-  else:
-    # A frame overflows when its last extra chunk lies beyond the shared pool.
-    overflow = extra_end.reshape(batch, num_tri)[:, -1] > pool
-
-  triangle_id = (zbuffer & jnp.uint32((1 << id_bits) - 1)).astype(jnp.int32) - 1
-  triangle_id = triangle_id.reshape(batch, height, width)
-  barycentric, depth = jax.vmap(interpolate_at_pixels, in_axes=(0, None, 0))(screen_vertices, triangles, triangle_id)
-  return Fragments(triangle_id, barycentric, depth, overflow)
+  # A frame overflows when its last extra chunk lies beyond the shared pool.
+  return zbuffer, extra_end.reshape(batch, num_tri)[:, -1] > pool
 
 
 def _plane_at(screen_vertices, triangles, tri, px, py, hit):
@@ -413,9 +401,24 @@ def _rasterize_jit(screen_vertices, triangles, height, width, chunk, capacity, g
   batch_shape = screen_vertices.shape[:-2]
   flat = screen_vertices.reshape((-1,) + screen_vertices.shape[-2:])
   # Straight-line code over groups (see default_group): compile time grows with their number.
-  parts = [_rasterize_batch(flat[i:i + group], triangles, height, width, chunk, capacity, exact)
+  parts = [_zbuffer(flat[i:i + group], triangles, height, width, chunk, capacity)
            for i in range(0, flat.shape[0], group)]
-  out = jax.tree.map(lambda *x: jnp.concatenate(x), *parts)
+  zbuffer, overflow = (jnp.concatenate(x) for x in zip(*parts))
+  if exact:
+    # Frames beyond their pool are drawn again by one loop over the whole batch, compiled once
+    # whatever the number of groups. The branch starts again from the vertices: handing it the
+    # per-triangle fields instead would materialize them, which costs the common case (no loop)
+    # half as much again as the whole rasterization.
+    block = max(256, _round_up(group * capacity, 256))
+    zbuffer, overflow = jax.lax.cond(
+        jnp.any(overflow),
+        lambda zbuffer, verts: _zbuffer(verts, triangles, height, width, chunk, block, zbuffer),
+        lambda zbuffer, verts: (zbuffer, jnp.zeros_like(overflow)), zbuffer, flat)
+  id_bits = int(triangles.shape[0]).bit_length()
+  triangle_id = (zbuffer & jnp.uint32((1 << id_bits) - 1)).astype(jnp.int32) - 1
+  triangle_id = triangle_id.reshape(flat.shape[0], height, width)
+  barycentric, depth = jax.vmap(interpolate_at_pixels, in_axes=(0, None, 0))(flat, triangles, triangle_id)
+  out = Fragments(triangle_id, barycentric, depth, overflow)
   return jax.tree.map(lambda x: x.reshape(batch_shape + x.shape[1:]), out)
 
 
