@@ -410,10 +410,10 @@ def _rasterize_jit(screen_vertices, triangles, height, width, chunk, capacity, g
     # per-triangle fields instead would materialize them, which costs the common case (no loop)
     # half as much again as the whole rasterization.
     block = max(256, _round_up(group * capacity, 256))
-    zbuffer, overflow = jax.lax.cond(
-        jnp.any(overflow),
-        lambda zbuffer, verts: _zbuffer(verts, triangles, height, width, chunk, block, zbuffer),
-        lambda zbuffer, verts: (zbuffer, jnp.zeros_like(overflow)), zbuffer, flat)
+    zbuffer = jax.lax.cond(jnp.any(overflow),
+                           lambda zbuffer, verts: _zbuffer(verts, triangles, height, width, chunk, block, zbuffer)[0],
+                           lambda zbuffer, verts: zbuffer, zbuffer, flat)
+    overflow = jnp.zeros_like(overflow)
   id_bits = int(triangles.shape[0]).bit_length()
   triangle_id = (zbuffer & jnp.uint32((1 << id_bits) - 1)).astype(jnp.int32) - 1
   triangle_id = triangle_id.reshape(flat.shape[0], height, width)
