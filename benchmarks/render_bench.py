@@ -1,15 +1,24 @@
 """Speed of the geometry engine: rasterize, render (R, M^) and dense flow, in ms per frame.
 
     python benchmarks/render_bench.py                      # the full table (a few minutes on 2 cores)
-    python benchmarks/render_bench.py --sizes=256 --batches=1 --details=low,high
+    python benchmarks/render_bench.py --sizes=128,256 --batches=8 --details=high --sim3dr=/tmp/sim3dr
 
-Meshes are the procedural face ('low' ~1k and 'high' ~75k triangles) filling the crop as in
-training, turned a little. Times are ms per frame, the median of --reps runs with the minimum in
-brackets (a shared 2-core machine is noisy); compile time is reported apart. "render" is R and M^
-for one sample: two rasterizations (target and identity frame) and the texture transfer. "flow"
-is dense_flow on given fragments. The brute-force NumPy rasterizer of the tests is timed on one frame per size for the
-speed ratio. Inside jit the extra-chunk capacity is a static argument: it is sized here the way a
-caller would, from `render.chunks_needed` on representative data.
+Meshes are the procedural face ('low' ~1k and 'high' ~75k triangles, BFM density) filling the
+crop as in training, turned a little. Times are ms per frame, the median of --reps interleaved
+runs (a shared 2-core machine is noisy); compile time is reported apart. The rasterizer is timed
+two ways inside jit:
+
+  sized      capacity=N from `render.chunks_needed` on the same meshes (power-of-two bucket), as a
+             caller who measured its data would pass it: straight-line code, no loop
+  training   no capacity (the default 'auto'), as training, editing and evaluation call it
+
+"render" is R and M^ for one sample (two rasterizations, target and identity frame, and the
+texture transfer) and "flow" is dense_flow on given fragments, both as training calls them. With
+--sim3dr naming a folder where the compiled Sim3DR rasterizer of 3DDFA_V2 was built
+(../shared/reference/README.md says how), it is timed on the same meshes, one frame after another
+(its z-buffer pass with per-vertex colours; it gives no triangle ids or barycentrics). The
+brute-force NumPy rasterizer of the tests is timed on one frame per size for the speed ratio
+(--reference).
 """
 
 from __future__ import annotations
@@ -42,21 +51,45 @@ def posed_meshes(model, size, batch, seed=0):
   return face3d.project(verts, cam_t), face3d.project(verts, cam_prev)
 
 
-def timed(fn, *args, reps):
-  """Compile (first call) seconds, then the median and the minimum of `reps` steady calls."""
+def compile_seconds(fn, *args):
+  """Seconds of the first call (compilation and one run)."""
   start = time.perf_counter()
   jax.block_until_ready(fn(*args))
-  compile_s = time.perf_counter() - start
-  times = []
+  return time.perf_counter() - start
+
+
+def sim3dr_rasterizer(folder):
+  """Sim3DR's rasterize for one frame [N, 3] (screen pixels, z toward the viewer), or None."""
+  if not folder:
+    return None
+  sys.path.insert(0, folder)
+  try:
+    import Sim3DR_Cython  # noqa: PLC0415 - optional third-party reference, built outside the project
+  except ImportError:
+    print(f"Sim3DR is not built in {folder}: not timed")
+    return None
+
+  def rasterize_frames(vertices, triangles, size):
+    for frame in vertices:
+      image = np.zeros((size, size, 3), np.uint8)
+      depth = np.full((size, size), -1e8, np.float32)
+      colors = np.ones((frame.shape[0], 3), np.float32)
+      Sim3DR_Cython.rasterize(image, frame, triangles, colors, depth, len(triangles), size, size, 3, reverse=False)
+
+  return rasterize_frames
+
+
+def interleaved(fns, reps):
+  """Median and minimum seconds of each function, after one call each, repetitions interleaved."""
+  for fn in fns.values():
+    jax.block_until_ready(fn())
+  times = {name: [] for name in fns}
   for _ in range(reps):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return compile_s, float(np.median(times)), float(np.min(times))
-
-
-def bucket(n):
-  return 0 if n == 0 else 1 << max(8, (int(n) - 1).bit_length())
+    for name, fn in fns.items():
+      start = time.perf_counter()
+      jax.block_until_ready(fn())
+      times[name].append(time.perf_counter() - start)
+  return {name: (float(np.median(t)), float(np.min(t))) for name, t in times.items()}
 
 
 def main():
@@ -65,53 +98,62 @@ def main():
   parser.add_argument("--details", default="low,high")
   parser.add_argument("--batches", default="1,8,64")
   parser.add_argument("--reps", type=int, default=10)
-  parser.add_argument("--no-reference", action="store_true", help="skip the brute-force ratio")
+  parser.add_argument("--sim3dr", default="", help="folder holding the built Sim3DR_Cython module")
+  parser.add_argument("--reference", action="store_true", help="also time the brute-force NumPy rasterizer")
   args = parser.parse_args()
   sizes = [int(s) for s in args.sizes.split(",")]
   batches = [int(b) for b in args.batches.split(",")]
-  print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()})")
-  header = (f"{'tris':>6} {'px':>4} {'batch':>5} {'Q':>3} | {'raster ms/fr':>13} {'render ms/fr':>13} {'flow ms/fr':>13} "
-            f"| {'compile s (r/rd/fl)':>19} | {'ref x':>7}")
+  sim3dr = sim3dr_rasterizer(args.sim3dr)
+  print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}); ms per frame, median (min)")
+  header = (f"{'tris':>6} {'px':>4} {'batch':>5} {'Q':>3} | {'sized':>13} {'training':>13} {'Sim3DR':>13} "
+            f"{'train/sized':>11} {'train/Sim3DR':>12} | {'render':>13} {'flow':>13} | {'compile s (r/rd/fl)':>19} "
+            f"| {'ref x':>7}")
   print(header)
   print("-" * len(header))
   for detail in args.details.split(","):
     model = face3d.procedural_model(detail=detail)
     tris = jnp.asarray(model.triangles)
+    tris_np = np.ascontiguousarray(model.triangles, np.int32)
     for size in sizes:
       chunk = render.default_chunk(model.num_triangles, size, size)
-      ref_ratio = None
       for batch in batches:
-        reps = max(2, args.reps // max(1, batch // 8))
+        reps = max(3, args.reps // max(1, batch // 8))
         screen_t, screen_prev = posed_meshes(model, size, batch)
-        capacity = bucket(np.max(np.asarray(render.chunks_needed(jnp.concatenate([screen_t, screen_prev]), tris, size, size, chunk))))
+        capacity = render.capacity_bucket(
+            np.max(np.asarray(render.chunks_needed(jnp.concatenate([screen_t, screen_prev]), tris, size, size, chunk))))
         image = jnp.asarray(np.random.default_rng(1).uniform(-1, 1, (batch, size, size, 3)), jnp.float32)
-        kwargs = dict(chunk=chunk, capacity=capacity)
-
-        raster = jax.jit(lambda v: render.rasterize(v, tris, size, size, **kwargs))
+        sized = jax.jit(lambda v: render.rasterize(v, tris, size, size, chunk=chunk, capacity=capacity))
+        training = jax.jit(lambda v: render.rasterize(v, tris, size, size))
 
         def render_batch(target, identity, img):
-          out = render.render_face(target, identity, tris, img, size, size, **kwargs)
+          out = render.render_face(target, identity, tris, img, size, size)
           return out.render, out.face_mask
 
         render_fn = jax.jit(render_batch)
-
-        def flow_one(v_t, v_prev, f_t, f_prev):
-          return render.dense_flow(v_t, v_prev, tris, f_t, f_prev)
-
-        c_r, t_r, m_r = timed(raster, screen_t, reps=reps)
-        frags_t, frags_prev = raster(screen_t), raster(screen_prev)
+        flow_fn = jax.jit(jax.vmap(lambda v_t, v_prev, f_t, f_prev: render.dense_flow(v_t, v_prev, tris, f_t, f_prev)))
+        c_r = compile_seconds(training, screen_t)
+        c_rd = compile_seconds(render_fn, screen_t, screen_prev, image)
+        frags_t, frags_prev = training(screen_t), training(screen_prev)
         assert not np.asarray(frags_t.overflow).any() and not np.asarray(frags_prev.overflow).any()
-        flow_fn = jax.jit(jax.vmap(flow_one))
-        c_rd, t_rd, m_rd = timed(render_fn, screen_t, screen_prev, image, reps=reps)
-        c_f, t_f, m_f = timed(flow_fn, screen_t, screen_prev, frags_t, frags_prev, reps=reps)
-        if ref_ratio is None and not args.no_reference:
+        np.testing.assert_array_equal(np.asarray(frags_t.triangle_id), np.asarray(sized(screen_t).triangle_id))
+        c_f = compile_seconds(flow_fn, screen_t, screen_prev, frags_t, frags_prev)
+        fns = {"sized": lambda: sized(screen_t), "training": lambda: training(screen_t),
+               "render": lambda: render_fn(screen_t, screen_prev, image),
+               "flow": lambda: flow_fn(screen_t, screen_prev, frags_t, frags_prev)}
+        if sim3dr is not None:
+          frames = [np.ascontiguousarray(v, np.float32) for v in np.asarray(screen_t)]
+          fns["Sim3DR"] = lambda: sim3dr(frames, tris_np, size)
+        t = interleaved(fns, reps)
+        per_frame = lambda name: f"{1e3 * t[name][0] / batch:6.2f} ({1e3 * t[name][1] / batch:5.2f})" if name in t else " " * 13  # noqa: E731
+        versus_sim3dr = f"{t['training'][0] / t['Sim3DR'][0]:11.2f}x" if "Sim3DR" in t else " " * 12
+        ratio = " " * 7
+        if args.reference and batch == batches[0]:
           start = time.perf_counter()
           rasterize_reference(np.asarray(screen_t[0]), np.asarray(tris), size, size)
-          ref_ratio = (time.perf_counter() - start) / (t_r / batch)
-        ratio = f"{ref_ratio:7.0f}" if (ref_ratio is not None and batch == batches[0]) else " " * 7
-        per_frame = lambda med, low: f"{1e3 * med / batch:6.2f} ({1e3 * low / batch:5.2f})"
-        print(f"{model.num_triangles:>6} {size:>4} {batch:>5} {chunk:>3} | {per_frame(t_r, m_r)} {per_frame(t_rd, m_rd)} "
-              f"{per_frame(t_f, m_f)} | {c_r:5.1f} {c_rd:6.1f} {c_f:6.1f} | {ratio}", flush=True)
+          ratio = f"{(time.perf_counter() - start) / (t['training'][0] / batch):7.0f}"
+        print(f"{model.num_triangles:>6} {size:>4} {batch:>5} {chunk:>3} | {per_frame('sized')} {per_frame('training')} "
+              f"{per_frame('Sim3DR')} {t['training'][0] / t['sized'][0]:10.2f}x {versus_sim3dr} | {per_frame('render')} "
+              f"{per_frame('flow')} | {c_r:5.1f} {c_rd:6.1f} {c_f:6.1f} | {ratio}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,18 +1,28 @@
-"""Speed of the training step: step time, images/s, compile time, peak memory, FLOP rate.
+"""Speed of the training step, part by part: scene, E/G/D forward and backward, optimizer update.
 
-    python benchmarks/train_bench.py                                # paper-sized networks, 64/128/256 px, batch 8
+    python benchmarks/train_bench.py                                # paper-sized networks, 128 px, batch 8
+    python benchmarks/train_bench.py --sizes=128,256 --batch=24 --dtypes=float32,bfloat16 --peak_tflops=989
     python benchmarks/train_bench.py --config=configs/synthetic.py --sizes=64
-    python benchmarks/train_bench.py --sizes=256 --batch=24         # on a GPU
 
 The step is the real jitted `train.make_train_step` (rendering, E, G, D forward and backward,
 both Adam updates) on a real batch of the synthetic corpus, placed on a mesh over all devices.
-Alongside, the input pipeline's throughput at the same size is measured in the same run, so the
-printed ratio says whether input keeps up with the step (it should be several times faster).
+Its parts are jitted apart on the same batch and state, each timed alone (interleaved repetitions,
+medians):
 
-FLOPs come from XLA's cost analysis of the compiled step; utilization is reported against
---peak_tflops when given (e.g. 989 for an H100 SXM in bf16, 1979 with sparsity not counted).
-Peak memory is the device's peak bytes in use where the backend reports it (GPU, TPU), else the
-process's peak resident set size.
+  scene      `train.sharded_scene`: recombined meshes, rasterization, R, M^, M, dense flow
+  G+E fwd    P = E(X_p, M), Y = G(R, P, M^)
+  G+E f+b    the G+E objective (E, G, D on Y, the losses) and its gradient
+  D f+b      D's objective on real and fake and its gradient
+  update     both Adam updates (and the EMA) from given gradients
+
+The parts overlap (G+E f+b contains G+E fwd) and the whole step fuses across them, so they need
+not add up to the step. Alongside, the input pipeline's throughput at the same size is measured
+in the same run (input/step: how many times faster input is than the step consumes it).
+
+FLOPs come from XLA's cost analysis of each compiled program; utilization is reported against
+--peak_tflops when given (e.g. 989 for an H100 SXM in bf16 dense). Peak memory is the device's
+peak bytes in use where the backend reports it (GPU, TPU), else the process's peak resident set
+size.
 """
 
 from __future__ import annotations
@@ -26,26 +36,32 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from absl import app, flags
 
 from tfvgan_jax import face3d, inference, sharding, train
 from tfvgan_jax.data import pipeline, synthetic
 
 _CONFIG = flags.DEFINE_string("config", "configs/voxceleb.py", "config file whose networks are measured")
-_SIZES = flags.DEFINE_list("sizes", ["64", "128", "256"], "image sizes")
+_SIZES = flags.DEFINE_list("sizes", ["128"], "image sizes")
 _BATCH = flags.DEFINE_integer("batch", 8, "global batch size")
-_STEPS = flags.DEFINE_integer("steps", 5, "timed steps per size (after one warm-up step)")
-_FACE_MODEL = flags.DEFINE_string("face_model", "procedural:medium", "morphable model of the synthetic corpus")
+_DTYPES = flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "model.dtype values to measure")
+_STEPS = flags.DEFINE_integer("steps", 3, "timed repetitions of each program (after one warm-up call)")
+_FACE_MODEL = flags.DEFINE_string("face_model", "procedural:high", "morphable model of the synthetic corpus")
 _PEAK = flags.DEFINE_float("peak_tflops", 0.0, "the device's peak TFLOP/s, for utilization")
 _DATA = flags.DEFINE_string("data", None, "where corpora are cached (default: a temporary folder)")
+_PARTS = flags.DEFINE_bool("parts", True, "also time the step's parts (each is compiled apart)")
+
+PARTS = ("scene", "G+E fwd", "G+E f+b", "D f+b", "update")
 
 
-def load_config(path: str, size: int):
+def load_config(path: str, size: int, dtype: str):
   spec = importlib.util.spec_from_file_location("bench_config", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   config = module.get_config(f"res={size}")
   config.model.image_size = size
+  config.model.dtype = dtype
   config.data.batch_size = _BATCH.value
   config.data.num_workers = 0
   config.face_model = _FACE_MODEL.value
@@ -59,16 +75,69 @@ def peak_memory_bytes() -> tuple[int, str]:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process peak RSS"
 
 
-def measure(size: int, data_dir: str) -> dict:
-  config = load_config(_CONFIG.value, size)
+def flops_of(compiled) -> float:
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float((cost or {}).get("flops", 0.0))
+
+
+def part_functions(config, networks, mesh, optimizers):
+  """The parts of the step as functions of (state, batch, face_model, scene, grads)."""
+  tolerance = float(config.render.tolerance)
+  conditional = bool(config.model.disc_conditional)
+
+  def scene(state, batch, face_model, scene, grads):
+    return train.sharded_scene(mesh, face_model, batch, tolerance)
+
+  def blend(state, batch, face_model, scene, grads):
+    return inference.blend_scene(networks, state.params, state.variables, scene, train=True)[0]
+
+  def generator(state, batch, face_model, scene, grads):
+    return jax.value_and_grad(train.generator_objective, has_aux=True)(
+        state.params, state, networks, scene, config.loss, conditional)[1]
+
+  def discriminator(state, batch, face_model, scene, grads):
+    condition = scene.identity if conditional else None
+    fake = scene.render  # stands in for Y: the same shape, and D's cost does not depend on the values
+    return jax.value_and_grad(train.discriminator_objective, has_aux=True)(
+        state.disc_params, state.variables["discriminator"], networks, scene.appearance, fake, condition,
+        config.loss.adversarial)[1]
+
+  def update(state, batch, face_model, scene, grads):
+    gen_grads, disc_grads = grads
+    updates, gen_opt = optimizers.generator.update(gen_grads, state.gen_opt, state.params)
+    params = optax.apply_updates(state.params, updates)
+    updates, disc_opt = optimizers.discriminator.update(disc_grads, state.disc_opt, state.disc_params)
+    disc_params = optax.apply_updates(state.disc_params, updates)
+    ema, decay = state.ema, float(config.optim.ema_decay)
+    if decay:
+      ema = jax.tree.map(lambda average, new: decay * average + (1.0 - decay) * new, state.ema, params)
+    return params, disc_params, gen_opt, disc_opt, ema
+
+  return dict(zip(PARTS, (scene, blend, generator, discriminator, update)))
+
+
+def timed(fns: dict, args: dict, steps: int) -> dict:
+  """Median seconds of each function, repetitions interleaved across functions."""
+  for name, fn in fns.items():
+    jax.block_until_ready(fn(*args[name]))
+  times = {name: [] for name in fns}
+  for _ in range(steps):
+    for name, fn in fns.items():
+      start = time.perf_counter()
+      jax.block_until_ready(fn(*args[name]))
+      times[name].append(time.perf_counter() - start)
+  return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def measure(size: int, dtype: str, data_dir: str) -> dict:
+  config = load_config(_CONFIG.value, size, dtype)
   model = face3d.load_model(config.face_model)
   videos = synthetic.cached_corpus(data_dir, model, 16, 12, size, seed=0, log=lambda *_: None)
   config.data.videos = str(videos)
-  dataset = pipeline.training_dataset(config.data, model)
-  iterator = iter(dataset)
+  iterator = iter(pipeline.training_dataset(config.data, model))
   mesh = sharding.create_mesh(config.mesh)
-  batches = [sharding.global_batch(mesh, inference.step_batch(next(iterator))) for _ in range(2)]
-
+  batch = sharding.global_batch(mesh, inference.step_batch(next(iterator)))
   start = time.perf_counter()
   for _ in range(3 * _STEPS.value):
     next(iterator)
@@ -81,52 +150,65 @@ def measure(size: int, data_dir: str) -> dict:
   shardings = sharding.state_shardings(mesh, abstract)
   state = jax.jit(init, out_shardings=shardings)(jax.random.key(0))
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(sharding.BATCH_AXES))
   face_model = jax.device_put(jax.tree.map(jnp.asarray, model), replicated)
-  step = jax.jit(train.make_train_step(config, networks, mesh, optimizers), donate_argnums=0,
-                 in_shardings=(shardings, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(sharding.BATCH_AXES)),
-                               replicated),
-                 out_shardings=(shardings, replicated))
-  start = time.perf_counter()
-  compiled = step.lower(state, batches[0], face_model).compile()
-  compile_seconds = time.perf_counter() - start
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  flops = float((cost or {}).get("flops", 0.0))
 
-  state, metrics = compiled(state, batches[0], face_model)
-  jax.block_until_ready(metrics)
-  times = []
-  for i in range(_STEPS.value):
+  # The whole step (not donated: the parts below read the same state).
+  step = jax.jit(train.make_train_step(config, networks, mesh, optimizers),
+                 in_shardings=(shardings, batch_sharding, replicated), out_shardings=(shardings, replicated))
+  start = time.perf_counter()
+  compiled = {"step": step.lower(state, batch, face_model).compile()}
+  compile_seconds = {"step": time.perf_counter() - start}
+
+  parts = part_functions(config, networks, mesh, optimizers) if _PARTS.value else {}
+  if not parts:
+    seconds = timed(compiled, {"step": (state, batch, face_model)}, _STEPS.value)
+    memory, memory_kind = peak_memory_bytes()
+    return {"size": size, "dtype": dtype, "seconds": seconds, "compile": compile_seconds,
+            "flops": {"step": flops_of(compiled["step"])}, "input": input_rate,
+            "images": config.data.batch_size / seconds["step"], "memory": memory, "memory_kind": memory_kind}
+  scene = jax.jit(parts["scene"])(state, batch, face_model, None, None)
+  gen_grads = jax.jit(parts["G+E f+b"])(state, batch, face_model, scene, None)
+  disc_grads = jax.jit(parts["D f+b"])(state, batch, face_model, scene, None)
+  grads = (gen_grads, disc_grads)
+  part_args = (state, batch, face_model, scene, grads)
+  for name, fn in parts.items():
     start = time.perf_counter()
-    state, metrics = compiled(state, batches[i % 2], face_model)
-    jax.block_until_ready(metrics)
-    times.append(time.perf_counter() - start)
+    compiled[name] = jax.jit(fn).lower(*part_args).compile()
+    compile_seconds[name] = time.perf_counter() - start
+  args = {name: part_args for name in parts}
+  args["step"] = (state, batch, face_model)
+  seconds = timed(compiled, args, _STEPS.value)
   memory, memory_kind = peak_memory_bytes()
-  median = float(np.median(times))
-  return {
-      "size": size, "params": sum(x.size for x in jax.tree.leaves((abstract.params, abstract.disc_params))),
-      "compile": compile_seconds, "median": median, "min": min(times),
-      "images": config.data.batch_size / median, "input": input_rate, "memory": memory, "memory_kind": memory_kind,
-      "tflops": flops / median / 1e12, "flops": flops,
-  }
+  return {"size": size, "dtype": dtype, "seconds": seconds, "compile": compile_seconds,
+          "flops": {name: flops_of(c) for name, c in compiled.items()}, "input": input_rate,
+          "images": config.data.batch_size / seconds["step"], "memory": memory, "memory_kind": memory_kind}
 
 
 def main(argv):
   del argv
   device = jax.devices()[0]
   print(f"{jax.device_count()} x {device.device_kind} ({device.platform}); config {_CONFIG.value}; "
-        f"batch {_BATCH.value}; {_STEPS.value} timed steps")
-  header = (f"{'px':>5} {'params':>10} | {'step s':>7} {'(min)':>7} {'img/s':>7} | {'input img/s':>11} {'input/step':>10} | "
-            f"{'compile s':>9} | {'GFLOP/step':>10} {'TFLOP/s':>8} {'MFU':>6} | peak memory")
-  print(header)
+        f"batch {_BATCH.value}; face model {_FACE_MODEL.value}; medians of {_STEPS.value} interleaved repetitions")
+  columns = ("step",) + PARTS
+  print(f"{'px':>4} {'dtype':>8} | " + " ".join(f"{c:>9}" for c in columns) + " | scene % | img/s  input/step | "
+        "compile s | GFLOP/step TFLOP/s  MFU | peak memory")
   with tempfile.TemporaryDirectory() as temporary:
     for size in map(int, _SIZES.value):
-      r = measure(size, _DATA.value or temporary)
-      mfu = f"{100 * r['tflops'] / _PEAK.value:5.1f}%" if _PEAK.value else "    -"
-      print(f"{r['size']:>5} {r['params']:>10,} | {r['median']:7.3f} {r['min']:7.3f} {r['images']:7.1f} | "
-            f"{r['input']:11.1f} {r['input'] / r['images']:9.1f}x | {r['compile']:9.1f} | "
-            f"{r['flops'] / 1e9:10.1f} {r['tflops']:8.3f} {mfu} | {r['memory'] / 2**30:.2f} GiB {r['memory_kind']}",
-            flush=True)
+      for dtype in _DTYPES.value:
+        r = measure(size, dtype, _DATA.value or temporary)
+        s = r["seconds"]
+        step_flops = r["flops"]["step"]
+        tflops = step_flops / s["step"] / 1e12
+        mfu = f"{100 * tflops / _PEAK.value:4.1f}%" if _PEAK.value else "   -"
+        timings = " ".join(f"{1e3 * s[c]:7.1f}ms" if c in s else f"{'-':>9}" for c in columns)
+        share = f"{100 * s['scene'] / s['step']:6.1f}%" if "scene" in s else f"{'-':>7}"
+        print(f"{size:>4} {dtype:>8} | {timings} | {share} | {r['images']:5.1f} {r['input'] / r['images']:9.1f}x | "
+              f"{r['compile']['step']:9.1f} | {step_flops / 1e9:10.1f} {tflops:7.3f} {mfu} | "
+              f"{r['memory'] / 2**30:.2f} GiB {r['memory_kind']}", flush=True)
+        if "scene" in s:
+          print("      GFLOP per part: " + ", ".join(f"{c} {r['flops'][c] / 1e9:.1f}" for c in PARTS)
+                + "; compile s per part: " + ", ".join(f"{c} {r['compile'][c]:.0f}" for c in PARTS), flush=True)
 
 
 if __name__ == "__main__":

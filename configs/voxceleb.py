@@ -69,9 +69,15 @@ def paper_config(variant: dict | None = None):
   config.model.spectral_norm = True
   config.model.disc_conditional = True
   config.model.max_width = 512
+  # Convolutions and matmuls in 'bfloat16' or 'float32'; parameters, optimizer states and
+  # checkpoints are float32 either way (`models.build_models`).
+  config.model.dtype = "float32"
 
   config.render = ml_collections.ConfigDict()
   config.render.tolerance = 0.5
+  # Extra chunks per frame of the rasterizer: 'auto' is exact for any face; a number N is a fixed
+  # pool (no loop) whose overflows are logged as render/overflow_frames (`render.rasterize`).
+  config.render.capacity = "auto"
 
   config.loss = ml_collections.ConfigDict()
   config.loss.adversarial = "hinge"

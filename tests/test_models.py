@@ -254,3 +254,27 @@ def test_spectral_norm_tracks_largest_singular_value():
   frozen = np.asarray(layer.u[...])
   layer(jnp.zeros((1, 8, 8, 4)))
   np.testing.assert_array_equal(np.asarray(layer.u[...]), frozen)
+
+
+def test_bfloat16_keeps_float32_parameters_and_outputs_close_to_float32():
+  """model.dtype='bfloat16': the same parameters (float32) with convolutions and matmuls in bfloat16;
+  every output is float32 and within bfloat16's rounding of the float32 model's."""
+  full = build_models(tiny_config(32, disc_scales=1), nnx.Rngs(0))
+  mixed = build_models(tiny_config(32, disc_scales=1, dtype='bfloat16'), nnx.Rngs(0))
+  for module in mixed:
+    assert {leaf.dtype for leaf in jax.tree.leaves(nnx.state(module, nnx.Param))} == {jnp.dtype(jnp.float32)}
+  render, appearance, hint, mask = inputs(32)
+
+  @nnx.jit
+  def forward(models):
+    embedder, generator, discriminator = models
+    p = embedder(appearance, hint)
+    y = generator(render, p, mask)
+    return p, y, discriminator(y, render)[0][1]
+
+  for exact, rounded in zip(forward(full), forward(mixed)):
+    assert rounded.dtype == jnp.float32
+    scale = float(jnp.max(jnp.abs(exact)))
+    np.testing.assert_allclose(np.asarray(rounded), np.asarray(exact), atol=0.05 * scale)
+  with pytest.raises(ValueError, match='model.dtype'):
+    build_models(tiny_config(32, dtype='float16'), nnx.Rngs(0))

@@ -119,18 +119,45 @@ def test_degenerate_nan_and_offscreen_triangles_are_ignored():
   assert np.all(np.asarray(frags.triangle_id) == -1)
 
 
+def test_default_inside_jit_is_exact_beyond_its_first_pool():
+  """Big triangles need many times the pool that jit sizes from the image: the loop draws the rest,
+  in as many passes as the data needs, and nothing overflows. Two frames share one pass, so the
+  pool and the loop's blocks cross from one frame's chunks to the next. Called per device under
+  shard_map, as training's scene builder calls it."""
+  big, tris = merge(grid_mesh(3, 3, (0, 64), (0, 64), jitter=3.0),
+                    grid_mesh(5, 5, (10, 50), (12, 52), z=2.0, jitter=1.0, seed=7))
+  small = (big - 32.0) * np.array([0.3, 0.3, 1.0], np.float32) + 32.0
+  need = int(np.max(np.asarray(render.chunks_needed(big, tris, 64, 64, 4))))
+  assert need > 3 * render.default_capacity(len(tris), 64, 64, 4), "the mesh must need several passes"
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+  per_device = jax.shard_map(lambda v: render.rasterize(v, tris, 64, 64, chunk=4, group=2), mesh=mesh,
+                             in_specs=jax.P("data"), out_specs=jax.P("data"))
+  out = jax.jit(per_device)(np.stack([small, big]))
+  assert not np.asarray(out.overflow).any()
+  for frame, verts in enumerate((small, big)):
+    np.testing.assert_array_equal(np.asarray(out.triangle_id[frame]), rasterize_reference(verts, tris, 64, 64)[0])
+
+
 @pytest.mark.slow
-def test_overflow_is_reported_inside_jit_and_never_on_concrete_input():
+def test_a_fixed_capacity_too_small_is_reported():
   verts, tris = grid_mesh(3, 3, (0, 120), (0, 120), jitter=3.0)
   fn = jax.jit(lambda v: render.rasterize(v, tris, 128, 128, chunk=4, capacity=16))
   small = fn(verts)
   assert bool(small.overflow)
   exact, _ = assert_matches_reference(verts, tris, 128, 128, chunk=4)
-  # The chunks it needs is what callers pass as capacity inside jit.
+  # The chunks it needs is what callers pass as a fixed capacity inside jit.
   need = int(render.chunks_needed(verts, tris, 128, 128, 4))
   sized = jax.jit(lambda v: render.rasterize(v, tris, 128, 128, chunk=4, capacity=need))(verts)
   assert not bool(sized.overflow)
   np.testing.assert_array_equal(np.asarray(sized.triangle_id), np.asarray(exact.triangle_id))
+
+
+def test_capacity_buckets_and_bad_capacities():
+  assert [render.capacity_bucket(n) for n in (0, 1, 256, 257, 5000)] == [0, 256, 256, 512, 8192]
+  with pytest.raises(ValueError, match="capacity"):
+    render.rasterize(np.zeros((3, 3)), np.array([[0, 1, 2]]), 8, 8, capacity="big")
+  with pytest.raises(ValueError, match="capacity"):
+    render.rasterize(np.zeros((3, 3)), np.array([[0, 1, 2]]), 8, 8, capacity=-1)
 
 
 @pytest.mark.parametrize("chunk", [1, 3, 4, 16, 64])

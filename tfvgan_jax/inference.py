@@ -115,13 +115,15 @@ class RenderedFrames(NamedTuple):
   fragments: Any
 
 
-def render_frames(face_model: face3d.MorphableModel, frames: FrameInputs, tolerance: float) -> RenderedFrames:
+def render_frames(face_model: face3d.MorphableModel, frames: FrameInputs, tolerance: float,
+                  capacity="auto") -> RenderedFrames:
   """Recombines and renders N frames: R, M^ and the hint M (TFVGAN §3.3, UniFaceGAN §III-C).
 
   Args:
     face_model: the morphable model the coefficients belong to.
     frames: `FrameInputs`.
     tolerance: depth slack of the visibility tests, in pixels (`render.visible`).
+    capacity: the rasterizer's extra-chunk capacity, 'auto' or N (`config.render.capacity`, `render.rasterize`).
   """
   identity = to_model_range(frames.identity)
   appearance = to_model_range(frames.appearance)
@@ -129,7 +131,7 @@ def render_frames(face_model: face3d.MorphableModel, frames: FrameInputs, tolera
   target_screen = face3d.project_face(face_model, frames.id_coeffs, frames.exp_coeffs, frames.camera)
   identity_screen = face3d.project_face(face_model, frames.id_coeffs, frames.identity_exp, frames.identity_camera)
   face = render.render_face(target_screen, identity_screen, face_model.triangles, identity, size, size,
-                            tolerance=tolerance)
+                            tolerance=tolerance, capacity=capacity)
   hint_source = jnp.where(jnp.asarray(frames.hint_from_identity)[:, None, None, None], identity, appearance)
   return RenderedFrames(identity=identity, appearance=appearance, render=face.render, face_mask=face.face_mask,
                         hint=render.appearance_hint(hint_source, face.face_mask), screen=target_screen,
@@ -152,7 +154,7 @@ class Scene(NamedTuple):
     flow: [B, S, S, 2], F(t -> t-1) of the recombined mesh, in pixels.
     flow_valid: [B, S, S] bool, visible at t and at t-1.
     intra: [B] bool, intra-video (self-reenactment) samples.
-    overflow: [] int32, frames whose rasterization overflowed its chunk pool.
+    overflow: [] int32, frames whose rasterization overflowed a fixed chunk capacity (never with 'auto').
   """
 
   identity: jax.Array
@@ -186,7 +188,7 @@ def step_batch(batch: dict) -> dict:
 
 
 def build_scene(face_model: face3d.MorphableModel, batch: dict, tolerance: float,
-                expression_source: str = "appearance") -> Scene:
+                expression_source: str = "appearance", capacity="auto") -> Scene:
   """Recombines, renders and computes the flow for a batch (on one device's samples).
 
   Args:
@@ -194,6 +196,7 @@ def build_scene(face_model: face3d.MorphableModel, batch: dict, tolerance: float
     batch: `step_batch` arrays of B samples.
     tolerance: depth slack of the visibility tests, in pixels (`render.visible`).
     expression_source: whose expression inter-video samples take (`EXPRESSION_SOURCES`).
+    capacity: the rasterizer's extra-chunk capacity, 'auto' or N (`render_frames`).
   """
   if expression_source not in EXPRESSION_SOURCES:
     raise ValueError(f"unknown expression source {expression_source!r}; expected one of {list(EXPRESSION_SOURCES)}")
@@ -215,7 +218,7 @@ def build_scene(face_model: face3d.MorphableModel, batch: dict, tolerance: float
                        identity_camera=both_times("identity", "camera"),
                        appearance=both_times("appearance", "image"), exp_coeffs=exp_coeffs,
                        camera=both_times("appearance", "camera"), hint_from_identity=rows_intra)
-  rendered = render_frames(face_model, frames, tolerance)
+  rendered = render_frames(face_model, frames, tolerance, capacity)
   flow, valid = jax.vmap(render.dense_flow, in_axes=(0, 0, None, 0, 0, None))(
       at_t(rendered.screen), at_prev(rendered.screen), face_model.triangles,
       jax.tree.map(at_t, rendered.fragments), jax.tree.map(at_prev, rendered.fragments), tolerance)

@@ -53,13 +53,13 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def sharded_scene(mesh: jax.sharding.Mesh, face_model, batch: dict, tolerance: float,
-                  expression_source: str = "appearance") -> Scene:
+                  expression_source: str = "appearance", capacity="auto") -> Scene:
   """`inference.build_scene` on each device's slice of a batch sharded over BATCH_AXES."""
   spec = P(sharding.BATCH_AXES)
   out_specs = Scene(*([spec] * (len(Scene._fields) - 1)), overflow=P())
 
   def local(model, local_batch):
-    scene = inference.build_scene(model, local_batch, tolerance, expression_source)
+    scene = inference.build_scene(model, local_batch, tolerance, expression_source, capacity=capacity)
     return scene._replace(overflow=jax.lax.psum(scene.overflow, sharding.BATCH_AXES))
 
   return jax.shard_map(local, mesh=mesh, in_specs=(P(), spec), out_specs=out_specs)(face_model, batch)
@@ -265,9 +265,10 @@ def make_train_step(config, networks: Networks, mesh: jax.sharding.Mesh, optimiz
   tolerance = float(config.render.tolerance)
   expression_source = config.data.inter_expression
   intra_reals_only = config.loss.disc_real == "intra"
+  capacity = config.render.capacity
 
   def train_step(state: TrainState, batch: dict, face_model: face3d.MorphableModel):
-    scene = sharded_scene(mesh, face_model, batch, tolerance, expression_source)
+    scene = sharded_scene(mesh, face_model, batch, tolerance, expression_source, capacity)
     (gen_total, (output, generator_vars, terms)), gen_grads = jax.value_and_grad(
         generator_objective, has_aux=True)(state.params, state, networks, scene, config.loss, conditional)
     updates, gen_opt = optimizers.generator.update(gen_grads, state.gen_opt, state.params)
@@ -553,9 +554,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> TrainState
                      means["loss/generator"], terms, means["loss/discriminator"], means["perf/steps_per_second"],
                      means["perf/images_per_second"], _duration(eta))
         if means.get("render/overflow_frames", 0) > 0:
-          logging.warning("%.1f frames per step overflowed the rasterizer's chunk pool: parts of those faces are not "
-                          "rendered (a mesh denser or faces larger than the pool's default sizing allows; "
-                          "render.chunks_needed measures what a frame needs)", means["render/overflow_frames"])
+          logging.warning("%.1f frames per step overflowed render.capacity=%s: parts of those faces are not rendered "
+                          "(render.capacity='auto' is exact; render.chunks_needed measures what a frame needs)",
+                          means["render/overflow_frames"], config.render.capacity)
         history, interval_start, interval_steps = [], time.perf_counter(), 0
       if boundary["eval"]:
         evaluate(step)

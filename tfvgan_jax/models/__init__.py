@@ -13,6 +13,10 @@ conditional normalization layers of G chosen by name (`norms.NORMS`).
   spectral_norm     spectral normalization on every conv of D.
   disc_conditional  D sees (Y, X_i) concatenated, as in both papers (False: Y alone).
   max_width         cap on every channel width.
+  dtype             'float32' | 'bfloat16': the dtype of convolutions and matmuls (mixed precision).
+                    Parameters, and so optimizer states and checkpoints, are float32 either way;
+                    normalization statistics, the attention softmax and every output (Y, P, D's
+                    logits and features) are float32, so the losses are too.
 
 Initial weights are drawn with JAX's non-partitionable threefry: XLA on CPU compiles it several
 times faster than the partitionable variant (the tiny test model's init: 15 s -> 5 s), and the drawn
@@ -24,6 +28,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from tfvgan_jax.models.discriminator import MultiScaleDiscriminator, PatchDiscriminator, SpectralNormConv
@@ -51,10 +56,24 @@ def build_models(config, rngs: nnx.Rngs) -> Models:
     return _build_models(config, rngs)
 
 
+# The compute dtypes `config.dtype` may name.
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+def compute_dtype(config):
+  """The dtype of convolutions and matmuls that the model config names (`DTYPES`)."""
+  # Configs written before mixed precision existed (in older checkpoints) have no field.
+  name = config.get('dtype', 'float32')
+  if name not in DTYPES:
+    raise ValueError(f"model.dtype={name!r}: expected one of {sorted(DTYPES)}")
+  return DTYPES[name]
+
+
 def _build_models(config, rngs: nnx.Rngs) -> Models:
   max_width = config.max_width
+  dtype = compute_dtype(config)
   embedder = AppearanceEmbedder(
-      width=config.emb_width, downsamples=config.emb_downsamples, max_width=max_width, rngs=rngs)
+      width=config.emb_width, downsamples=config.emb_downsamples, max_width=max_width, rngs=rngs, dtype=dtype)
   generator = Generator(
       config.image_size,
       embedder.out_features,
@@ -67,6 +86,7 @@ def _build_models(config, rngs: nnx.Rngs) -> Models:
       norm_options=({"alpha_init": float(config.get("rcn_alpha_init", 0.8)),
                      "beta_init": float(config.get("rcn_beta_init", 0.1))} if config.norm == "rcn" else None),
       rngs=rngs,
+      dtype=dtype,
   )
   discriminator = MultiScaleDiscriminator(
       6 if config.disc_conditional else 3,
@@ -76,6 +96,7 @@ def _build_models(config, rngs: nnx.Rngs) -> Models:
       max_width=max_width,
       spectral_norm=config.spectral_norm,
       rngs=rngs,
+      dtype=dtype,
   )
   return Models(embedder, generator, discriminator)
 
@@ -84,6 +105,7 @@ __all__ = [
     'NORMS',
     'AdaptiveInstanceNorm',
     'AppearanceEmbedder',
+    'DTYPES',
     'Generator',
     'InstanceNorm',
     'Models',
@@ -96,5 +118,6 @@ __all__ = [
     'SpectralNormConv',
     'attention_resolution',
     'build_models',
+    'compute_dtype',
     'make_norm',
 ]

@@ -21,8 +21,10 @@ class SpectralNormConv(nnx.Module):
   optimizer always updates the unnormalized weights.
   """
 
-  def __init__(self, in_features: int, out_features: int, kernel_size: int, strides: int, *, rngs: nnx.Rngs):
+  def __init__(self, in_features: int, out_features: int, kernel_size: int, strides: int, *, rngs: nnx.Rngs,
+               dtype=jnp.float32):
     self.conv = nnx.Conv(in_features, out_features, (kernel_size, kernel_size), strides=strides, rngs=rngs)
+    self.dtype = dtype
     self.u = nnx.BatchStat(_l2_normalize(jax.random.normal(rngs.params(), (out_features,))))
     self.strides = strides
     self.use_running_average = False
@@ -36,15 +38,16 @@ class SpectralNormConv(nnx.Module):
     sigma = v @ matrix @ u
     if not self.use_running_average:
       self.u[...] = u
-    y = jax.lax.conv_general_dilated(
-        x, kernel / sigma, (self.strides, self.strides), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-    return y + self.conv.bias[...]
+    # The power iteration in float32, the convolution in the compute dtype.
+    y = jax.lax.conv_general_dilated(x.astype(self.dtype), (kernel / sigma).astype(self.dtype), (self.strides, self.strides),
+                                     'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    return y + self.conv.bias[...].astype(self.dtype)
 
 
-def _conv(in_features: int, out_features: int, strides: int, spectral_norm: bool, rngs: nnx.Rngs) -> nnx.Module:
+def _conv(in_features: int, out_features: int, strides: int, spectral_norm: bool, rngs: nnx.Rngs, dtype) -> nnx.Module:
   if spectral_norm:
-    return SpectralNormConv(in_features, out_features, 4, strides, rngs=rngs)
-  return nnx.Conv(in_features, out_features, (4, 4), strides=strides, rngs=rngs)
+    return SpectralNormConv(in_features, out_features, 4, strides, rngs=rngs, dtype=dtype)
+  return nnx.Conv(in_features, out_features, (4, 4), strides=strides, rngs=rngs, dtype=dtype)
 
 
 class PatchDiscriminator(nnx.Module):
@@ -52,23 +55,24 @@ class PatchDiscriminator(nnx.Module):
 
   def __init__(
       self, in_features: int, *, width: int = 64, layers: int = 3, max_width: int = 512,
-      spectral_norm: bool = True, rngs: nnx.Rngs,
+      spectral_norm: bool = True, rngs: nnx.Rngs, dtype=jnp.float32,
   ):
     widths = [in_features] + stage_widths(width, layers - 1, max_width)
-    self.convs = nnx.List([_conv(widths[i], widths[i + 1], 2, spectral_norm, rngs) for i in range(layers)])
-    self.logits = _conv(widths[-1], 1, 1, spectral_norm, rngs)
+    self.convs = nnx.List([_conv(widths[i], widths[i + 1], 2, spectral_norm, rngs, dtype) for i in range(layers)])
+    self.logits = _conv(widths[-1], 1, 1, spectral_norm, rngs, dtype)
 
   def __call__(self, x: jax.Array) -> tuple[list[jax.Array], jax.Array]:
     """[B, H, W, C_in] -> (features, logits).
 
     features: per stride-2 conv i < layers, its activation [B, H / 2^(i+1), W / 2^(i+1), C_i].
     logits: [B, H / 2^layers, W / 2^layers, 1], one per patch.
+    Both float32 (the losses' dtype) whatever the convolutions' dtype.
     """
     features = []
     for conv in self.convs:
       x = jax.nn.leaky_relu(conv(x), 0.2)
-      features.append(x)
-    return features, self.logits(x)
+      features.append(x.astype(jnp.float32))
+    return features, self.logits(x).astype(jnp.float32)
 
 
 class MultiScaleDiscriminator(nnx.Module):
@@ -81,12 +85,13 @@ class MultiScaleDiscriminator(nnx.Module):
 
   def __init__(
       self, in_features: int = 3, *, width: int = 64, layers: int = 3, scales: int = 3,
-      max_width: int = 512, spectral_norm: bool = True, rngs: nnx.Rngs,
+      max_width: int = 512, spectral_norm: bool = True, rngs: nnx.Rngs, dtype=jnp.float32,
   ):
     self.in_features = in_features
     self.scales = nnx.List([
         PatchDiscriminator(
-            in_features, width=width, layers=layers, max_width=max_width, spectral_norm=spectral_norm, rngs=rngs)
+            in_features, width=width, layers=layers, max_width=max_width, spectral_norm=spectral_norm, rngs=rngs,
+            dtype=dtype)
         for _ in range(scales)
     ])
 

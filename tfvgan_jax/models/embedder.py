@@ -20,11 +20,12 @@ class AppearanceEmbedder(nnx.Module):
   which are what the generator's RCN layers transfer.
   """
 
-  def __init__(self, *, width: int = 64, downsamples: int = 4, max_width: int = 512, rngs: nnx.Rngs):
+  def __init__(self, *, width: int = 64, downsamples: int = 4, max_width: int = 512, rngs: nnx.Rngs,
+               dtype=jnp.float32):
     widths = stage_widths(width, downsamples, max_width)
-    self.stem = nnx.Conv(6, widths[0], (7, 7), rngs=rngs)
+    self.stem = nnx.Conv(6, widths[0], (7, 7), rngs=rngs, dtype=dtype)
     self.down = nnx.List([
-        nnx.Conv(widths[i], widths[i + 1], (4, 4), strides=2, rngs=rngs) for i in range(downsamples)
+        nnx.Conv(widths[i], widths[i + 1], (4, 4), strides=2, rngs=rngs, dtype=dtype) for i in range(downsamples)
     ])
     self.out_features = widths[-1]
 
@@ -36,9 +37,9 @@ class AppearanceEmbedder(nnx.Module):
       hint: M [B, H, W, 3] in [-1, 1], the appearance hint image.
 
     Returns:
-      P [B, H / 2^downsamples, W / 2^downsamples, out_features].
+      P [B, H / 2^downsamples, W / 2^downsamples, out_features], float32 whatever the convolutions' dtype.
     """
     x = jax.nn.leaky_relu(self.stem(jnp.concatenate([appearance_image, hint], axis=-1)), 0.2)
     for conv in self.down:
       x = jax.nn.leaky_relu(conv(x), 0.2)
-    return x
+    return x.astype(jnp.float32)

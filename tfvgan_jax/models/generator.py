@@ -23,11 +23,11 @@ class SelfAttention(nnx.Module):
   long-range context to mix in.
   """
 
-  def __init__(self, features: int, *, rngs: nnx.Rngs):
+  def __init__(self, features: int, *, rngs: nnx.Rngs, dtype=jnp.float32):
     inner = max(features // 8, 1)
-    self.query = nnx.Conv(features, inner, (1, 1), rngs=rngs)
-    self.key = nnx.Conv(features, inner, (1, 1), rngs=rngs)
-    self.value = nnx.Conv(features, features, (1, 1), rngs=rngs)
+    self.query = nnx.Conv(features, inner, (1, 1), rngs=rngs, dtype=dtype)
+    self.key = nnx.Conv(features, inner, (1, 1), rngs=rngs, dtype=dtype)
+    self.value = nnx.Conv(features, features, (1, 1), rngs=rngs, dtype=dtype)
     self.gamma = nnx.Param(jnp.zeros((), jnp.float32))
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -36,16 +36,18 @@ class SelfAttention(nnx.Module):
     q = self.query(x).reshape(batch, height * width, -1)
     k = self.key(x).reshape(batch, height * width, -1)
     v = self.value(x).reshape(batch, height * width, features)
-    attention = jax.nn.softmax(jnp.einsum('bic,bjc->bij', q, k), axis=-1)
-    return x + self.gamma[...] * jnp.einsum('bij,bjc->bic', attention, v).reshape(x.shape)
+    # The softmax in float32: its sums over all pixels are what loses precision in bfloat16.
+    attention = jax.nn.softmax(jnp.einsum('bic,bjc->bij', q, k).astype(jnp.float32), axis=-1).astype(v.dtype)
+    mixed = self.gamma[...] * jnp.einsum('bij,bjc->bic', attention, v).reshape(x.shape)
+    return x + mixed.astype(x.dtype)
 
 
 class ResidualBlock(nnx.Module):
   """pix2pixHD residual block: x + IN(conv(ReLU(IN(conv(x)))))."""
 
-  def __init__(self, features: int, *, rngs: nnx.Rngs):
-    self.conv1 = nnx.Conv(features, features, (3, 3), rngs=rngs)
-    self.conv2 = nnx.Conv(features, features, (3, 3), rngs=rngs)
+  def __init__(self, features: int, *, rngs: nnx.Rngs, dtype=jnp.float32):
+    self.conv1 = nnx.Conv(features, features, (3, 3), rngs=rngs, dtype=dtype)
+    self.conv2 = nnx.Conv(features, features, (3, 3), rngs=rngs, dtype=dtype)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     """[B, H, W, C] -> [B, H, W, C]."""
@@ -67,6 +69,8 @@ class Generator(nnx.Module):
   with T_l = P and H_l = M^ resized to the stage, and ReLU; a 7x7 conv and tanh. With `attention`,
   a SelfAttention block follows the stage (or the bottleneck) whose side is
   `attention_resolution(image_size)`. `norm_options` are the norm layer's own keyword arguments.
+  Convolutions and matmuls run in `dtype` (parameters stay float32); normalization statistics, the
+  softmax and the output in float32.
   """
 
   def __init__(
@@ -82,24 +86,26 @@ class Generator(nnx.Module):
       max_width: int = 512,
       norm_options: dict | None = None,
       rngs: nnx.Rngs,
+      dtype=jnp.float32,
   ):
     if image_size % 2**downsamples:
       raise ValueError(f"image_size {image_size} is not divisible by 2^{downsamples}")
     widths = stage_widths(width, downsamples, max_width)
-    self.stem = nnx.Conv(3, widths[0], (7, 7), rngs=rngs)
+    self.dtype = dtype
+    self.stem = nnx.Conv(3, widths[0], (7, 7), rngs=rngs, dtype=dtype)
     self.down = nnx.List([
-        nnx.Conv(widths[i], widths[i + 1], (3, 3), strides=2, rngs=rngs) for i in range(downsamples)
+        nnx.Conv(widths[i], widths[i + 1], (3, 3), strides=2, rngs=rngs, dtype=dtype) for i in range(downsamples)
     ])
-    self.res = nnx.List([ResidualBlock(widths[-1], rngs=rngs) for _ in range(res_blocks)])
+    self.res = nnx.List([ResidualBlock(widths[-1], rngs=rngs, dtype=dtype) for _ in range(res_blocks)])
     decoder_widths = widths[::-1]
     self.up = nnx.List([
-        nnx.Conv(decoder_widths[i], decoder_widths[i + 1], (3, 3), rngs=rngs) for i in range(downsamples)
+        nnx.Conv(decoder_widths[i], decoder_widths[i + 1], (3, 3), rngs=rngs, dtype=dtype) for i in range(downsamples)
     ])
     self.up_norms = nnx.List([
-        make_norm(norm, decoder_widths[i + 1], appearance_features, rngs=rngs, **(norm_options or {}))
+        make_norm(norm, decoder_widths[i + 1], appearance_features, rngs=rngs, dtype=dtype, **(norm_options or {}))
         for i in range(downsamples)
     ])
-    self.head = nnx.Conv(widths[0], 3, (7, 7), rngs=rngs)
+    self.head = nnx.Conv(widths[0], 3, (7, 7), rngs=rngs, dtype=dtype)
     # Index into decoder_widths of the feature map that gets attention: 0 is the bottleneck, i the
     # output of decoder stage i.
     self.attention_stage = None
@@ -109,7 +115,7 @@ class Generator(nnx.Module):
       if side not in sides:
         raise ValueError(f"no generator feature map is {side} px wide (sides {sides}) for attention")
       self.attention_stage = sides.index(side)
-      self.attention = SelfAttention(decoder_widths[self.attention_stage], rngs=rngs)
+      self.attention = SelfAttention(decoder_widths[self.attention_stage], rngs=rngs, dtype=dtype)
 
   def __call__(self, render: jax.Array, appearance: jax.Array, face_mask: jax.Array) -> jax.Array:
     """G(R, P, M^).
@@ -120,7 +126,7 @@ class Generator(nnx.Module):
       face_mask: M^ [B, H, W, 1], 1 on the rendered face.
 
     Returns:
-      Y [B, H, W, 3] in [-1, 1].
+      Y [B, H, W, 3] in [-1, 1], float32 whatever the convolutions' dtype.
     """
     x = jax.nn.relu(instance_normalize(self.stem(render)))
     for conv in self.down:
@@ -133,7 +139,9 @@ class Generator(nnx.Module):
       x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
       x = conv(x)
       height, width = x.shape[1:3]
-      x = jax.nn.relu(norm(x, _resize(appearance, height, width), _resize(face_mask, height, width)))
+      # The conditional norms take float32 features (statistics in float32, see `norms`).
+      x = norm(x.astype(jnp.float32), _resize(appearance, height, width), _resize(face_mask, height, width))
+      x = jax.nn.relu(x.astype(self.dtype))
       if self.attention_stage == stage:
         x = self.attention(x)
-    return jnp.tanh(self.head(x))
+    return jnp.tanh(self.head(x).astype(jnp.float32))

@@ -1,6 +1,7 @@
 """Conditional normalization layers of the generator's upsampling stages, chosen by name.
 
-Every layer in `NORMS` is built as `cls(num_features, appearance_features, rngs=rngs)` and called as
+Every layer in `NORMS` is built as `cls(num_features, appearance_features, rngs=rngs, dtype=dtype)`
+(dtype: of its convolutions; parameters are float32) and called as
 `norm(u, t, h)` with
 
   u: [B, H, W, C] decoder feature, C = num_features.
@@ -9,7 +10,8 @@ Every layer in `NORMS` is built as `cls(num_features, appearance_features, rngs=
   h: [B, H, W, 1] face mask at u's size, 1 on the face, 0 elsewhere (soft at the border after
      resizing); h' = 1 - h is the non-facial region.
 
-and returns [B, H, W, C]. Layers holding a BatchNorm use batch statistics in training and running
+and returns [B, H, W, C]. The generator hands them float32 features: statistics are taken in float32
+whatever the convolutions' dtype. Layers holding a BatchNorm use batch statistics in training and running
 statistics after `module.eval()`.
 """
 
@@ -42,9 +44,13 @@ def masked_moments(x: jax.Array, region: jax.Array, epsilon: float = EPSILON) ->
 
 
 def instance_normalize(x: jax.Array) -> jax.Array:
-  """x normalized per sample and channel over all pixels, without affine. [B, H, W, C] -> same."""
-  mean, std = masked_moments(x, jnp.ones_like(x[..., :1]))
-  return (x - mean) / std
+  """x normalized per sample and channel over all pixels, without affine. [B, H, W, C] -> same.
+
+  The statistics and the normalization are computed in float32; the result has x's dtype.
+  """
+  wide = x.astype(jnp.float32)
+  mean, std = masked_moments(wide, jnp.ones_like(wide[..., :1]))
+  return ((wide - mean) / std).astype(x.dtype)
 
 
 def region_statistics_transfer(a: jax.Array, region_a: jax.Array, b: jax.Array, region_b: jax.Array) -> jax.Array:
@@ -102,8 +108,8 @@ class RegionAwareNorm(nnx.Module):
   """
 
   def __init__(self, num_features: int, appearance_features: int, *, alpha_init: float = 0.8,
-               beta_init: float = 0.1, rngs: nnx.Rngs):
-    self.project = nnx.Conv(appearance_features, num_features, (1, 1), rngs=rngs)
+               beta_init: float = 0.1, rngs: nnx.Rngs, dtype=jnp.float32):
+    self.project = nnx.Conv(appearance_features, num_features, (1, 1), rngs=rngs, dtype=dtype)
     self.norm_u = _parameter_free_batch_norm(num_features, rngs)
     self.norm_t = _parameter_free_batch_norm(num_features, rngs)
     self.alpha_logit = nnx.Param(jnp.full((num_features,), _logit(alpha_init), jnp.float32))
@@ -121,8 +127,8 @@ class RegionAwareNorm(nnx.Module):
 class AdaptiveInstanceNorm(nnx.Module):
   """AdaIN: U instance-normalized, then given T's global per-channel mean and std (eq. 7 unrestricted)."""
 
-  def __init__(self, num_features: int, appearance_features: int, *, rngs: nnx.Rngs):
-    self.project = nnx.Conv(appearance_features, num_features, (1, 1), rngs=rngs)
+  def __init__(self, num_features: int, appearance_features: int, *, rngs: nnx.Rngs, dtype=jnp.float32):
+    self.project = nnx.Conv(appearance_features, num_features, (1, 1), rngs=rngs, dtype=dtype)
 
   def __call__(self, u: jax.Array, t: jax.Array, h: jax.Array) -> jax.Array:
     everywhere = jnp.ones_like(h)
@@ -132,12 +138,12 @@ class AdaptiveInstanceNorm(nnx.Module):
 class SpatiallyAdaptiveNorm(nnx.Module):
   """SPADE: batch-normalized U modulated by per-pixel gamma, beta predicted from T by 3x3 convs."""
 
-  def __init__(self, num_features: int, appearance_features: int, *, rngs: nnx.Rngs):
+  def __init__(self, num_features: int, appearance_features: int, *, rngs: nnx.Rngs, dtype=jnp.float32):
     self.norm = _parameter_free_batch_norm(num_features, rngs)
     # The hidden width follows the feature width (SPADE fixes 128) so that tiny configs stay tiny.
-    self.shared = nnx.Conv(appearance_features, num_features, (3, 3), rngs=rngs)
-    self.gamma = nnx.Conv(num_features, num_features, (3, 3), rngs=rngs)
-    self.beta = nnx.Conv(num_features, num_features, (3, 3), rngs=rngs)
+    self.shared = nnx.Conv(appearance_features, num_features, (3, 3), rngs=rngs, dtype=dtype)
+    self.gamma = nnx.Conv(num_features, num_features, (3, 3), rngs=rngs, dtype=dtype)
+    self.beta = nnx.Conv(num_features, num_features, (3, 3), rngs=rngs, dtype=dtype)
 
   def __call__(self, u: jax.Array, t: jax.Array, h: jax.Array) -> jax.Array:
     hidden = jax.nn.relu(self.shared(t))
@@ -147,8 +153,8 @@ class SpatiallyAdaptiveNorm(nnx.Module):
 class InstanceNorm(nnx.Module):
   """Plain instance normalization without affine, as in pix2pixHD; ignores T and H."""
 
-  def __init__(self, num_features: int, appearance_features: int, *, rngs: nnx.Rngs):
-    del num_features, appearance_features, rngs
+  def __init__(self, num_features: int, appearance_features: int, *, rngs: nnx.Rngs, dtype=jnp.float32):
+    del num_features, appearance_features, rngs, dtype
 
   def __call__(self, u: jax.Array, t: jax.Array, h: jax.Array) -> jax.Array:
     return instance_normalize(u)
@@ -162,12 +168,13 @@ NORMS = {
 }
 
 
-def make_norm(name: str, num_features: int, appearance_features: int, *, rngs: nnx.Rngs, **options) -> nnx.Module:
-  """The conditional normalization layer registered under `name` in `NORMS`; `options` are that
-  layer's own keyword arguments (RCN's `alpha_init`, `beta_init`)."""
+def make_norm(name: str, num_features: int, appearance_features: int, *, rngs: nnx.Rngs, dtype=jnp.float32,
+              **options) -> nnx.Module:
+  """The conditional normalization layer registered under `name` in `NORMS`, computing in `dtype`;
+  `options` are that layer's own keyword arguments (RCN's `alpha_init`, `beta_init`)."""
   if name not in NORMS:
     raise ValueError(f"unknown norm {name!r}; choose one of {sorted(NORMS)}")
-  return NORMS[name](num_features, appearance_features, rngs=rngs, **options)
+  return NORMS[name](num_features, appearance_features, rngs=rngs, dtype=dtype, **options)
 
 
 def _logit(p: float) -> float:

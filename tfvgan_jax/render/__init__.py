@@ -6,7 +6,7 @@ of models, data or training.
 
 from tfvgan_jax.render.flow import dense_flow, vertex_displacement, warp, warping_error_per_sample
 from tfvgan_jax.render.rasterize import (
-    BACKGROUND_ID, Fragments, default_capacity, default_chunk, default_group, depth_at, interpolate_at_pixels,
+    BACKGROUND_ID, Fragments, capacity_bucket, default_capacity, default_chunk, default_group, depth_at, interpolate_at_pixels,
     gather_corners, interpolate_attributes, rasterize, visible, chunks_needed,
 )
 from tfvgan_jax.render.sampling import bilinear_sample, pixel_centers
@@ -15,7 +15,7 @@ from tfvgan_jax.render.texture import (
 )
 
 __all__ = [
-    "BACKGROUND_ID", "FaceRender", "Fragments", "appearance_hint", "bilinear_sample", "default_capacity",
+    "BACKGROUND_ID", "FaceRender", "Fragments", "appearance_hint", "bilinear_sample", "capacity_bucket", "default_capacity",
     "default_chunk", "default_group", "dense_flow", "depth_at", "face_mask", "gather_corners", "interpolate_attributes", "interpolate_at_pixels", "pixel_centers",
     "rasterize", "render_face", "surface_points", "transfer_texture", "vertex_displacement", "visible",
     "warp", "warping_error_per_sample", "chunks_needed",

@@ -7,9 +7,10 @@ How it works, with static shapes throughout:
   1. Each triangle's bounding box of covered pixel centres, read in row-major order, is cut into
      chunks of Q consecutive pixels (Q static, e.g. 2 for ~75k triangles at 256 px). Every
      triangle owns one chunk slot (its first chunk); triangles whose box holds more than Q pixels
-     put their further chunks into an "extra" buffer of fixed capacity. Chunks follow the box's
-     rows, so only the last chunk of a triangle is partly empty, whatever the box's shape. When
-     the extra chunks do not fit, `Fragments.overflow` is set: pixels are never dropped silently.
+     put their further chunks into an "extra" buffer of fixed capacity, and by default those
+     that do not fit into further passes of a loop. Chunks follow the box's rows, so only the last
+     chunk of a triangle is partly empty, whatever the box's shape. With a fixed capacity and no
+     loop, `Fragments.overflow` is set on frames that did not fit: pixels are never dropped silently.
   2. Every pixel of every chunk is tested against its triangle with edge equations whose values
      for the two triangles of a shared edge are exact (bitwise) negatives of each other, so a
      pixel centre on or near a shared edge always belongs to one of them: no holes.
@@ -19,17 +20,18 @@ How it works, with static shapes throughout:
   4. Barycentrics and depth of the winning triangle are recomputed from its vertices with
      differentiable operations, so gradients reach the vertices.
 
-`rasterize` on concrete arrays counts the chunks first and sizes the extra buffer to a
-power-of-two bucket that fits, so it is exact for any mesh and recompiles only when a mesh needs the
-next bucket. Inside `jit`, `chunk` and `capacity` are static and an overflow is reported in the
-result.
+`rasterize` is exact for any mesh by default (`capacity='auto'`): on concrete arrays it counts the
+chunks first and sizes the extra buffer to a power-of-two bucket that fits (recompiling only when a
+mesh needs the next bucket); inside `jit` it draws a pool sized from the image (`default_capacity`)
+in straight-line code and whatever does not fit by a loop whose number of passes follows the data.
+A fixed `capacity=N` draws no loop and reports the frames that did not fit in `Fragments.overflow`.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -45,7 +47,8 @@ class Fragments(NamedTuple):
     triangle_id: [..., H, W] int32, the visible triangle, -1 for background.
     barycentric: [..., H, W, 3] float32 weights of its vertices at the pixel centre (0 on background).
     depth: [..., H, W] float32 interpolated screen depth (larger = nearer); -inf on background.
-    overflow: [...] bool, True when the extra-chunk buffer was too small and pixels are missing.
+    overflow: [...] bool, True when a fixed extra-chunk capacity was too small and pixels are missing
+      (always False with the default capacity='auto').
   """
 
   triangle_id: jax.Array
@@ -73,12 +76,15 @@ def default_chunk(num_triangles: int, height: int, width: int) -> int:
 
 
 def default_capacity(num_triangles: int, height: int, width: int, chunk: int) -> int:
-  """Extra-chunk capacity used inside jit when none is given.
+  """Extra chunks per frame drawn in straight-line code inside jit when no capacity is given.
 
-  Enough for bounding boxes that add up to four times the image area, which covers a face
-  filling the frame twice over; `Fragments.overflow` reports anything larger.
+  5/8 of the image's chunks (H W / Q): the procedural face filling the crop as in training needs
+  0.2 of them at 128 px with ~75k triangles, 0.5 at 256 px, 0.9 with ~1k triangles at 128 px;
+  what does not fit is drawn by the exact loop of `rasterize`. The worst-case pool this replaces
+  (four times the image area) made the rasterizer 2-3x slower as training called it.
   """
-  return _round_up(4 * height * width // chunk + num_triangles // 4, 256)
+  del num_triangles  # the image, not the mesh, bounds what a face filling it needs
+  return _round_up(5 * height * width // (8 * chunk), 256)
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -197,8 +203,12 @@ def _edge_equations(xs, ys, origin_x: float, origin_y: float):
   return tuple(edges)
 
 
-def _rasterize_batch(screen_vertices, triangles, height: int, width: int, chunk: int, capacity: int):
-  """The kernel for a batch of meshes [B, N, 3]; see `rasterize`.
+def _zbuffer(screen_vertices, triangles, height: int, width: int, chunk: int, capacity: int, zbuffer=None):
+  """The packed z-buffer [B * H * W] uint32 of a batch of meshes [B, N, 3] and its overflow [B].
+
+  Without `zbuffer`: each triangle's first chunk and a pool of B * capacity extra chunks, in
+  straight-line code; frames whose extra chunks lie beyond the pool overflow. With `zbuffer` (of
+  the same frames): all extra chunks drawn into it, `capacity` per pass of a loop; none overflows.
 
   The batch is one flat list of B * F triangles drawn into B * H * W pixels, so it costs one
   scatter, one prefix sum and one shared pool of B * capacity extra chunks (a vmapped scatter
@@ -211,33 +221,34 @@ def _rasterize_batch(screen_vertices, triangles, height: int, width: int, chunk:
     raise ValueError(f"{num_tri} triangles leave only {depth_bits} bits of depth in the packed key")
   num_pixels = height * width
 
-  verts = jax.lax.stop_gradient(screen_vertices.astype(jnp.float32))
-  xs, ys, zs = _split_corners(jnp.take(verts, triangles, axis=1, mode="clip"))  # [B, F] each
-  col0, row0, box_width, box_pixels, num_chunks = _chunk_counts(xs, ys, height, width, chunk)
-  area2 = _signed_area2(xs, ys)
-  usable = (area2 != 0) & jnp.isfinite(area2) & jnp.isfinite(_min3(*zs))
-  num_chunks = jnp.where(usable, num_chunks, 0)
-  orientation = jnp.sign(area2)
   origin_x, origin_y = width / 2, height / 2
-  edges = _edge_equations(xs, ys, origin_x, origin_y)
-
-  # Depth is quantized over each frame's own range; the per-corner factors below fold that range
-  # and 1 / |area2| in, so the weighted sum of a pixel is already the quantization level.
-  finite_z = jnp.where(jnp.isfinite(verts[..., 2]), verts[..., 2], 0.0)
-  z_min, z_max = jnp.min(finite_z, axis=1, keepdims=True), jnp.max(finite_z, axis=1, keepdims=True)
   levels = float(2 ** depth_bits - 1)
-  z_scale = jnp.where(z_max > z_min, levels / (z_max - z_min), 0.0)
-  level_per_area = z_scale / jnp.where(usable, jnp.abs(area2), 1.0)
 
-  # Everything a chunk needs from its triangle, as [B * F] arrays: one gather each for extra
-  # chunks. Unusable triangles get c = -1, so no pixel passes their edge tests.
-  frame_offset = jnp.arange(batch, dtype=jnp.int32)[:, None] * num_pixels + row0 * width + col0
-  per_triangle = [frame_offset, col0, row0, box_width.astype(jnp.float32), box_pixels]
-  for k, (c, g_x, g_y) in enumerate(edges):
-    # Oriented so that E >= 0 inside for either winding (multiplying by +-1 is exact).
-    per_triangle += [jnp.where(usable, c * orientation, -1.0), g_x * orientation, g_y * orientation,
-                     (zs[k] - z_min) * level_per_area]
-  per_triangle = [f.reshape(-1) for f in per_triangle]
+  def prepare(verts):
+    """Per triangle of the flat B * F list: what its chunks need, and the prefix sum of its extra
+    chunks. Unusable triangles get c = -1 and no chunk, so no pixel passes their edge tests."""
+    xs, ys, zs = _split_corners(jnp.take(verts, triangles, axis=1, mode="clip"))  # [B, F] each
+    col0, row0, box_width, box_pixels, num_chunks = _chunk_counts(xs, ys, height, width, chunk)
+    area2 = _signed_area2(xs, ys)
+    usable = (area2 != 0) & jnp.isfinite(area2) & jnp.isfinite(_min3(*zs))
+    num_chunks = jnp.where(usable, num_chunks, 0)
+    orientation = jnp.sign(area2)
+    edges = _edge_equations(xs, ys, origin_x, origin_y)
+    # Depth is quantized over each frame's own range; the per-corner factors below fold that range
+    # and 1 / |area2| in, so the weighted sum of a pixel is already the quantization level.
+    finite_z = jnp.where(jnp.isfinite(verts[..., 2]), verts[..., 2], 0.0)
+    z_min, z_max = jnp.min(finite_z, axis=1, keepdims=True), jnp.max(finite_z, axis=1, keepdims=True)
+    z_scale = jnp.where(z_max > z_min, levels / (z_max - z_min), 0.0)
+    level_per_area = z_scale / jnp.where(usable, jnp.abs(area2), 1.0)
+    frame_offset = jnp.arange(batch, dtype=jnp.int32)[:, None] * num_pixels + row0 * width + col0
+    fields = [frame_offset, col0, row0, box_width.astype(jnp.float32), box_pixels]
+    for k, (c, g_x, g_y) in enumerate(edges):
+      # Oriented so that E >= 0 inside for either winding (multiplying by +-1 is exact).
+      fields += [jnp.where(usable, c * orientation, -1.0), g_x * orientation, g_y * orientation,
+                 (zs[k] - z_min) * level_per_area]
+    extra = jnp.maximum(num_chunks - 1, 0).reshape(-1)
+    return [f.reshape(-1) for f in fields], extra, jnp.cumsum(extra)
+
   offs = jnp.arange(chunk, dtype=jnp.int32)
 
   def candidates(tri, first, fields):
@@ -246,7 +257,7 @@ def _rasterize_batch(screen_vertices, triangles, height: int, width: int, chunk:
     Args:
       tri, first: [M] triangle (index into the flat B * F list) and row-major index of the
         chunk's first pixel in that triangle's box.
-      fields: the `per_triangle` arrays for these M triangles.
+      fields: the `prepare` fields of these M triangles.
 
     Returns:
       key, index: [M * Q]; index into the flat B * H * W image, B * H * W where nothing is hit.
@@ -273,28 +284,34 @@ def _rasterize_batch(screen_vertices, triangles, height: int, width: int, chunk:
     index = jnp.where(key != 0, start + row * width + col, batch * num_pixels)
     return key.reshape(-1), index.reshape(-1)
 
-  all_tri = jnp.arange(batch * num_tri, dtype=jnp.int32)
-  key, index = candidates(all_tri, jnp.zeros_like(all_tri), per_triangle)
-  zbuffer = jnp.zeros((batch * num_pixels,), jnp.uint32).at[index].max(key, mode="drop")
-
-  extra = jnp.maximum(num_chunks - 1, 0).reshape(-1)
-  extra_end = jnp.cumsum(extra)
-  pool = batch * capacity
-  # A frame overflows when its last extra chunk lies beyond the shared pool.
-  overflow = extra_end.reshape(batch, num_tri)[:, -1] > pool
-  if pool > 0:
-    slot = jnp.arange(pool, dtype=jnp.int32)
+  def draw_extra(zbuffer, prepared, start, size: int):
+    """Draws the extra chunks in slots [start, start + size) of the flat list of all extra chunks."""
+    fields, extra, extra_end = prepared
+    slot = start + jnp.arange(size, dtype=jnp.int32)
     owner = jnp.minimum(jnp.searchsorted(extra_end, slot, side="right"), batch * num_tri - 1).astype(jnp.int32)
     chunk_index = 1 + slot - (extra_end[owner] - extra[owner])
     # Unused slots start past their owner's last pixel, so none of their pixels is tested.
     first = jnp.where(slot < extra_end[-1], chunk_index * chunk, jnp.iinfo(jnp.int32).max // 2)
-    key, index = candidates(owner, first, [f[owner] for f in per_triangle])
-    zbuffer = zbuffer.at[index].max(key, mode="drop")
+    key, index = candidates(owner, first, [f[owner] for f in fields])
+    return zbuffer.at[index].max(key, mode="drop")
 
-  triangle_id = (zbuffer & jnp.uint32((1 << id_bits) - 1)).astype(jnp.int32) - 1
-  triangle_id = triangle_id.reshape(batch, height, width)
-  barycentric, depth = jax.vmap(interpolate_at_pixels, in_axes=(0, None, 0))(screen_vertices, triangles, triangle_id)
-  return Fragments(triangle_id, barycentric, depth, overflow)
+  verts = jax.lax.stop_gradient(screen_vertices.astype(jnp.float32))
+  prepared = prepare(verts)
+  extra_end = prepared[2]
+  if zbuffer is not None:
+    # Every extra chunk again, a block per pass, for as many passes as the data needs: drawing a
+    # chunk twice changes nothing (a max), so the pool already drawn needs no bookkeeping.
+    return jax.lax.while_loop(lambda carry: carry[1] < extra_end[-1],
+                              lambda carry: (draw_extra(carry[0], prepared, carry[1], capacity), carry[1] + capacity),
+                              (zbuffer, jnp.zeros((), jnp.int32)))[0], jnp.zeros((batch,), bool)
+  all_tri = jnp.arange(batch * num_tri, dtype=jnp.int32)
+  key, index = candidates(all_tri, jnp.zeros_like(all_tri), prepared[0])
+  zbuffer = jnp.zeros((batch * num_pixels,), jnp.uint32).at[index].max(key, mode="drop")
+  pool = batch * capacity
+  if pool > 0:
+    zbuffer = draw_extra(zbuffer, prepared, 0, pool)
+  # A frame overflows when its last extra chunk lies beyond the shared pool.
+  return zbuffer, extra_end.reshape(batch, num_tri)[:, -1] > pool
 
 
 def _plane_at(screen_vertices, triangles, tri, px, py, hit):
@@ -379,14 +396,29 @@ def default_group(num_triangles: int, batch: int, height: int, width: int) -> in
   return max(1, min(batch, (1 << 17) // max(num_triangles, 1), (1 << 18) // max(height * width, 1)))
 
 
-@functools.partial(jax.jit, static_argnames=("height", "width", "chunk", "capacity", "group"))
-def _rasterize_jit(screen_vertices, triangles, height, width, chunk, capacity, group):
+@functools.partial(jax.jit, static_argnames=("height", "width", "chunk", "capacity", "group", "exact"))
+def _rasterize_jit(screen_vertices, triangles, height, width, chunk, capacity, group, exact):
   batch_shape = screen_vertices.shape[:-2]
   flat = screen_vertices.reshape((-1,) + screen_vertices.shape[-2:])
   # Straight-line code over groups (see default_group): compile time grows with their number.
-  parts = [_rasterize_batch(flat[i:i + group], triangles, height, width, chunk, capacity)
+  parts = [_zbuffer(flat[i:i + group], triangles, height, width, chunk, capacity)
            for i in range(0, flat.shape[0], group)]
-  out = jax.tree.map(lambda *x: jnp.concatenate(x), *parts)
+  zbuffer, overflow = (jnp.concatenate(x) for x in zip(*parts))
+  if exact:
+    # Frames beyond their pool are drawn again by one loop over the whole batch, compiled once
+    # whatever the number of groups. The branch starts again from the vertices: handing it the
+    # per-triangle fields instead would materialize them, which costs the common case (no loop)
+    # half as much again as the whole rasterization.
+    block = max(256, _round_up(group * capacity, 256))
+    zbuffer = jax.lax.cond(jnp.any(overflow),
+                           lambda zbuffer, verts: _zbuffer(verts, triangles, height, width, chunk, block, zbuffer)[0],
+                           lambda zbuffer, verts: zbuffer, zbuffer, flat)
+    overflow = jnp.zeros_like(overflow)
+  id_bits = int(triangles.shape[0]).bit_length()
+  triangle_id = (zbuffer & jnp.uint32((1 << id_bits) - 1)).astype(jnp.int32) - 1
+  triangle_id = triangle_id.reshape(flat.shape[0], height, width)
+  barycentric, depth = jax.vmap(interpolate_at_pixels, in_axes=(0, None, 0))(flat, triangles, triangle_id)
+  out = Fragments(triangle_id, barycentric, depth, overflow)
   return jax.tree.map(lambda x: x.reshape(batch_shape + x.shape[1:]), out)
 
 
@@ -401,7 +433,7 @@ def rasterize(
     width: int,
     *,
     chunk: Optional[int] = None,
-    capacity: Optional[int] = None,
+    capacity: Union[int, str, None] = "auto",
     group: Optional[int] = None,
 ) -> Fragments:
   """Rasterizes a mesh (or a batch of meshes sharing triangles) with an exact z-buffer.
@@ -416,10 +448,15 @@ def rasterize(
     triangles: [F, 3] int32 vertex indices.
     height, width: image size in pixels.
     chunk: pixels per chunk Q (static). Default: `default_chunk(F, height, width)`.
-    capacity: extra chunks per frame (static).
-      Default: on concrete inputs, sized to fit (the result is then exact for any mesh); under a
-      transformation (jit, grad, vmap), `default_capacity(...)`, with `Fragments.overflow` set on
-      the frames that did not fit.
+    capacity: extra chunks per frame drawn in straight-line code (static).
+      'auto' (or None), the default, is exact for any mesh: on concrete inputs the pool is sized
+      to fit (a power-of-two bucket of `chunks_needed`); under a transformation (jit, grad, vmap)
+      it is `default_capacity(...)`, and the chunks beyond it are drawn by a loop of pool-sized
+      blocks whose number follows the data (none when the pool suffices). `Fragments.overflow`
+      is then always False.
+      An int N (or its decimal string, as a config override writes it) fixes the pool at N with no loop: the frames whose chunks do not fit are reported
+      in `Fragments.overflow` and miss pixels (the fastest choice when N is measured with
+      `chunks_needed` on the data, as a benchmark does).
     group: frames per flat pass of a batch (static); default `default_group(F, batch, H, W)`. Frames of
       one pass share a pool of group * capacity extra chunks.
 
@@ -435,14 +472,25 @@ def rasterize(
   if height <= 0 or width <= 0:
     raise ValueError(f"image size must be positive, got {height}x{width}")
   chunk = chunk or default_chunk(triangles.shape[0], height, width)
-  if capacity is None and _is_concrete(screen_vertices, triangles):
-    needed = int(np.max(np.asarray(chunks_needed(screen_vertices, triangles, height, width, chunk)), initial=0))
-    capacity = 0 if needed == 0 else 1 << max(8, (needed - 1).bit_length())
-  elif capacity is None:
-    capacity = default_capacity(triangles.shape[0], height, width, chunk)
+  exact = False
+  if capacity is None or capacity == "auto":
+    if _is_concrete(screen_vertices, triangles):
+      needed = int(np.max(np.asarray(chunks_needed(screen_vertices, triangles, height, width, chunk)), initial=0))
+      capacity = capacity_bucket(needed)
+    else:
+      capacity, exact = default_capacity(triangles.shape[0], height, width, chunk), True
+  elif not str(capacity).isdigit():
+    raise ValueError(f"capacity must be 'auto' or a number of chunks >= 0, got {capacity!r}")
   batch = math.prod(screen_vertices.shape[:-2])
   group = group or default_group(triangles.shape[0], batch, height, width)
-  return _rasterize_jit(screen_vertices, triangles, height, width, chunk, capacity, group)
+  return _rasterize_jit(screen_vertices, triangles, height, width, chunk, int(capacity), group, exact)
+
+
+def capacity_bucket(needed: int) -> int:
+  """The power-of-two pool (at least 256 chunks, 0 for none) that holds `needed` extra chunks: the
+  few sizes a caller compiles for when it sizes the pool from `chunks_needed`."""
+  needed = int(needed)
+  return 0 if needed <= 0 else 1 << max(8, (needed - 1).bit_length())
 
 
 def depth_at(fragments: Fragments, screen_vertices: jax.Array, triangles: jax.Array, points_xy: jax.Array) -> jax.Array:
