@@ -27,8 +27,8 @@ from orbax.checkpoint._src.serialization import type_handler_registry
 from tfvgan_jax import inference
 
 # Fields that may differ between the run that wrote a checkpoint and the run that resumes it.
-RESUMABLE_CHANGES = ("train.", "eval.", "mesh.", "distributed", "data.num_workers", "data.num_threads",
-                     "data.prefetch", "data.synthetic.cache_dir", "model.dtype", "render.capacity")
+RESUMABLE_CHANGES = ("train.", "eval.", "mesh.", "distributed", "heartbeat_timeout", "data.num_workers",
+                     "data.num_threads", "data.prefetch", "data.synthetic.cache_dir", "model.dtype", "render.capacity")
 # Fields whose change makes the saved networks another model: refused.
 ARCHITECTURE = ("model.", "face_model")
 
