@@ -96,9 +96,9 @@ def test_inter_expression_reaches_the_training_and_evaluation_scenes(monkeypatch
   seen = []
   real_build = inference.build_scene
 
-  def recording(model, batch, tolerance, expression_source="appearance"):
+  def recording(model, batch, tolerance, expression_source="appearance", **options):
     seen.append(expression_source)
-    return real_build(model, batch, tolerance, expression_source)
+    return real_build(model, batch, tolerance, expression_source, **options)
 
   monkeypatch.setattr(inference, "build_scene", recording)
   config = load_config("synthetic", "tiny", **{"data.inter_expression": "expression", "optim.ema_decay": 0.5,
