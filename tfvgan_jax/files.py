@@ -88,10 +88,9 @@ def check_output_file(path: PathLike, inputs: Iterable[Optional[PathLike]] = (),
         raise OutputPathError(f"{flag}={text}: cannot create its folder {parent} ({error.strerror})") from error
     else:
       raise OutputPathError(f"{flag}={text}: its folder {parent} does not exist")
+  # The file itself is replaced by a rename, so only its folder needs to be writable.
   if not os.access(parent, os.W_OK | os.X_OK):
     raise OutputPathError(f"{flag}={text}: its folder {parent} is not writable")
-  if os.path.exists(path) and not os.access(path, os.W_OK) and not os.access(parent, os.W_OK):
-    raise OutputPathError(f"{flag}={text}: exists and is not writable")
   return text
 
 
