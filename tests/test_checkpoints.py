@@ -145,3 +145,23 @@ def test_training_command_line_errors_are_one_line(tmp_path, cache_dir):
                          capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr[-2000:]
     assert run.stderr.strip().splitlines()[-1].startswith(expected), run.stderr[-2000:]
+
+
+def test_a_checkpoint_set_aside_twice_at_the_same_step_keeps_both(tmp_path):
+  class Manager:  # the two calls set_aside makes of orbax's manager, and its folder
+    directory = tmp_path / "checkpoints"
+
+    def wait_until_finished(self):
+      pass
+
+    def reload(self):
+      pass
+
+  for content in ("first", "second"):
+    (tmp_path / "checkpoints" / "2").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "2" / "state").write_text(content)
+    checkpoints.set_aside(Manager(), 2)
+  aside = tmp_path / "checkpoints_set_aside"
+  assert sorted(p.name for p in aside.iterdir()) == ["2", "2-2"]
+  assert (aside / "2" / "state").read_text() == "first" and (aside / "2-2" / "state").read_text() == "second"
+  assert not (tmp_path / "checkpoints" / "2").exists()

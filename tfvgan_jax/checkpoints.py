@@ -14,7 +14,6 @@ network parameter's shape). A resume
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any, Optional
 
@@ -73,14 +72,17 @@ def save(manager: ocp.CheckpointManager, step: int, state, iterator, config_json
 
 
 def set_aside(manager: ocp.CheckpointManager, step: int) -> epath.Path:
-  """Moves a checkpoint step out of the run's checkpoints (to workdir/checkpoints_set_aside/STEP),
-  so that a resume does not take it; returns where it went."""
+  """Moves a checkpoint step out of the run's checkpoints (to workdir/checkpoints_set_aside/STEP,
+  or STEP-2, STEP-3 ... beside an earlier one), so that a resume does not take it; returns where it
+  went."""
   manager.wait_until_finished()
   source = epath.Path(manager.directory) / str(step)
-  destination = epath.Path(manager.directory).parent / "checkpoints_set_aside" / str(step)
-  destination.parent.mkdir(parents=True, exist_ok=True)
-  if destination.exists():
-    destination.rmtree()
+  folder = epath.Path(manager.directory).parent / "checkpoints_set_aside"
+  folder.mkdir(parents=True, exist_ok=True)
+  destination, copy = folder / str(step), 1
+  while destination.exists():  # an earlier failure at the same step: keep both
+    copy += 1
+    destination = folder / f"{step}-{copy}"
   source.rename(destination)
   manager.reload()
   return destination
@@ -138,9 +140,11 @@ def check_resume(directory, step: int, saved_config: dict, current_config: dict,
     logging.warning("resuming step %d of %s with a changed config: %s", step, directory, _describe(others))
 
 
-def _read_json(path: epath.Path) -> Optional[dict]:
+def _read_json(step_dir: epath.Path, item: str) -> Optional[dict]:
+  """`inference.checkpoint_json`, or None where the item cannot be read (the step's restore then
+  decides whether the checkpoint is usable)."""
   try:
-    return json.loads(path.read_text())
+    return inference.checkpoint_json(step_dir, item)
   except (OSError, ValueError):
     return None
 
@@ -158,10 +162,10 @@ def restore(manager: ocp.CheckpointManager, target, iterator, config_json: dict,
   failures = []
   for step in steps:
     step_dir = epath.Path(manager.directory) / str(step)
-    saved_config = _read_json(step_dir / "config" / "metadata")
+    saved_config = _read_json(step_dir, "config")
     if saved_config is not None:
-      check_resume(manager.directory, step, saved_config, config_json,
-                   _read_json(step_dir / inference.RUN_RECORD / "metadata"), record)
+      check_resume(manager.directory, step, saved_config, config_json, _read_json(step_dir, inference.RUN_RECORD),
+                   record)
     try:
       restored = manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.PyTreeRestore(item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target)),
