@@ -408,6 +408,21 @@ def evaluation_variables(variables: dict) -> dict:
   return {**{k: v for k, v in variables.items() if k != EMA_STATISTICS}, "generator": variables[EMA_STATISTICS]}
 
 
+def checkpoint_json(step_dir, item: str, required: bool = False) -> Optional[dict]:
+  """A JSON item of a checkpoint step (orbax's `JsonCheckpointHandler` layout: ITEM/metadata), such
+  as its config or its run record; None where the item is absent (checkpoints older than it) and
+  not `required`.
+
+  Raises:
+    OSError, ValueError: the item is unreadable (or absent and required).
+  """
+  path = os.path.join(os.fspath(step_dir), item, "metadata")
+  if not required and not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
 def checkpoint_steps(directory) -> list[int]:
   """The finished checkpoint steps in an orbax checkpoints folder, oldest first (orbax's own
   temporary folders, of a save that never finished, are not steps)."""
@@ -447,13 +462,8 @@ def load_checkpoint(workdir, face_model: Optional[str] = None, step: Optional[in
     raise CheckpointError(f"{directory}: no checkpoint of step {step} (it has {steps})")
   step_dir = os.path.join(directory, str(step))
   try:
-    with open(os.path.join(step_dir, "config", "metadata")) as f:
-      config = ml_collections.ConfigDict(json.load(f))
-    record = None
-    record_path = os.path.join(step_dir, RUN_RECORD, "metadata")
-    if os.path.exists(record_path):
-      with open(record_path) as f:
-        record = json.load(f)
+    config = ml_collections.ConfigDict(checkpoint_json(step_dir, "config", required=True))
+    record = checkpoint_json(step_dir, RUN_RECORD)
   except (OSError, ValueError) as error:
     raise CheckpointError(f"{step_dir}: the checkpoint's config is unreadable ({error})") from error
   model = checkpoint_face_model(config, record, face_model, directory)
