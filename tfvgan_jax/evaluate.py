@@ -159,6 +159,29 @@ def swapping_batch(reenactment: dict, num_frames: int) -> dict:
   return batch
 
 
+def _checkpoint(checkpoint, face_model: Optional[str]) -> inference.InferenceCheckpoint:
+  """`checkpoint` itself, or the one loaded from a training workdir (errors as `EvaluationError`)."""
+  if isinstance(checkpoint, inference.InferenceCheckpoint):
+    return checkpoint
+  try:
+    return inference.load_checkpoint(checkpoint, face_model)
+  except inference.CheckpointError as error:
+    raise EvaluationError(str(error)) from None
+
+
+def evaluation_pass(checkpoint: inference.InferenceCheckpoint, expression_source: str = "appearance"):
+  """The jitted (params, variables, batch, model) -> `inference.evaluation_outputs` of a checkpoint,
+  its scenes built with `expression_source` (`inference.build_scene`)."""
+  tolerance = float(checkpoint.config.render.tolerance)
+
+  @jax.jit
+  def generate(params, variables, chunk, model):
+    scene = inference.build_scene(model, chunk, tolerance, expression_source)
+    return inference.evaluation_outputs(checkpoint.networks, params, variables, scene)
+
+  return generate
+
+
 def generate_outputs(generate, checkpoint: inference.InferenceCheckpoint, batch: dict, model: face3d.MorphableModel,
                      batch_size: int) -> dict:
   """Runs the jitted `generate` (params, variables, batch, model) over a batch in chunks of
@@ -360,11 +383,7 @@ def evaluate_checkpoint(checkpoint, videos, num_videos: int = 8, num_frames: int
                           f"consecutive frames), got {num_videos} and {num_frames}")
   if batch_size < 1:
     raise EvaluationError(f"--eval_batch_size={batch_size}: must be at least 1 (samples per generator call)")
-  if not isinstance(checkpoint, inference.InferenceCheckpoint):
-    try:
-      checkpoint = inference.load_checkpoint(checkpoint, face_model)
-    except inference.CheckpointError as error:
-      raise EvaluationError(str(error)) from None
+  checkpoint = _checkpoint(checkpoint, face_model)
   dataset = _open_records(videos, checkpoint)
   try:
     reenactment = evaluation_data.self_reenactment_batch(dataset.path, num_videos, num_frames, checkpoint.face_model)
@@ -376,13 +395,7 @@ def evaluate_checkpoint(checkpoint, videos, num_videos: int = 8, num_frames: int
   face_recognition = onnx_models.face_recognition_network(face_recognition) if face_recognition else None
   landmarker = _landmarker(landmarks_model)
 
-  tolerance = float(checkpoint.config.render.tolerance)
-
-  @jax.jit
-  def generate(params, variables, chunk, model):
-    scene = inference.build_scene(model, chunk, tolerance)
-    return inference.evaluation_outputs(checkpoint.networks, params, variables, scene)
-
+  generate = evaluation_pass(checkpoint)
   model = jax.tree.map(jnp.asarray, checkpoint.face_model)
 
   rows, outputs, details = {}, {}, {}
@@ -576,11 +589,7 @@ def evaluate_synthetic(checkpoint, seed: int = DEFAULT_SYNTHETIC_SEED, num_video
     raise EvaluationError(f"need num_videos >= {ground_truth.MIN_VIDEOS} (disentangled manipulation takes identity, "
                           f"expression and appearance from three videos) and num_frames >= 1, got {num_videos} and "
                           f"{num_frames}")
-  if not isinstance(checkpoint, inference.InferenceCheckpoint):
-    try:
-      checkpoint = inference.load_checkpoint(checkpoint, face_model)
-    except inference.CheckpointError as error:
-      raise EvaluationError(str(error)) from None
+  checkpoint = _checkpoint(checkpoint, face_model)
   if checkpoint.face_model.albedo is None:
     raise EvaluationError(f"the checkpoint's face model {checkpoint.face_model.name!r} has no albedo: the synthetic "
                           f"ground truth renders per-vertex colour (train on a procedural model, e.g. "
@@ -591,13 +600,7 @@ def evaluate_synthetic(checkpoint, seed: int = DEFAULT_SYNTHETIC_SEED, num_video
                           f"(config.data.synthetic.seed); give another seed for held-out videos")
   size = checkpoint.image_size
   videos = ground_truth.held_out_videos(checkpoint.face_model, seed, num_videos, num_frames, size)
-  tolerance = float(checkpoint.config.render.tolerance)
-
-  @jax.jit
-  def generate(params, variables, chunk, model):
-    scene = inference.build_scene(model, chunk, tolerance, expression_source="expression")
-    return inference.evaluation_outputs(checkpoint.networks, params, variables, scene)
-
+  generate = evaluation_pass(checkpoint, expression_source="expression")
   model = jax.tree.map(jnp.asarray, checkpoint.face_model)
   tasks, per_sample, outputs = {}, {}, {}
   for task in ground_truth.TASKS:
