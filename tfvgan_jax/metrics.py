@@ -488,12 +488,10 @@ def fitted_identity_per_sample(fitted, source, target) -> dict:
      coefficients with the source's and the target's}.
   """
   fitted, source, target = (np.asarray(a, np.float64) for a in (fitted, source, target))
-
-  def cosine(a, b):
-    return np.sum(a * b, axis=-1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12)
-
   margin = np.linalg.norm(fitted - target, axis=-1) - np.linalg.norm(fitted - source, axis=-1)
-  return {"margin": margin, "cosine_source": cosine(fitted, source), "cosine_target": cosine(fitted, target)}
+  return {"margin": margin,
+          "cosine_source": np.asarray(identity_similarity_per_sample(fitted, source), np.float64),
+          "cosine_target": np.asarray(identity_similarity_per_sample(fitted, target), np.float64)}
 
 
 def pose_difference_degrees(cameras_a: jax.Array, cameras_b: jax.Array) -> jax.Array:
