@@ -265,14 +265,12 @@ class Editor:
         needed, or no usable face.
     """
     path = os.fspath(path)
-    if clip_lib.is_image(path):
-      if video_only:
-        raise EditError(f"--{role}={path}: a picture, but {role} must be a video (it sets the frames of the output)")
+    if clip_lib.is_image(path) and not video_only:
       try:
         return self._fitted(clip_lib.track_image(path, self.detector, self.landmarker), role, image=True)
       except clip_lib.SkippedVideo as skipped:
         raise EditError(f"--{role}={path}: {skipped.problem} ({skipped.reason})") from skipped
-    return self._fitted(self.faces(path, role)[0], role)
+    return self._fitted(self.faces(path, role)[0], role)  # `faces` refuses a picture
 
   def faces(self, path, role: str) -> list[clip_lib.FaceTrack]:
     """Every face track of a video, longest first (cached per file).
@@ -299,8 +297,8 @@ class Editor:
   def prepare_faces(self, path, role: str, face="longest", face_reference=None) -> list[Prepared]:
     """The faces of the video `path` to edit, tracked and fitted: `face` is "longest", "all" (every
     track with at least a tenth of the longest one's frames) or N (the N-th of `list_faces`, from
-    1); `face_reference`, a picture, picks the face whose fitted identity is closest to its own
-    (`match_reference`) and overrides `face`.
+    1); `face_reference`, a picture, picks the face that looks most like it (`match_reference`) and
+    overrides `face`.
 
     Raises:
       EditError: a face number beyond the tracks (saying how many there are), or a reference
