@@ -140,15 +140,25 @@ def main():
                                        "steps": int(config.train.num_steps)}
       print(f"{name} seed {seed}: {'reused' if done else f'trained in {trained:.0f} s'}; "
             f"self SSIM {evaluation.tasks['self_reenactment']['ssim']:.3f}", flush=True)
-  markdown = table(results)
-  markdown += (f"\nMean ± sample standard deviation over {args.seeds} seed(s); {args.num_videos} held-out videos "
-               f"(seed {args.eval_seed}) x {args.num_frames} frames per task.\n")
-  os.makedirs(root, exist_ok=True)
-  (root / "ablations.md").write_text(markdown)
-  (root / "ablations.json").write_text(json.dumps({"variants": {name: VARIANTS[name] for name in names},
-                                                   "runs": results, "timings": timings}, indent=2) + "\n")
+      # The table so far, after every run: an interrupted ablation leaves a readable partial table.
+      markdown = write_table(root, results, timings, args)
   print(markdown)
   print(f"wrote {root / 'ablations.md'} and {root / 'ablations.json'}")
+
+
+def write_table(root: pathlib.Path, results: dict, timings: dict, args) -> str:
+  from tfvgan_jax import files
+  results = {name: runs for name, runs in results.items() if runs}
+  seeds = sorted({len(runs) for runs in results.values()})
+  markdown = table(results)
+  markdown += (f"\nMean ± sample standard deviation over {'/'.join(map(str, seeds))} seed(s) per variant; "
+               f"{args.num_videos} held-out videos (seed {args.eval_seed}) x {args.num_frames} frames per task.\n")
+  os.makedirs(root, exist_ok=True)
+  files.write_text(root / "ablations.md", markdown)
+  files.write_text(root / "ablations.json",
+                   json.dumps({"variants": {name: VARIANTS[name] for name in results}, "runs": results,
+                               "timings": timings}, indent=2) + "\n")
+  return markdown
 
 
 if __name__ == "__main__":
