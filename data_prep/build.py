@@ -44,7 +44,9 @@ Errors are one line, `error: ...`, naming the flag or file; --debug shows the tr
 from __future__ import annotations
 
 import argparse
+import bisect
 import collections
+import contextlib
 import dataclasses
 import glob
 import hashlib
@@ -60,6 +62,7 @@ from typing import Optional
 
 import apache_beam as beam
 import numpy as np
+import tensorflow_datasets as tfds
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from etils import epath
@@ -109,6 +112,26 @@ def video_ids(paths: list[str]) -> dict[str, str]:
 
 
 @dataclasses.dataclass(frozen=True)
+class DatasetSettings:
+  """Where the workers write the dataset's shards, and what goes in them (plain values).
+
+  Attributes:
+    directory: the folder the shards are written to, which becomes OUT/NAME/1.0.0 when complete.
+    name: the dataset's name (TFDS's file names: NAME-SPLIT.array_record-NNNNN-of-MMMMM).
+    metadata: `records.dataset_metadata`'s items (the model, the crop size, the JPEG settings).
+    num_shards: how many shards; 0 picks it from the size as TFDS does (64 MiB to 1 GiB each),
+      never more than the videos.
+    split: the split written.
+  """
+
+  directory: str
+  name: str
+  metadata: tuple
+  num_shards: int = 0
+  split: str = "train"
+
+
+@dataclasses.dataclass(frozen=True)
 class JobSettings:
   """What the pipeline's workers need (plain values: it is pickled to them)."""
 
@@ -118,6 +141,7 @@ class JobSettings:
   landmarks: str
   prep: clip_lib.PrepSettings
   num_threads: int = 1
+  dataset: Optional[DatasetSettings] = None
 
   def prepared_key(self, model_hash: str) -> str:
     """Digest of everything a prepared video depends on besides its track."""
@@ -131,7 +155,8 @@ def _remote_identity(path: str) -> dict:
 
 
 class PrepareVideo(beam.DoFn):
-  """One video -> OUT/prepared/<key>.npz and its status for the summary, as a JSON line."""
+  """One video -> OUT/prepared/<name>.npz (and its statistics beside it, <name>.json) and its status
+  for the summary, as a JSON line."""
 
   def __init__(self, settings: JobSettings):
     self.settings = settings
@@ -155,8 +180,9 @@ class PrepareVideo(beam.DoFn):
     try:
       if "://" not in path:
         clip_lib.check_input_file(path)
-      if target.exists() and _prepared_key_of(target) == (self.key, path):
-        status.update(_status_of(target, self.settings.prep.max_frames), status="written", reused=True)
+      reused = _reusable_status(target, self.key, path, self.settings.prep.max_frames)
+      if reused is not None:
+        status.update(reused, status="written", reused=True)
       else:
         status.update(self._prepare(path, video_id, target), status="written", reused=False)
     except clip_lib.SkippedVideo as skipped:
@@ -181,8 +207,8 @@ class PrepareVideo(beam.DoFn):
                                   f"the track has {len(fitted.frames)}")
     target.parent.mkdir(parents=True, exist_ok=True)
     fit = fitted.fit
-    clip_lib.write_npz_atomically(
-        target, key=np.str_(self.key), video_id=np.str_(video_id), source_path=np.str_(path),
+    arrays = dict(
+        key=np.str_(self.key), video_id=np.str_(video_id), source_path=np.str_(path),
         frames=fitted.frames, jpeg_bytes=np.frombuffer(b"".join(jpegs), np.uint8),
         jpeg_ends=np.cumsum([len(j) for j in jpegs]).astype(np.int64),
         id_coeffs=np.asarray(fit.id_coeffs, np.float32), exp_coeffs=np.asarray(fit.exp_coeffs, np.float32),
@@ -190,7 +216,11 @@ class PrepareVideo(beam.DoFn):
         landmarks=fitted.landmarks, crop_to_source=fitted.crop_to_source, interocular=fitted.interocular,
         frames_decoded=np.int64(track.frames_decoded), frames_declared=np.int64(declared),
         pose_jitter=np.asarray(fit_lib.pose_jitter(np.asarray(fit.cameras)), np.float32))
-    return _status_of(target, settings.prep.max_frames)
+    clip_lib.write_npz_atomically(target, **arrays)
+    # The statistics come from the arrays in memory; the side file carries them to later runs.
+    status = _status_from(arrays, settings.prep.max_frames)
+    _write_side_file(target, self.key, path, status)
+    return dict(status, prepared=os.fspath(target))
 
 
 def prepared_name(video_id: str) -> str:
@@ -200,27 +230,32 @@ def prepared_name(video_id: str) -> str:
 
 
 def _load(target: epath.Path) -> dict:
+  """Every array of a prepared video (its JPEG bytes too): the one read of the file in a run."""
   with np.load(io.BytesIO(target.read_bytes()), allow_pickle=False) as stored:
     return {key: stored[key] for key in stored.files}
 
 
-def _prepared_key_of(target: epath.Path) -> Optional[tuple[str, str]]:
-  """The settings key and the source path a prepared file was made with (None if unreadable)."""
-  try:
-    stored = _load(target)
-    return str(stored["key"]), str(stored["source_path"])
-  except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-    return None
+# The per-video statistics (and what the file was made with) beside each prepared video, so that a
+# later run knows them without reading the video's JPEG bytes again.
+_SIDE_SUFFIX = ".json"
+# The arrays a status is made of (all but the JPEG bytes and the per-frame records' fields).
+_STATUS_ARRAYS = ("key", "source_path", "frames", "jpeg_ends", "residual", "interocular", "frames_decoded",
+                  "frames_declared", "pose_jitter")
 
 
-def _status_of(target: epath.Path, max_frames: int) -> dict:
-  stored = _load(target)
-  residual = stored["residual"]
+def _side_file(target: epath.Path) -> epath.Path:
+  return target.with_name(target.name[:-len(".npz")] + _SIDE_SUFFIX)
+
+
+def _status_from(stored: dict, max_frames: int) -> dict:
+  """A written video's line of the summary, from its prepared arrays (no JPEG bytes needed)."""
+  residual = np.asarray(stored["residual"])
   decoded = int(stored["frames_decoded"])
   status = {"frames": int(len(stored["frames"])), "frames_decoded": decoded,
             "mean_residual": float(np.mean(residual)),
             "mean_residual_interocular": float(np.mean(residual / stored["interocular"])),
-            "pose_jitter_deg": [round(float(v), 4) for v in stored["pose_jitter"]], "prepared": os.fspath(target)}
+            "pose_jitter_deg": [round(float(v), 4) for v in stored["pose_jitter"]],
+            "image_bytes": int(stored["jpeg_ends"][-1]) if len(stored["jpeg_ends"]) else 0}
   # The container's own frame count (0 where it records none): decoding fewer frames than it
   # declares (and than --max_frames asked for) means the file ends early, typically a cut download.
   declared = int(stored["frames_declared"]) if "frames_declared" in stored else 0
@@ -231,6 +266,47 @@ def _status_of(target: epath.Path, max_frames: int) -> dict:
   if status["truncated"]:
     status["note"] = f"truncated: decoded {decoded} of the {declared} frames its container declares"
   return status
+
+
+def _write_side_file(target: epath.Path, key: str, source_path: str, status: dict) -> None:
+  """Written after the prepared file (atomically): its presence means the .npz is complete."""
+  text = json.dumps({"key": key, "source_path": source_path, "npz_bytes": target.stat().length, "status": status})
+  side = _side_file(target)
+  if "://" in os.fspath(side):
+    side.write_text(text)
+  else:
+    files.write_text(side, text)
+
+
+def _reusable_status(target: epath.Path, key: str, source_path: str, max_frames: int) -> Optional[dict]:
+  """The status of `target` if it was prepared from `source_path` with settings `key`, else None.
+
+  Read from its side file and the file's size, never from the .npz's JPEG bytes. A prepared file
+  without a side file (one made before side files existed, or a job killed between the two
+  writes) has its small arrays read instead, and its side file written.
+  """
+  if not target.exists():
+    return None
+  side = _side_file(target)
+  try:
+    stored = json.loads(side.read_text())
+    if (stored["key"], stored["source_path"]) != (key, source_path):
+      return None
+    if stored["npz_bytes"] != target.stat().length:
+      return None  # not the file the side file describes
+    return dict(stored["status"], prepared=os.fspath(target))
+  except (OSError, ValueError, KeyError, TypeError):
+    pass
+  try:
+    with target.open("rb") as f, np.load(f, allow_pickle=False) as lazy:
+      stored = {name: lazy[name] for name in _STATUS_ARRAYS if name in lazy.files}
+    if (str(stored["key"]), str(stored["source_path"])) != (key, source_path):
+      return None
+    status = _status_from(stored, max_frames)
+  except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+    return None
+  _write_side_file(target, key, source_path, status)
+  return dict(status, prepared=os.fspath(target))
 
 
 class _local_file:
@@ -257,7 +333,12 @@ def prepared_examples(statuses: list[dict]):
   for status in sorted(statuses, key=lambda s: s["video_id"]):
     if status["status"] != "written":
       continue
-    stored = _load(epath.Path(status["prepared"]))
+    target = epath.Path(status["prepared"])
+    try:
+      stored = _load(target)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+      raise ValueError(f"{target}: this prepared video cannot be read ({type(error).__name__}: {error}); "
+                       "delete it (and its .json) to prepare the video again") from error
     starts = np.concatenate([[0], stored["jpeg_ends"][:-1]])
     jpeg = stored["jpeg_bytes"].tobytes()
     for t, frame in enumerate(stored["frames"]):
@@ -321,12 +402,114 @@ def local_runner(options: PipelineOptions):
   return None
 
 
-def run_pipeline(inputs: list[str], settings: JobSettings, beam_args: list[str]) -> list[dict]:
-  """Runs the Beam pipeline over `inputs`; returns one status dict per input.
+# Bytes a record holds besides its JPEG (coefficients, landmarks, strings, the proto's framing): an
+# estimate, used only to pick the number of shards and balance them.
+_RECORD_OVERHEAD = 1024
+
+
+def shard_plan(videos: list, num_shards: int = 0) -> dict:
+  """Which videos each shard holds: contiguous runs of the sorted video ids, of about equal bytes.
+
+  Args:
+    videos: (video_id, image bytes, frames) of every written video, in any order.
+    num_shards: the number of shards; 0 picks it from the size as TFDS does for its own builders
+      (`ShardConfig.calculate_number_shards`: 64 MiB to 1 GiB each). Never more than the videos.
+
+  Returns:
+    {"count": the number of shards, "firsts": the first video id of each shard, ascending}: video
+    v goes to the last shard whose first id is <= v (`shard_of`). Every shard holds a video.
+  """
+  if not videos:
+    return {"count": 0, "firsts": []}
+  videos = sorted(videos)
+  sizes = np.array([image_bytes + frames * _RECORD_OVERHEAD for _, image_bytes, frames in videos], np.float64)
+  if not num_shards:
+    num_shards = tfds.core.utils.shard_utils.ShardConfig.calculate_number_shards(
+        int(sizes.sum()), int(sum(frames for _, _, frames in videos)))
+  count = max(1, min(int(num_shards), len(videos)))
+  # Shard k starts at the first video whose bytes before it reach k / count of the total, and
+  # at least one video after shard k - 1's start.
+  before = np.concatenate([[0.0], np.cumsum(sizes)[:-1]])
+  starts = [0]
+  for k in range(1, count):
+    start = max(int(np.searchsorted(before, k * sizes.sum() / count)), starts[-1] + 1)
+    starts.append(min(start, len(videos) - (count - k)))
+  return {"count": count, "firsts": [videos[i][0] for i in starts]}
+
+
+def shard_of(video_id: str, plan: dict) -> int:
+  """The shard of `plan` (`shard_plan`) that holds `video_id`."""
+  return max(0, bisect.bisect_right(plan["firsts"], video_id) - 1)
+
+
+def _shard_entry(status: dict):
+  return status["video_id"], status.get("image_bytes", 0), status["frames"]
+
+
+def _assign(status: dict, plan: dict):
+  return shard_of(status["video_id"], plan), {"status": "written", "video_id": status["video_id"],
+                                              "prepared": status["prepared"]}
+
+
+class WriteShard(beam.DoFn):
+  """One shard's videos -> one ArrayRecord file of the dataset, and what the metadata needs of it.
+
+  The shard's prepared videos are read here, each once, in video-id order, and their records
+  written video by video in frame order (`records.write_shard`: under a temporary name, renamed
+  when complete, so a worker that dies mid-shard leaves no shard file; the runner's retry writes it
+  again).
+  """
+
+  def __init__(self, dataset: DatasetSettings):
+    self.dataset = dataset
+
+  def process(self, element, plan):
+    shard, videos = element
+    dataset = self.dataset
+    path = records.shard_path(dataset.directory, dataset.name, dataset.split, shard, plan["count"])
+    stats = records.write_shard(path, prepared_examples(list(videos)), dict(dataset.metadata))
+    yield json.dumps({"shard": shard, "count": plan["count"], "file": path.name, "records": stats.records,
+                      "num_bytes": stats.num_bytes, "video_ids": stats.video_ids, "lengths": stats.lengths})
+
+
+class WriteShards(beam.PTransform):
+  """The written videos' statuses (dicts with video_id, prepared, frames, image_bytes) -> the
+  dataset's shards in `dataset.directory`, and one JSON line per shard for `finish_dataset`.
+
+  The plan (`shard_plan`) is made from every video's id and size, gathered on one worker: a few
+  tens of bytes per video, never their frames.
+  """
+
+  def __init__(self, dataset: DatasetSettings):
+    super().__init__()
+    self.dataset = dataset
+
+  def expand(self, written):
+    plan = beam.pvalue.AsSingleton(
+        written
+        | "Sizes" >> beam.Map(_shard_entry)
+        | "All sizes" >> beam.combiners.ToList()
+        | "Plan" >> beam.Map(shard_plan, self.dataset.num_shards))
+    return (written
+            | "Assign" >> beam.Map(_assign, plan)
+            | "By shard" >> beam.GroupByKey()
+            | "Write" >> beam.ParDo(WriteShard(self.dataset), plan))
+
+
+def run_pipeline(inputs: list[str], settings: JobSettings, beam_args: list[str]) -> tuple[list[dict], list[dict]]:
+  """Runs the Beam pipeline over `inputs`.
+
+  Each input is prepared (`PrepareVideo`); with `settings.dataset`, the written videos are then
+  spread over shards (`shard_plan`) and each shard written by a worker (`WriteShard`) into
+  `settings.dataset.directory`.
 
   The workers' status lines (and Beam's temporary files for them) go to a `.partial-*` folder in
   the output, which every worker can write; it is removed at the end, and a later run removes one
   that a killed run left (`files.remove_stale_partials`).
+
+  Returns:
+    (one status dict per input, one dict per shard written: shard, count, file, records,
+    num_bytes, video_ids, lengths).
   """
   ids = video_ids(inputs)
   status_dir = epath.Path(settings.out) / files.partial_name("status")
@@ -335,16 +518,65 @@ def run_pipeline(inputs: list[str], settings: JobSettings, beam_args: list[str])
     if "://" not in settings.out:
       status_dir.mkdir()
     with beam.Pipeline(runner=local_runner(options), options=options) as pipeline:
-      _ = (pipeline
-           | "Videos" >> beam.Create([(path, ids[path]) for path in inputs])
-           | "Spread" >> beam.Reshuffle()
-           | "Prepare" >> beam.ParDo(PrepareVideo(settings))
-           | "Write" >> beam.io.WriteToText(os.fspath(status_dir / "status"), shard_name_template=""))
-    with (status_dir / "status").open() as lines:
-      return [json.loads(line) for line in lines if line.strip()]
+      statuses = (pipeline
+                  | "Videos" >> beam.Create([(path, ids[path]) for path in inputs])
+                  | "Spread" >> beam.Reshuffle()
+                  | "Prepare" >> beam.ParDo(PrepareVideo(settings)))
+      _ = statuses | "Write statuses" >> beam.io.WriteToText(os.fspath(status_dir / "status"), shard_name_template="")
+      if settings.dataset is not None:
+        written = (statuses
+                   | "Parse" >> beam.Map(json.loads)
+                   | "Written" >> beam.Filter(lambda status: status["status"] == "written"))
+        _ = (written
+             | "Shards" >> WriteShards(settings.dataset)
+             | "Write shard lines" >> beam.io.WriteToText(os.fspath(status_dir / "shards"), shard_name_template=""))
+    statuses = _read_lines(status_dir / "status")
+    shards = _read_lines(status_dir / "shards") if settings.dataset is not None else []
+    return statuses, shards
   finally:
     if status_dir.exists():
       status_dir.rmtree(missing_ok=True)
+
+
+def _read_lines(path: epath.Path) -> list[dict]:
+  if not path.exists():
+    return []
+  with path.open() as lines:
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def finish_dataset(dataset: DatasetSettings, shards: list[dict]) -> None:
+  """The launching machine's part of the dataset, once the workers wrote the shards: checks that
+  every shard is there, then writes dataset_info.json, features.json, metadata.json and the video
+  index into `dataset.directory` from the shards' lines. Its work is proportional to the shards
+  (a stat of each) and the videos (the index's ids and lengths), never to the frames: no record is
+  read.
+
+  Raises:
+    RuntimeError: a shard is missing or reported twice.
+  """
+  directory = epath.Path(dataset.directory)
+  shards = sorted(shards, key=lambda line: line["shard"])
+  count = shards[0]["count"] if shards else 0
+  if [line["shard"] for line in shards] != list(range(count)) or any(line["count"] != count for line in shards):
+    raise RuntimeError(f"{directory}: the workers reported shards {[line['shard'] for line in shards]}, "
+                       f"not each of 0..{count - 1} once")
+  if "://" not in dataset.directory:
+    # A worker that died mid-shard left its temporary file; the shard itself was written again.
+    for leftover in directory.glob(f"{files.PARTIAL_PREFIX}*"):
+      leftover.unlink(missing_ok=True)
+  missing = [os.fspath(directory / line["file"]) for line in shards if not (directory / line["file"]).exists()]
+  if missing:
+    raise RuntimeError(f"{missing[0]}: a shard the workers reported is missing")
+  records.write_dataset_info(directory, dataset.name, dataset.split, dict(dataset.metadata),
+                             [line["records"] for line in shards], sum(line["num_bytes"] for line in shards))
+  _write_index(directory, dataset, shards)
+
+
+def _write_index(directory: epath.Path, dataset: DatasetSettings, shards: list[dict]) -> None:
+  records.write_video_index(directory, dataset.split, [directory / line["file"] for line in shards],
+                            [v for line in shards for v in line["video_ids"]],
+                            [n for line in shards for n in line["lengths"]])
 
 
 def beam_option_parser() -> argparse.ArgumentParser:
@@ -427,6 +659,8 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
   parser.add_argument("--crop_scale", type=float, default=defaults.crop_scale,
                       help="crop side over face size (%(default)s)")
   parser.add_argument("--num_threads", type=int, default=1, help="LiteRT threads per worker (%(default)s)")
+  parser.add_argument("--num_shards", type=int, default=0,
+                      help="ArrayRecord files of the dataset; 0 picks it from the size, 64 MiB to 1 GiB each (%(default)s)")
   args, beam_args = parser.parse_known_args(argv)
   try:
     check_beam_args(beam_args)
@@ -475,6 +709,8 @@ def _build(args: argparse.Namespace, beam_args: list[str]) -> int:
   start = time.perf_counter()
   if args.min_frames < 2:
     raise ValueError(f"--min_frames must be >= 2 (training pairs frame t with t-1), got {args.min_frames}")
+  if args.num_shards < 0:
+    raise ValueError(f"--num_shards must be >= 0 (0: from the size), got {args.num_shards}")
   check_outputs(args.out, args.name)
   prep = prep_settings(args, image_size=args.size, crop_scale=args.crop_scale)
   paths = model_paths(args)
@@ -489,18 +725,33 @@ def _build(args: argparse.Namespace, beam_args: list[str]) -> int:
   if "://" not in args.out:
     for folder in (out, out / "prepared", out / "tracks"):
       files.remove_stale_partials(folder)
+  target = out / args.name / records.DATASET_VERSION
+  made_parent = not target.parent.exists()
+  # The workers write the shards into a staging folder beside the dataset; it is swapped in when
+  # complete, so the earlier dataset stays in place until then, and summary.json (written after
+  # the swap) always names a whole dataset.
+  staging = epath.Path(_staging_dir(target))
+  dataset = DatasetSettings(directory=os.fspath(staging), name=args.name,
+                            metadata=tuple(records.dataset_metadata(model, prep.image_size).items()),
+                            num_shards=args.num_shards)
   settings = JobSettings(out=os.fspath(out), face_model=args.face_model, detector=os.fspath(paths.detector),
-                         landmarks=os.fspath(paths.landmarks), prep=prep, num_threads=args.num_threads)
+                         landmarks=os.fspath(paths.landmarks), prep=prep, num_threads=args.num_threads, dataset=dataset)
   print(f"preparing {len(inputs)} videos into {out} ({model.name}, {prep.image_size} px)")
-  statuses = run_pipeline(inputs, settings, beam_args)
-  summary = summarize(statuses, time.perf_counter() - start)
-  if summary["written"]:
-    # The earlier dataset stays in place until this one is complete, and summary.json (written
-    # after the swap) always names a whole dataset.
-    dataset = records.write_dataset(out, args.name, prepared_examples(statuses), model, prep.image_size,
-                                    overwrite=True)
-    summary["dataset"] = os.fspath(dataset)
+  try:
+    statuses, shards = run_pipeline(inputs, settings, beam_args)
+    pipeline_end = time.perf_counter()
+    summary = summarize(statuses, pipeline_end - start)
+    if summary["written"]:
+      finish_dataset(dataset, shards)
+      _swap_in(staging, target, dataset, shards)
+      summary["dataset"] = os.fspath(target)
+      summary["shards"] = len(shards)
+  finally:
+    _remove_staging(staging, target, made_parent)
   summary["seconds"] = round(time.perf_counter() - start, 2)
+  # The launching machine's own time after the pipeline (the dataset's metadata and index, the
+  # swap, the summary): proportional to the shards and the videos, not to the frames.
+  summary["seconds_after_pipeline"] = round(time.perf_counter() - pipeline_end, 3)
   text = json.dumps(summary, indent=1)
   if "://" in args.out:
     (out / SUMMARY_FILE).write_text(text)
@@ -508,6 +759,42 @@ def _build(args: argparse.Namespace, beam_args: list[str]) -> int:
     files.write_text(out / SUMMARY_FILE, text)
   _print_summary(summary, out / SUMMARY_FILE)
   return 0 if summary["written"] else 1
+
+
+def _staging_dir(target: epath.Path) -> str:
+  """A new empty folder for the workers to write the dataset's files into (`files.staging_dir`
+  beside a local target; a new `.partial-*` prefix beside a remote one)."""
+  if "://" not in os.fspath(target):
+    return files.staging_dir(target)
+  staging = target.parent / files.partial_name(target.name)
+  staging.mkdir(parents=True, exist_ok=True)
+  return os.fspath(staging)
+
+
+def _swap_in(staging: epath.Path, target: epath.Path, dataset: DatasetSettings, shards: list[dict]) -> None:
+  """Puts the complete dataset in `staging` at `target`, replacing the earlier one.
+
+  Locally two folder renames (`files.replace_dir`). Object stores have no folder rename: the
+  earlier dataset is removed, then each file moved (a copy within the store per shard and per
+  metadata file), and the video index written again from the shards' lines, since its
+  fingerprint holds the files' times, which moving changed.
+  """
+  if "://" not in os.fspath(target):
+    files.replace_dir(staging, target)
+    return
+  if target.exists():
+    target.rmtree()
+  sources = sorted(os.fspath(path) for path in staging.iterdir())
+  FileSystems.rename(sources, [os.fspath(target / os.path.basename(source)) for source in sources])
+  _write_index(target, dataset, shards)
+
+
+def _remove_staging(staging: epath.Path, target: epath.Path, made_parent: bool) -> None:
+  if staging.exists():
+    staging.rmtree(missing_ok=True)
+  if made_parent and not target.exists() and "://" not in os.fspath(target):
+    with contextlib.suppress(OSError):
+      target.parent.rmdir()
 
 
 def _print_summary(summary: dict, path) -> None:

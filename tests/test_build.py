@@ -205,7 +205,8 @@ def test_same_named_inputs_are_both_kept_and_a_failed_assembly_keeps_the_old_dat
   capsys.readouterr()
   assert run_job(videos, out, mediapipe_models, pattern) == 1
   err = capsys.readouterr().err
-  assert err.strip().splitlines()[-1] == "error: RuntimeError: killed (--debug shows the traceback)"
+  assert err.strip().splitlines()[-1] == ("error: RuntimeError: killed [while running 'Shards/Write'] "
+                                          "(--debug shows the traceback)")
   assert "Traceback" not in err
   assert (out / build.SUMMARY_FILE).read_text() == before
   assert sorted(records.video_index(records.open_dataset(summary["dataset"]))) == sorted(ids)

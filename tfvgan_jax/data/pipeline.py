@@ -70,7 +70,7 @@ class SampleReader:
     sizes = {source.image_size for source in self.sources}
     if len(sizes) > 1:
       raise ValueError(f"{data_config.videos} and {images} hold crops of different sizes {sorted(sizes)}")
-    self.indices = [sampling.FrameIndex.from_videos(records.video_index(source)) for source in self.sources]
+    self.indices = [sampling.FrameIndex(*records.load_video_index(source)) for source in self.sources]
     sampling.check_sampling(self.sampling, self.indices[0], self.indices[1] if images else None, self.frame_gap,
                             name=str(self.sources[0].path))
     self.sampler = sampling.SAMPLERS[self.sampling]

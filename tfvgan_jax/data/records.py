@@ -20,21 +20,27 @@ On disk it is a standard TFDS dataset (`tfds.builder_from_directory` and `tfds.d
     dataset_info.json, features.json         splits, shard lengths, feature specs (TFDS)
     metadata.json                            the morphable model (name, content hash), S, K_id,
                                              K_exp, JPEG settings
-    <name>-<split>.array_record-NNNNN-of-MMMMM   the records, in TFDS's shuffled order
-    video_index-<split>.npz                  video id and frame index of every record (a cache)
+    <name>-<split>.array_record-NNNNN-of-MMMMM   the records
+    video_index-<split>.npz                  where each video's frames are (a cache)
 
-TFDS orders records by a hash of their key, so the frames of a video are scattered over the
-files; `video_index` gives them back in frame order.
+The records come in one of two orders. `write_dataset` goes through TFDS's builder, which orders
+them by a hash of their key, so the frames of a video are scattered over the files. The shards of
+`data_prep.build` are written by its workers (`write_shard`, then `write_dataset_info` and
+`write_video_index` on the launching machine), video by video in frame order, and the video index
+is then one (start, length) per video. Readers do not depend on either: `load_video_index` (or
+`video_index`) gives every video's records in frame order.
 
   path = write_dataset(out_dir, "synthetic", examples, model, image_size=128)
   frames = open_dataset(path)        # len(frames), frames[i] -> dict; a grain data source
   check_model(frames, model)         # ValueError when the data was fitted with another model
   videos = video_index(frames)       # {video_id: record indices in frame order}
+  index = load_video_index(frames)   # the same as a VideoIndex: O(videos) memory where it can be
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import operator
@@ -45,7 +51,7 @@ import tempfile
 import threading
 import types
 import zipfile
-from typing import Iterable, Mapping, Optional, Union
+from typing import Iterable, Mapping, NamedTuple, Optional, Union
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -262,17 +268,8 @@ def write_dataset(out_dir: PathLike, name: str, examples: Iterable[Mapping], mod
     files.recover_dir(target)
   if target.exists() and not overwrite:
     raise FileExistsError(f"{target} already exists (pass overwrite=True to replace it)")
-  metadata = {
-      "model_name": model.name,
-      "model_hash": face3d.content_hash(model),
-      "image_size": int(image_size),
-      "num_id": int(model.num_id),
-      "num_exp": int(model.num_exp),
-      "jpeg_quality": int(jpeg_quality),
-      "jpeg_subsampling": JPEG_SUBSAMPLING,
-  }
-  builder_class = types.new_class(f"FrameBuilder_{name}", (_FrameBuilder,), {"skip_registration": True},
-                                  lambda namespace: namespace.update(name=name, __module__=__name__))
+  metadata = dataset_metadata(model, image_size, jpeg_quality)
+  builder_class = _builder_class(name)
   if not local:
     # Object stores have no folder rename: the old version goes first (a local out_dir keeps it
     # until the new one is complete).
@@ -297,6 +294,25 @@ def write_dataset(out_dir: PathLike, name: str, examples: Iterable[Mapping], mod
   return target
 
 
+def dataset_metadata(model: face3d.MorphableModel, image_size: int, jpeg_quality: int = JPEG_QUALITY) -> dict:
+  """What metadata.json records of a frame dataset: the model (name, content hash), S, K_id, K_exp, JPEG."""
+  return {
+      "model_name": model.name,
+      "model_hash": face3d.content_hash(model),
+      "image_size": int(image_size),
+      "num_id": int(model.num_id),
+      "num_exp": int(model.num_exp),
+      "jpeg_quality": int(jpeg_quality),
+      "jpeg_subsampling": JPEG_SUBSAMPLING,
+  }
+
+
+def _builder_class(name: str):
+  """The `_FrameBuilder` subclass of dataset `name` (TFDS takes the dataset's name from its class)."""
+  return types.new_class(f"FrameBuilder_{name}", (_FrameBuilder,), {"skip_registration": True},
+                         lambda namespace: namespace.update(name=name, __module__=__name__))
+
+
 def _build(builder_class, examples, split: str, metadata: dict, data_dir, num_shards) -> epath.Path:
   builder = builder_class(examples=examples, split=split, metadata=metadata, data_dir=os.fspath(data_dir),
                           file_format="array_record")
@@ -305,6 +321,141 @@ def _build(builder_class, examples, split: str, metadata: dict, data_dir, num_sh
     builder.download_and_prepare(download_dir=download_dir,
                                  download_config=tfds.download.DownloadConfig(num_shards=num_shards))
   return epath.Path(builder.data_path)
+
+
+# Shards written outside TFDS's builder: `data_prep.build`'s workers write one shard each with
+# `write_shard`, and the launching machine then writes the dataset's metadata from what each shard
+# reports (`write_dataset_info`, `write_video_index`), without reading a record.
+
+# TFDS's own ArrayRecord writer options (its ArrayRecordFileAdapter): one record per chunk, so that
+# any record is read alone.
+_WRITER_OPTIONS = "group_size:1"
+
+
+def shard_path(directory: PathLike, name: str, split: str, index: int, count: int) -> epath.Path:
+  """TFDS's path of shard `index` of `count`: `<directory>/<name>-<split>.array_record-NNNNN-of-MMMMM`."""
+  template = tfds.core.naming.ShardedFileTemplate(data_dir=epath.Path(directory), dataset_name=name, split=split,
+                                                 filetype_suffix="array_record")
+  return template.sharded_filepath(shard_index=index, num_shards=count)
+
+
+@dataclasses.dataclass
+class ShardStats:
+  """What the dataset's metadata needs from one shard written by `write_shard`.
+
+  Attributes:
+    records: records in the shard.
+    num_bytes: bytes of the serialized records (what TFDS counts as a split's num_bytes).
+    video_ids: the shard's videos, in record order.
+    lengths: the records of each of them.
+  """
+
+  records: int
+  num_bytes: int
+  video_ids: list
+  lengths: list
+
+
+def write_shard(path: PathLike, examples: Iterable[Mapping], metadata: Mapping) -> ShardStats:
+  """Writes one ArrayRecord shard of a frame dataset, records in the order given.
+
+  The records are the ones `write_dataset` writes (the same checks of each example, TFDS's
+  features and serialization); only their order differs: here they come video by video, so that
+  the video index is one (start, length) per video (`write_video_index`).
+
+  Args:
+    path: the shard's file (`shard_path`).
+    examples: dicts with the fields of the module docstring, video by video (no video twice), each
+      video's frames in increasing frame_index.
+    metadata: `dataset_metadata`'s dict.
+
+  Returns:
+    The shard's ShardStats.
+
+  Raises:
+    ValueError: a malformed example, a video that comes back after another, or frames out of
+      order; nothing is left at `path`.
+
+  The file is written under a temporary name (`files.partial_name`) and renamed when complete: a
+  writer that dies mid-shard leaves a `.partial-*` file (which `files.remove_stale_partials`
+  removes), never a shard file with part of its records.
+  """
+  path = epath.Path(path)
+  features = _features(metadata["image_size"], metadata["num_id"], metadata["num_exp"])
+  remote = "://" in os.fspath(path)
+  if remote:
+    handle, temporary = tempfile.mkstemp(suffix=".array_record")
+    os.close(handle)
+  else:
+    temporary = os.fspath(path.parent / files.partial_name(path.name))
+  stats = ShardStats(0, 0, [], [])
+  done, last_frame = set(), None
+  writer = array_record_module.ArrayRecordWriter(temporary, _WRITER_OPTIONS)
+  try:
+    try:
+      for number, example in enumerate(examples):
+        record = _encode_example(example, number, metadata["image_size"], metadata["num_id"], metadata["num_exp"],
+                                 metadata["jpeg_quality"])
+        video_id, frame = record["video_id"], record["frame_index"]
+        if stats.video_ids and video_id == stats.video_ids[-1]:
+          if frame <= last_frame:
+            raise ValueError(f"{path}: example {number}: frame {frame} of video {video_id!r} comes after frame "
+                             f"{last_frame}; each video's frames must come in increasing frame_index")
+          stats.lengths[-1] += 1
+        else:
+          if video_id in done:
+            raise ValueError(f"{path}: example {number}: video {video_id!r} comes back after another video; "
+                             "examples must come video by video")
+          if stats.video_ids:
+            done.add(stats.video_ids[-1])
+          stats.video_ids.append(video_id)
+          stats.lengths.append(1)
+        last_frame = frame
+        raw = features.serialize_example(features.encode_example(record))
+        writer.write(raw)
+        stats.records += 1
+        stats.num_bytes += len(raw)
+    finally:
+      writer.close()
+    if remote:
+      with open(temporary, "rb") as source, path.open("wb") as target:
+        shutil.copyfileobj(source, target, 1 << 24)
+    else:
+      os.replace(temporary, path)
+  finally:
+    with contextlib.suppress(OSError):
+      os.remove(temporary)  # after a failure (or the local copy of a remote shard)
+  return stats
+
+
+def write_dataset_info(directory: PathLike, name: str, split: str, metadata: Mapping, shard_lengths: list,
+                       num_bytes: int) -> None:
+  """Writes dataset_info.json, features.json and metadata.json beside shards that `write_shard`
+  wrote (as `shard_path` names them): the files TFDS's builder writes after its own shards, so that
+  `open_dataset`, `tfds.builder_from_directory` and `tfds.data_source` read the folder.
+
+  Args:
+    directory: the dataset's version folder (`<data dir>/<name>/1.0.0`, or a folder that becomes it).
+    name, split: the dataset and split names of the shards' file names.
+    metadata: `dataset_metadata`'s dict.
+    shard_lengths: records in each shard, in shard order.
+    num_bytes: the serialized records' bytes, summed over the shards.
+  """
+  check_name(name)
+  check_name(split, "split")
+  directory = epath.Path(directory)
+  # The builder only lends its DatasetInfo (the same one `write_dataset` writes); it looks for a
+  # dataset under its data_dir, which must therefore not be `directory`.
+  with tempfile.TemporaryDirectory() as nowhere:
+    builder = _builder_class(name)(examples=(), split=split, metadata=dict(metadata), data_dir=nowhere,
+                                   file_format="array_record")
+    info = builder.info
+    template = tfds.core.naming.ShardedFileTemplate(data_dir=directory, dataset_name=name, split=split,
+                                                   filetype_suffix="array_record")
+    info.set_splits(tfds.core.SplitDict([tfds.core.SplitInfo(
+        name=split, shard_lengths=[int(n) for n in shard_lengths], num_bytes=int(num_bytes),
+        filename_template=template)]))
+    info.write_to_directory(directory)
 
 
 def check_name(name: str, label: str = "name") -> str:
@@ -522,10 +673,17 @@ def check_model(dataset: Union[FrameDataset, tfds.core.DatasetInfo, PathLike], m
                      "load the dataset's model or refit the data")
 
 
+def _fingerprint_of(split: str, paths: Iterable[epath.Path]) -> str:
+  """Names, sizes and modification times of a split's files: any rewrite changes it."""
+  stats = []
+  for path in paths:
+    stat = path.stat()
+    stats.append((path.name, stat.length, stat.mtime))
+  return json.dumps({"split": split, "files": stats})
+
+
 def _fingerprint(dataset: FrameDataset) -> str:
-  """Names, sizes and modification times of the split's files: any rewrite changes it."""
-  stats = [(path.name, path.stat().length, path.stat().mtime) for path in dataset.files]
-  return json.dumps({"split": dataset.split, "files": stats})
+  return _fingerprint_of(dataset.split, dataset.files)
 
 
 def _scan_fields(dataset: FrameDataset) -> tuple[np.ndarray, np.ndarray]:
@@ -550,37 +708,158 @@ def _scan_fields(dataset: FrameDataset) -> tuple[np.ndarray, np.ndarray]:
   return np.array(video_ids, dtype=np.str_), np.array(frames, dtype=np.int64)
 
 
-def _index_fields(dataset: FrameDataset) -> tuple[np.ndarray, np.ndarray]:
-  """`_scan_fields`, cached in `video_index-<split>.npz` beside the records."""
-  cache = dataset.path / f"video_index-{dataset.split}.npz"
+class VideoIndex(NamedTuple):
+  """The records of each video of a dataset, in frame order, in O(videos) memory where it can be.
+
+  Video v's frames are the records `records[starts[v] : starts[v] + lengths[v]]`; when `records`
+  is None (every video's records are consecutive and in frame order, as `data_prep.build` writes
+  them) they are the records `starts[v] ... starts[v] + lengths[v] - 1`, and the index holds no
+  per-frame array at all. The fields are `sampling.FrameIndex`'s: `FrameIndex(*index)`.
+
+  Attributes:
+    video_ids: [V] the videos' ids, sorted.
+    starts: [V] int64.
+    lengths: [V] int64 frame counts.
+    records: [N] int64 record indices, video by video in frame order; or None (see above).
+  """
+
+  video_ids: tuple
+  starts: np.ndarray
+  lengths: np.ndarray
+  records: Optional[np.ndarray]
+
+  def record_indices(self, video: int) -> np.ndarray:
+    """[T] int64: the records of video number `video`, in frame order."""
+    start, length = int(self.starts[video]), int(self.lengths[video])
+    if self.records is None:
+      return np.arange(start, start + length, dtype=np.int64)
+    return self.records[start:start + length]
+
+
+# The layout of video_index-<split>.npz; an older file is rebuilt.
+_INDEX_VERSION = 2
+
+
+def _index_from_fields(path: epath.Path, video_ids: np.ndarray, frames: np.ndarray) -> VideoIndex:
+  """The VideoIndex of records whose video ids and frame indices are these."""
+  order = np.lexsort((frames, video_ids))
+  video_ids, frames = video_ids[order], frames[order]
+  same = (video_ids[1:] == video_ids[:-1]) & (frames[1:] == frames[:-1])
+  if np.any(same):
+    first = int(np.argmax(same))
+    raise DatasetError(f"{path}: records {order[first]} and {order[first + 1]} are both frame "
+                       f"{frames[first]} of video {video_ids[first]!r}")
+  starts = np.flatnonzero(np.concatenate([[True], video_ids[1:] != video_ids[:-1]])) if len(order) else np.zeros(0)
+  lengths = np.diff(np.append(starts, len(order))).astype(np.int64)
+  ids = tuple(str(video_ids[start]) for start in starts)
+  order = order.astype(np.int64)
+  if np.array_equal(order, np.arange(len(order))):  # video by video, in frame order
+    return VideoIndex(ids, starts.astype(np.int64), lengths, None)
+  return VideoIndex(ids, starts.astype(np.int64), lengths, order)
+
+
+def _index_arrays(index: VideoIndex, fingerprint: str) -> dict:
+  """The npz arrays of an index: the ids as one UTF-8 blob and its ends (a [V] str array would
+  take 4 bytes per character of the longest id, for every video)."""
+  encoded = [video_id.encode("utf-8") for video_id in index.video_ids]
+  arrays = {"fingerprint": np.str_(fingerprint), "version": np.int64(_INDEX_VERSION),
+            "video_id_bytes": np.frombuffer(b"".join(encoded), np.uint8),
+            "video_id_ends": np.cumsum([len(e) for e in encoded], dtype=np.int64),
+            "starts": np.asarray(index.starts, np.int64), "lengths": np.asarray(index.lengths, np.int64)}
+  if index.records is not None:
+    arrays["records"] = np.asarray(index.records, np.int64)
+  return arrays
+
+
+def _index_from_arrays(stored) -> VideoIndex:
+  if int(stored["version"]) != _INDEX_VERSION:
+    raise ValueError(f"index version {int(stored['version'])}, not {_INDEX_VERSION}")
+  blob = stored["video_id_bytes"].tobytes()
+  ends = stored["video_id_ends"]
+  begins = np.concatenate([[0], ends[:-1]]) if len(ends) else ends
+  ids = tuple(blob[b:e].decode("utf-8") for b, e in zip(begins.tolist(), ends.tolist()))
+  records = stored["records"] if "records" in stored.files else None
+  return VideoIndex(ids, stored["starts"], stored["lengths"], records)
+
+
+def _save_index(cache: epath.Path, index: VideoIndex, fingerprint: str) -> None:
+  buffer = io.BytesIO()
+  np.savez(buffer, **_index_arrays(index, fingerprint))
+  # Written aside and renamed, so that concurrent readers never see a partial file.
+  if "://" in os.fspath(cache):
+    cache.write_bytes(buffer.getvalue())
+  else:
+    files.write_bytes(cache, buffer.getvalue())
+
+
+def _index_file(directory: epath.Path, split: str) -> epath.Path:
+  return directory / f"video_index-{split}.npz"
+
+
+def write_video_index(directory: PathLike, split: str, shard_files: list, video_ids: list,
+                            lengths: list) -> VideoIndex:
+  """Writes the video index of shards written video by video (`write_shard`), from what they
+  reported: no record is read, and the index holds O(videos) numbers.
+
+  Args:
+    directory: the dataset's version folder.
+    split: its split.
+    shard_files: the split's shard files, in shard order (their sizes and times make the
+      index's fingerprint).
+    video_ids: every video, in record order (the shards' `ShardStats.video_ids`, concatenated in
+      shard order).
+    lengths: the records of each.
+
+  Returns:
+    The index written to `video_index-<split>.npz`.
+  """
+  lengths = np.asarray(lengths, np.int64)
+  starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(lengths) else lengths
+  order = sorted(range(len(video_ids)), key=video_ids.__getitem__)
+  ids = tuple(video_ids[i] for i in order)
+  if any(a == b for a, b in zip(ids, ids[1:])):
+    repeated = next(a for a, b in zip(ids, ids[1:]) if a == b)
+    raise DatasetError(f"{directory}: video {repeated!r} is in more than one place of the shards")
+  index = VideoIndex(ids, starts[order], lengths[order], None)
+  _save_index(_index_file(epath.Path(directory), split),
+              index, _fingerprint_of(split, [epath.Path(f) for f in shard_files]))
+  return index
+
+
+def load_video_index(dataset: FrameDataset) -> VideoIndex:
+  """The dataset's VideoIndex, from its cache `video_index-<split>.npz` beside the records.
+
+  A dataset written by `data_prep.build` comes with it (no per-frame array in it or in memory).
+  A missing cache, one of an older layout or one whose files changed since (its fingerprint:
+  their names, sizes and times) is rebuilt by reading every record's video_id and frame_index, and
+  saved again where the folder is writable.
+
+  Raises:
+    DatasetError: two records are the same frame of the same video, or a record cannot be read.
+  """
+  cache = _index_file(dataset.path, dataset.split)
   fingerprint = _fingerprint(dataset)
   if cache.exists():
     try:
       with cache.open("rb") as f, np.load(f, allow_pickle=False) as stored:
         if str(stored["fingerprint"]) == fingerprint:
-          return stored["video_id"], stored["frame_index"]
+          return _index_from_arrays(stored)
       logging.info("%s: the records changed since it was written; rebuilding it", cache)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
-      logging.warning("%s: unreadable (%s); rebuilding it", cache, error)
-  video_ids, frames = _scan_fields(dataset)
-  buffer = io.BytesIO()
-  np.savez(buffer, fingerprint=np.str_(fingerprint), video_id=video_ids, frame_index=frames)
-  # Written aside and renamed, so that concurrent readers never see a partial file.
+      logging.warning("%s: unreadable or of an older layout (%s); rebuilding it", cache, error)
+  index = _index_from_fields(dataset.path, *_scan_fields(dataset))
   try:
-    if "://" in os.fspath(cache):
-      cache.write_bytes(buffer.getvalue())
-    else:
-      files.write_bytes(cache, buffer.getvalue())
+    _save_index(cache, index, fingerprint)
   except OSError as error:
     logging.warning("%s: cannot cache the video index (%s); it will be rebuilt on every open", cache, error)
-  return video_ids, frames
+  return index
 
 
 def video_index(dataset: FrameDataset) -> dict[str, np.ndarray]:
-  """Record indices of each video in frame order.
+  """Record indices of each video in frame order: `load_video_index` as a dict.
 
-  Built once from the records' video_id and frame_index and cached beside the data (see
-  `_index_fields`); a cache whose files changed is rebuilt. Frame numbers need not be contiguous.
+  Frame numbers need not be contiguous. For a large dataset prefer `load_video_index`, which
+  holds no per-frame array when the records are video by video.
 
   Returns:
     {video_id: [T] int64 record indices sorted by frame_index}, ready for
@@ -589,14 +868,5 @@ def video_index(dataset: FrameDataset) -> dict[str, np.ndarray]:
   Raises:
     DatasetError: two records are the same frame of the same video, or a record cannot be read.
   """
-  video_ids, frames = _index_fields(dataset)
-  order = np.lexsort((frames, video_ids))
-  video_ids, frames = video_ids[order], frames[order]
-  same = (video_ids[1:] == video_ids[:-1]) & (frames[1:] == frames[:-1])
-  if np.any(same):
-    first = int(np.argmax(same))
-    raise DatasetError(f"{dataset.path}: records {order[first]} and {order[first + 1]} are both frame "
-                       f"{frames[first]} of video {video_ids[first]!r}")
-  starts = np.flatnonzero(np.concatenate([[True], video_ids[1:] != video_ids[:-1]])) if len(order) else []
-  groups = np.split(order.astype(np.int64), starts[1:])
-  return {str(video_ids[start]): group for start, group in zip(starts, groups)}
+  index = load_video_index(dataset)
+  return {video_id: index.record_indices(v) for v, video_id in enumerate(index.video_ids)}

@@ -37,13 +37,15 @@ class FrameIndex(NamedTuple):
     video_ids: [V] the videos' names.
     starts: [V] int64 offsets of each video's frames in `records`.
     lengths: [V] int64 frame counts.
-    records: [sum(lengths)] int64 record indices, video by video, in frame order.
+    records: [sum(lengths)] int64 record indices, video by video, in frame order; or None where
+      each video's frames are consecutive records, from record `starts[v]` on (a dataset written
+      video by video: `records.load_video_index`), so that no per-frame array is held.
   """
 
   video_ids: tuple
   starts: np.ndarray
   lengths: np.ndarray
-  records: np.ndarray
+  records: Optional[np.ndarray]
 
   @classmethod
   def from_videos(cls, videos: dict) -> "FrameIndex":
@@ -55,6 +57,8 @@ class FrameIndex(NamedTuple):
     return cls(ids, starts, lengths, records)
 
   def record(self, video: int, position: int) -> int:
+    if self.records is None:
+      return int(self.starts[video] + position)
     return int(self.records[self.starts[video] + position])
 
 
