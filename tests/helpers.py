@@ -53,3 +53,17 @@ def save_onnx_model(path, nodes, input_shape, output_shape, initializers=()):
   onnx.checker.check_model(model)
   onnx.save(model, str(path))
   return path
+
+
+def raw_records(dataset):
+  """{(video_id, frame_index): {field: value}} of every record of a frame dataset, JPEG bytes as
+  stored and arrays as bytes: two datasets with the same records compare equal in any order."""
+  import tensorflow_datasets as tfds
+  from tfvgan_jax.data import records
+  out = {}
+  for i in range(len(dataset)):
+    example = records._parse(dataset.info.features, dataset.read_raw(i), str(i),
+                             decoders={"image": tfds.decode.SkipDecoding()})
+    key = (example["video_id"], int(example["frame_index"]))
+    out[key] = {k: (v.tobytes() if isinstance(v, np.ndarray) else v) for k, v in example.items()}
+  return out

@@ -4,6 +4,7 @@ Inputs are mp4 files the tests encode from synthetic renders (whose true pose is
 files, a faceless video and a too-short one, and, where present, the shared real clips.
 """
 
+import collections
 import json
 import os
 import shutil
@@ -15,6 +16,8 @@ import zlib
 import ml_collections
 import numpy as np
 import pytest
+from etils import epath
+from helpers import raw_records
 
 from data_prep import build, learn_face_model
 from tfvgan_jax import face3d, files, render
@@ -90,6 +93,33 @@ def test_job_writes_records_and_reports_every_input(tmp_path, corpus, model, med
       "batch_size": 4, "seed": 0, "num_workers": 0, "num_threads": 1, "prefetch": 1})
   batch = next(iter(pipeline.training_dataset(config, model, process_index=0, process_count=1)))
   assert batch["branch"].shape == (4,)
+
+
+def test_each_prepared_video_is_read_once_and_the_records_are_the_single_machine_assemblys(
+    tmp_path, corpus, model, mediapipe_models, monkeypatch):
+  folder, _ = corpus
+  path_class = type(epath.Path(tmp_path))
+  reads = collections.Counter()
+  opened = path_class.open  # read_bytes opens too
+
+  def counted(self, *args, **kwargs):
+    if self.parent.name == "prepared" and self.suffix == ".npz":
+      reads[self.name] += 1
+    return opened(self, *args, **kwargs)
+
+  monkeypatch.setattr(path_class, "open", counted)
+  for run in range(2):  # the second run reuses every prepared video
+    reads.clear()
+    assert run_job(folder, tmp_path, mediapipe_models, "--num_shards=2") == 0
+    summary = json.loads((tmp_path / build.SUMMARY_FILE).read_text())
+    assert summary["reused"] == 3 * run and summary["shards"] == 2
+    assert sorted(reads.values()) == [1, 1, 1], reads
+  monkeypatch.undo()
+
+  frames = records.open_dataset(summary["dataset"])
+  assert len(frames.files) == 2 and records.load_video_index(frames).records is None
+  old = records.write_dataset(tmp_path / "old", "videos", build.prepared_examples(summary["videos"]), model, SIZE)
+  assert raw_records(frames) == raw_records(records.open_dataset(old))
 
 
 def test_rerun_reuses_finished_videos(tmp_path, corpus, mediapipe_models, monkeypatch):
@@ -375,6 +405,10 @@ def test_shared_clips_are_fitted(tmp_path, testdata, mediapipe_models):
   summary = json.loads((tmp_path / "out" / build.SUMMARY_FILE).read_text())
   assert summary["written"] == 3 and summary["fraction_fitted"] >= 0.95
   assert summary["mean_residual_interocular"] < 0.04
+  # The workers' shards hold the records the single-machine assembly writes (in another order).
+  old = records.write_dataset(tmp_path / "old", "videos", build.prepared_examples(summary["videos"]),
+                              face3d.load_model("procedural:low"), SIZE)
+  assert raw_records(records.open_dataset(summary["dataset"])) == raw_records(records.open_dataset(old))
 
   learned = tmp_path / "learned.npz"
   assert learn_face_model.main([f"--input={folder}/*.mp4", f"--out={learned}", "--max_frames=40",

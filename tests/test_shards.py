@@ -12,6 +12,7 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from etils import epath
 
 from data_prep import build
+from helpers import raw_records
 from tfvgan_jax import face3d, files
 from tfvgan_jax.data import records, sampling
 from tfvgan_jax.prep import clip
@@ -112,17 +113,6 @@ def test_workers_write_a_tfds_dataset_that_reads_like_the_single_machine_one(tmp
   for v in range(len(index.video_ids)):
     assert [frame_index.record(v, t) for t in range(int(index.lengths[v]))] == [
         expected.record(v, t) for t in range(int(expected.lengths[v]))]
-
-
-def raw_records(dataset):
-  """{(video_id, frame_index): {field: value}} of every record, JPEG bytes as stored."""
-  out = {}
-  for i in range(len(dataset)):
-    example = records._parse(dataset.info.features, dataset.read_raw(i), str(i),
-                             decoders={"image": tfds.decode.SkipDecoding()})
-    key = (example["video_id"], int(example["frame_index"]))
-    out[key] = {k: (v.tobytes() if isinstance(v, np.ndarray) else v) for k, v in example.items()}
-  return out
 
 
 def test_a_shard_is_written_whole_or_not_at_all(tmp_path, model):
