@@ -7,9 +7,13 @@ An Apache Beam pipeline with one element per video. Each element is decoded as a
 detected every --detect_every frames and followed between with Face Mesh landmarks, the main face's
 track smoothed (--smooth), cropped with one square for the whole clip (--crop_scale), resized to
 --size and fitted with the morphable model (one identity per clip, per-frame expression and
-camera). What each video gives is written to OUT/prepared/<key>.npz; afterwards the records of
-every prepared video become one TFDS ArrayRecord dataset, OUT/<name>/1.0.0, the path to give as
-`--config.data.videos`.
+camera). What each video gives is written to OUT/prepared/<name>.npz, its statistics beside it
+(<name>.json). The written videos are then spread over shards (contiguous runs of sorted ids, of
+about equal bytes; --num_shards, by default TFDS's choice of 64 MiB to 1 GiB each), and each shard
+is written by a worker as one ArrayRecord file, reading each of its prepared videos once. The
+launching machine only writes the metadata from what the shards report (dataset_info.json,
+features.json, metadata.json, the video index): no record passes through it. The result is one
+TFDS ArrayRecord dataset, OUT/<name>/1.0.0, the path to give as `--config.data.videos`.
 
 Every path the --input glob matches ends up in the summary, printed and saved as OUT/summary.json:
 `videos_in`, `written`, `skipped` ({reason: count}; reasons are missing (a broken link too),
@@ -19,17 +23,23 @@ too_short, face_too_small, fit_failed, and error for anything unexpected, with i
 pixels), `truncated` (videos written whose file ended before the frame count its container
 declares: the frames that did decode are kept, and the video's line says how many of how many),
 and besides those the fraction of decoded frames that were fitted, the residual as a fraction of
-the inter-ocular distance, the pose jitter, the time taken and each video's own line.
+the inter-ocular distance, the pose jitter, the time taken (`seconds`, and
+`seconds_after_pipeline`, the launching machine's own part), the number of shards and each video's
+own line.
 
 A video's id (the records' video_id) is its path below the inputs' common folder without the
 extension; inputs that would share one (x.mp4 and x.MP4) get a short hash of their path added, so
 distinct inputs always have distinct ids, the same on every run. The dataset is built beside the
-previous one and swapped in when complete; summary.json is written after it, atomically.
+previous one and swapped in when complete; summary.json is written after it, atomically. A shard
+is written under a temporary name and renamed when whole, so a worker that dies mid-shard leaves
+no partial shard in the dataset (the runner writes the shard again).
 
 Re-running with the same --out skips the videos already prepared with the same settings and face
 model, and the tracking stage is cached per input in OUT/tracks/ (independent of the face model
 and the output size), so changing the face model or the size re-fits without decoding for faces
-again. The detector and landmark models come from `python -m data_prep.models fetch` (or
+again. Each worker keeps its compiled fits in JAX's persistent compilation cache
+(--compilation_cache), so that only the first process of the first run compiles them. The
+detector and landmark models come from `python -m data_prep.models fetch` (or
 --detector / --landmarks / --landmarker_task).
 
 Apache Beam's pipeline options pass through by name (any other flag is an error):
@@ -46,6 +56,7 @@ from __future__ import annotations
 import argparse
 import bisect
 import collections
+import concurrent.futures
 import contextlib
 import dataclasses
 import glob
@@ -142,6 +153,7 @@ class JobSettings:
   prep: clip_lib.PrepSettings
   num_threads: int = 1
   dataset: Optional[DatasetSettings] = None
+  compilation_cache: str = ""
 
   def prepared_key(self, model_hash: str) -> str:
     """Digest of everything a prepared video depends on besides its track."""
@@ -164,6 +176,8 @@ class PrepareVideo(beam.DoFn):
   def setup(self):
     from tfvgan_jax.prep import detect, landmarks  # the LiteRT interpreters live on the worker
     settings = self.settings
+    if settings.compilation_cache:
+      use_compilation_cache(settings.compilation_cache)
     self.detector = detect.FaceDetector(settings.detector, num_threads=settings.num_threads)
     self.landmarker = landmarks.FaceMesh(settings.landmarks, num_threads=settings.num_threads)
     self.model = face3d.load_model(settings.face_model)
@@ -221,6 +235,25 @@ class PrepareVideo(beam.DoFn):
     status = _status_from(arrays, settings.prep.max_frames)
     _write_side_file(target, self.key, path, status)
     return dict(status, prepared=os.fspath(target))
+
+
+def default_compilation_cache() -> str:
+  """JAX's persistent compilation cache of the job's workers: `$JAX_COMPILATION_CACHE_DIR` where
+  set, else ~/.cache/tfvgan_jax/jax_cache."""
+  return os.environ.get("JAX_COMPILATION_CACHE_DIR") or os.path.join(
+      os.path.expanduser("~"), ".cache", "tfvgan_jax", "jax_cache")
+
+
+def use_compilation_cache(folder: str) -> None:
+  """Lets this process keep its compiled fits in `folder` and reuse the ones others kept there.
+
+  Every worker process compiles the fit once per clip-length bucket, several seconds each; with
+  a shared cache only the first process of the first run pays it, which is most of a short job's
+  start-up. A cache the user configured for JAX is left as it is.
+  """
+  import jax
+  if not jax.config.jax_compilation_cache_dir:
+    jax.config.update("jax_compilation_cache_dir", folder)
 
 
 def prepared_name(video_id: str) -> str:
@@ -565,9 +598,10 @@ def finish_dataset(dataset: DatasetSettings, shards: list[dict]) -> None:
     # A worker that died mid-shard left its temporary file; the shard itself was written again.
     for leftover in directory.glob(f"{files.PARTIAL_PREFIX}*"):
       leftover.unlink(missing_ok=True)
-  missing = [os.fspath(directory / line["file"]) for line in shards if not (directory / line["file"]).exists()]
-  if missing:
-    raise RuntimeError(f"{missing[0]}: a shard the workers reported is missing")
+  with concurrent.futures.ThreadPoolExecutor(32) as pool:  # each a round trip on an object store
+    found = list(pool.map(lambda line: (directory / line["file"]).exists(), shards))
+  if not all(found):
+    raise RuntimeError(f"{directory / shards[found.index(False)]['file']}: a shard the workers reported is missing")
   records.write_dataset_info(directory, dataset.name, dataset.split, dict(dataset.metadata),
                              [line["records"] for line in shards], sum(line["num_bytes"] for line in shards))
   _write_index(directory, dataset, shards)
@@ -659,6 +693,9 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
   parser.add_argument("--crop_scale", type=float, default=defaults.crop_scale,
                       help="crop side over face size (%(default)s)")
   parser.add_argument("--num_threads", type=int, default=1, help="LiteRT threads per worker (%(default)s)")
+  parser.add_argument("--compilation_cache", default=default_compilation_cache(),
+                      help="folder of JAX's persistent compilation cache for the workers' fits; '' = off "
+                      "(default $JAX_COMPILATION_CACHE_DIR or ~/.cache/tfvgan_jax/jax_cache)")
   parser.add_argument("--num_shards", type=int, default=0,
                       help="ArrayRecord files of the dataset; 0 picks it from the size, 64 MiB to 1 GiB each (%(default)s)")
   args, beam_args = parser.parse_known_args(argv)
@@ -735,7 +772,8 @@ def _build(args: argparse.Namespace, beam_args: list[str]) -> int:
                             metadata=tuple(records.dataset_metadata(model, prep.image_size).items()),
                             num_shards=args.num_shards)
   settings = JobSettings(out=os.fspath(out), face_model=args.face_model, detector=os.fspath(paths.detector),
-                         landmarks=os.fspath(paths.landmarks), prep=prep, num_threads=args.num_threads, dataset=dataset)
+                         landmarks=os.fspath(paths.landmarks), prep=prep, num_threads=args.num_threads, dataset=dataset,
+                         compilation_cache=args.compilation_cache)
   print(f"preparing {len(inputs)} videos into {out} ({model.name}, {prep.image_size} px)")
   try:
     statuses, shards = run_pipeline(inputs, settings, beam_args)

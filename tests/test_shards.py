@@ -164,3 +164,32 @@ def test_video_index_of_many_videos_holds_no_per_frame_array(tmp_path):
     assert max(stored[k].size for k in stored.files) <= len(ids) * 16  # ids' bytes; nothing per frame
   with pytest.raises(records.DatasetError, match="'a' is in more than one place"):
     records.write_video_index(tmp_path, "train", [shard], ["a", "b", "a"], [1, 2, 3])
+
+
+def test_the_launching_machine_refuses_a_missing_or_unreported_shard(tmp_path, model):
+  statuses = [prepared_video(tmp_path / "prepared", model, f"v{v}", 2, v) for v in range(3)]
+  staging = files.staging_dir(tmp_path / "videos" / "1.0.0")
+  dataset = build.DatasetSettings(directory=staging, name="videos",
+                                  metadata=tuple(records.dataset_metadata(model, SIZE).items()), num_shards=3)
+  lines = write_shards(statuses, dataset)
+  with pytest.raises(RuntimeError, match=r"reported shards \[0, 2\], not each of 0..2 once"):
+    build.finish_dataset(dataset, [line for line in lines if line["shard"] != 1])
+  (epath.Path(staging) / lines[0]["file"]).unlink()
+  with pytest.raises(RuntimeError, match=f"{lines[0]['file']}: a shard the workers reported is missing"):
+    build.finish_dataset(dataset, lines)
+
+
+def test_an_index_of_the_per_frame_layout_is_rebuilt(tmp_path, model):
+  statuses = [prepared_video(tmp_path / "prepared", model, f"v{v}", 3, v) for v in range(2)]
+  path = records.write_dataset(tmp_path, "videos", build.prepared_examples(statuses), model, SIZE)
+  frames = records.open_dataset(path)
+  expected = records.video_index(frames)
+  cache = path / "video_index-train.npz"
+  ids, order = np.array([frames[i]["video_id"] for i in range(len(frames))]), np.arange(len(frames))
+  np.savez(cache, fingerprint=np.str_(records._fingerprint(frames)), video_id=ids, frame_index=order)
+  again = records.video_index(records.open_dataset(path))
+  assert again.keys() == expected.keys()
+  for video_id in expected:
+    np.testing.assert_array_equal(again[video_id], expected[video_id])
+  with np.load(cache) as stored:
+    assert int(stored["version"]) == records._INDEX_VERSION

@@ -39,6 +39,7 @@ is then one (start, length) per video. Readers do not depend on either: `load_vi
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import io
@@ -673,12 +674,24 @@ def check_model(dataset: Union[FrameDataset, tfds.core.DatasetInfo, PathLike], m
                      "load the dataset's model or refit the data")
 
 
+# Files stat-ed at once: on an object store each stat is a round trip, and a corpus has thousands
+# of shards.
+_STAT_THREADS = 32
+
+
 def _fingerprint_of(split: str, paths: Iterable[epath.Path]) -> str:
   """Names, sizes and modification times of a split's files: any rewrite changes it."""
-  stats = []
-  for path in paths:
-    stat = path.stat()
-    stats.append((path.name, stat.length, stat.mtime))
+
+  def stat(path):
+    found = path.stat()
+    return path.name, found.length, found.mtime
+
+  paths = list(paths)
+  if len(paths) > 1:
+    with concurrent.futures.ThreadPoolExecutor(min(_STAT_THREADS, len(paths))) as pool:
+      stats = list(pool.map(stat, paths))
+  else:
+    stats = [stat(path) for path in paths]
   return json.dumps({"split": split, "files": stats})
 
 
