@@ -18,14 +18,26 @@ The process is pinned to --cpus cores (os.sched_setaffinity), so the figures are
                process, run twice into fresh folders: the first includes Beam start-up and model
                loading (the fit is already compiled by the fit stage), the second is the rate
                of a long job
+  workers      `python -m data_prep.build` as a fresh process per run, free to use every core
+               of this machine, with --direct_num_workers=N (multi_processing for N > 1) for each
+               N of --workers, --repeats times each after one untimed run that fills the workers'
+               compilation cache: the median wall time (start-up and the workers' model loading
+               included), and the share of the job that is the
+               launching machine's own work after the pipeline (the summary's
+               seconds_after_pipeline over its seconds). Other work on the machine perturbs these
+               figures; the medians are what to compare.
 """
 
 from __future__ import annotations
 
 import argparse
 import glob
+import json
 import os
 import pathlib
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -58,7 +70,16 @@ def main():
   parser.add_argument("--cpus", type=int, default=1, help="cores to pin the process to (0: no pinning)")
   parser.add_argument("--max_frames", type=int, default=150, help="frames per video")
   parser.add_argument("--face_model", default="procedural:medium")
+  parser.add_argument("--workers", default="1,2", help="Beam worker counts of the 'workers' runs ('' skips them)")
+  parser.add_argument("--repeats", type=int, default=3, help="runs per worker count")
+  parser.add_argument("--only_workers", action="store_true", help="skip the per-stage and in-process figures")
   args = parser.parse_args()
+  cores = os.sched_getaffinity(0)
+  if args.only_workers:
+    videos = args.videos if glob.glob(args.videos) else os.path.join(
+        os.path.dirname(synthetic_videos(tempfile.mkdtemp(prefix="prep_bench_"), 3, args.max_frames)[0]), "*.mp4")
+    worker_runs(args, videos, cores)
+    return
   if args.cpus:
     os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:args.cpus]))
   from data_prep import build
@@ -141,6 +162,43 @@ def main():
   print(f"stages sum   {rate(tracked, track_s + fit_s + encode_s + write_s)}")
   print(f"end to end   {rate(tracked, end_to_end[1])}   steady; first run {end_to_end[0]:.1f} s "
         f"({tracked / end_to_end[0]:.1f} frames/s) with start-up")
+  worker_runs(args, args.videos if glob.glob(args.videos) else os.path.join(work, "*.mp4"), cores)
+
+
+def worker_runs(args, videos: str, cores: set) -> None:
+  """The job as a fresh process per run, on every core, at each --workers count."""
+  counts = [int(n) for n in args.workers.split(",") if n]
+  if not counts:
+    return
+  work = tempfile.mkdtemp(prefix="prep_bench_workers_")
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(pathlib.Path(__file__).resolve().parents[1]),
+                                                                  os.environ.get("PYTHONPATH")])))
+  results = {n: [] for n in counts}
+  # One untimed run first: it fills the workers' compilation cache (`--compilation_cache`), which
+  # every timed run then finds, whatever its worker count.
+  for repeat in [-1, *range(args.repeats)]:
+    for n in counts[:1] if repeat < 0 else counts:  # interleaved: a burst of other work falls on all alike
+      out = os.path.join(work, f"w{n}_{repeat}")
+      flags = [f"--direct_num_workers={n}"] + (["--direct_running_mode=multi_processing"] if n > 1 else [])
+      start = time.perf_counter()
+      subprocess.run([sys.executable, "-m", "data_prep.build", f"--input={videos}", f"--out={out}",
+                      f"--face_model={args.face_model}", f"--size={args.size}", f"--max_frames={args.max_frames}",
+                      "--runner=DirectRunner", *flags], check=True, env=env, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL, preexec_fn=lambda: os.sched_setaffinity(0, cores))
+      wall = time.perf_counter() - start
+      if repeat < 0:
+        continue
+      with open(os.path.join(out, "summary.json")) as f:
+        summary = json.load(f)
+      results[n].append((wall, summary["seconds_after_pipeline"], summary["seconds"], summary["frames"]))
+  print()
+  for n, runs in results.items():
+    walls = [r[0] for r in runs]
+    shares = [r[1] / r[2] for r in runs]
+    frames = runs[0][3]
+    print(f"workers={n}    median {statistics.median(walls):6.1f} s  ({frames / statistics.median(walls):6.1f} frames/s"
+          f" on {len(cores)} cores; runs {', '.join(f'{w:.1f}' for w in walls)} s)   after the pipeline: median "
+          f"{statistics.median(r[1] for r in runs) * 1e3:.0f} ms = {100 * statistics.median(shares):.2f}% of the job")
 
 
 if __name__ == "__main__":
