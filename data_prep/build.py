@@ -362,7 +362,14 @@ class _local_file:
 
 
 def prepared_examples(statuses: list[dict]):
-  """The frame records of every written video, video by video, in frame order."""
+  """The frame records of every written video, video by video (sorted ids), in frame order.
+
+  What a shard's worker writes (`WriteShard`), and what `records.write_dataset` takes to assemble
+  the same records in one process. Each prepared file is read once, whole.
+
+  Raises:
+    ValueError: a prepared file cannot be read (the message names it).
+  """
   for status in sorted(statuses, key=lambda s: s["video_id"]):
     if status["status"] != "written":
       continue
