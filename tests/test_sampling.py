@@ -105,3 +105,20 @@ def test_dataset_checks_name_the_dataset():
     sampling.check_sampling("random", VIDEOS, None, 1)
   sampling.check_sampling("intra_inter", VIDEOS, None, 1)
   sampling.check_sampling("video_image", few, IMAGES, 1)
+
+
+def test_held_out_tail_is_the_last_ceil_fraction_of_every_video():
+  # Hand-worked: 10 frames at 0.2 -> the last 2; 7 -> ceil(1.4) = 2; 1 -> 1; 5 at 0.2 -> exactly 1.
+  assert [sampling.tail_length(n, 0.2) for n in (10, 7, 1, 5, 0)] == [2, 2, 1, 1, 0]
+  assert sampling.tail_length(10, 0.0) == 0
+  videos = {"a": np.arange(10), "b": np.arange(100, 107)}
+  head, tail = sampling.split_held_out_tail(videos, 0.2)
+  np.testing.assert_array_equal(head["a"], np.arange(8))
+  np.testing.assert_array_equal(tail["a"], [8, 9])
+  np.testing.assert_array_equal(tail["b"], [105, 106])
+  for name in videos:  # a partition of each video, in frame order
+    np.testing.assert_array_equal(np.concatenate([head[name], tail[name]]), videos[name])
+  assert sampling.check_held_out_tail("0.25") == 0.25
+  for bad in (1.0, -0.1, "most"):
+    with pytest.raises(ValueError, match=r"config.data.held_out_tail=.*in \[0, 1\)"):
+      sampling.check_held_out_tail(bad)

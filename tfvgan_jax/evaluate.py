@@ -13,9 +13,11 @@ measures instead every editing task against its ground truth on held-out synthet
 (`evaluate_synthetic`, `data.ground_truth`; the keys of its results.json are `SYNTHETIC_KEYS`).
 
 The records (`data.records`) must be fitted with the checkpoint's morphable model and cut at its
-crop size (`config.model.image_size`); they should hold videos the run did not train on. The first
-`num_videos` videos (in video-id order) with at least num_frames + 1 frames are used, frames
-0 .. num_frames of each:
+crop size (`config.model.image_size`); they should hold videos the run did not train on, or be its
+training records with `--held_out_tail` (default: the run's `data.held_out_tail` when --videos is its
+training dataset), which takes only the last fraction of each video, the frames the run never drew.
+The first `num_videos` videos (in video-id order) with at least num_frames + 1 frames are used,
+frames 0 .. num_frames of each (of its held-out tail):
 
   row                  X_i (identity)              X_p = X_e (pose, expression,   hint M
                                                    background)
@@ -355,7 +357,8 @@ def _landmarker(landmarks_model):
 
 def evaluate_checkpoint(checkpoint, videos, num_videos: int = 8, num_frames: int = 8, inception=None,
                         face_recognition=None, landmarks_model=None, face_model: Optional[str] = None,
-                        batch_size: int = 16, min_face_score: float = 0.5) -> Evaluation:
+                        batch_size: int = 16, min_face_score: float = 0.5,
+                        held_out_tail: Optional[float] = None) -> Evaluation:
   """Measures Table I (and E_tmp) of a checkpoint on held-out records (module docstring).
 
   Args:
@@ -371,6 +374,9 @@ def evaluate_checkpoint(checkpoint, videos, num_videos: int = 8, num_frames: int
     batch_size: samples per generator call.
     min_face_score: Face Mesh's face-presence score below which an output frame is left out of
       E_pose and E_exp.
+    held_out_tail: > 0: only the last fraction of each video's frames (`sampling.split_held_out_tail`);
+      default the run's `data.held_out_tail` when `videos` is its training dataset (the tails it never
+      trained on), else 0.
 
   Returns:
     `Evaluation`.
@@ -385,9 +391,12 @@ def evaluate_checkpoint(checkpoint, videos, num_videos: int = 8, num_frames: int
     raise EvaluationError(f"--eval_batch_size={batch_size}: must be at least 1 (samples per generator call)")
   checkpoint = _checkpoint(checkpoint, face_model)
   dataset = _open_records(videos, checkpoint)
+  tail = held_out_tail_of(checkpoint, dataset) if held_out_tail is None else held_out_tail
   try:
-    reenactment = evaluation_data.self_reenactment_batch(dataset.path, num_videos, num_frames, checkpoint.face_model)
-  except records.DatasetError as error:
+    tail = sampling.check_held_out_tail(tail, "--held_out_tail")
+    reenactment = evaluation_data.self_reenactment_batch(dataset.path, num_videos, num_frames, checkpoint.face_model,
+                                                         tail=tail)
+  except (records.DatasetError, ValueError) as error:
     raise EvaluationError(f"--videos={videos}: {error}") from error
   # The papers' row order: swapping first.
   batches = {SWAPPING: swapping_batch(reenactment, num_frames), REENACTMENT: reenactment}
@@ -436,11 +445,25 @@ def evaluate_checkpoint(checkpoint, videos, num_videos: int = 8, num_frames: int
   markdown += results_notes(num_videos, num_frames, inception, face_recognition, landmarker)
   document = json.loads(table_json)
   document["details"] = {
-      "checkpoint_step": checkpoint.step, "videos": os.fspath(dataset.path), "num_videos": num_videos,
+      "checkpoint_step": checkpoint.step, "videos": os.fspath(dataset.path), "held_out_tail": tail,
+      "num_videos": num_videos,
       "num_frames": num_frames, "image_size": checkpoint.image_size, "face_model": checkpoint.face_model.name,
       "e_pose_units": "degrees (pitch, yaw, roll)", "e_exp_units": "inter-ocular distances",
       "e_tmp_units": "mean squared error of [0, 1] images", "min_face_score": min_face_score, "rows": details}
   return Evaluation(rows, markdown, document, outputs)
+
+
+def held_out_tail_of(checkpoint, dataset) -> float:
+  """The run's `data.held_out_tail` when `dataset` is the dataset it trained on, else 0."""
+  data = checkpoint.config.get("data", {})
+  trained_on = data.get("videos") or ""
+  try:
+    same = bool(trained_on) and files.same_file(records.open_dataset(trained_on).path, dataset.path)
+  except (OSError, ValueError):  # the run's dataset is not on this machine: not the one evaluated
+    same = False
+  if not same:
+    return 0.0
+  return float(data.get("held_out_tail", 0.0) or 0.0)
 
 
 def results_notes(num_videos: int, num_frames: int, inception, face_recognition, landmarker) -> str:
@@ -639,6 +662,8 @@ _FACE_RECOGNITION = flags.DEFINE_string("face_recognition", None,
                                         "face-recognition network (.onnx) for E_id; without it E_id is '-'")
 _LANDMARKS = flags.DEFINE_string("landmarks_model", None, "Face Mesh .tflite (default: the fetched MediaPipe model)")
 _EVAL_BATCH = flags.DEFINE_integer("eval_batch_size", 16, "samples per generator call")
+_HELD_OUT_TAIL = flags.DEFINE_float("held_out_tail", None, "evaluate on the last fraction of each video's frames "
+                                    "(default: the run's data.held_out_tail when --videos is its training dataset)")
 _MIN_FACE_SCORE = flags.DEFINE_float("min_face_score", 0.5,
                                      "output frames with a lower Face Mesh face score are left out of E_pose/E_exp")
 
@@ -662,7 +687,8 @@ def main(argv):
     evaluation = evaluate_checkpoint(
         _CHECKPOINT.value, _VIDEOS.value, num_videos=_NUM_VIDEOS.value, num_frames=_NUM_FRAMES.value,
         inception=_INCEPTION.value, face_recognition=_FACE_RECOGNITION.value, landmarks_model=_LANDMARKS.value,
-        face_model=_FACE_MODEL.value, batch_size=_EVAL_BATCH.value, min_face_score=_MIN_FACE_SCORE.value)
+        face_model=_FACE_MODEL.value, batch_size=_EVAL_BATCH.value, min_face_score=_MIN_FACE_SCORE.value,
+        held_out_tail=_HELD_OUT_TAIL.value)
   markdown_path, json_path = write_results(evaluation, out_dir)
   print(evaluation.markdown)
   print(f"wrote {markdown_path} and {json_path}")

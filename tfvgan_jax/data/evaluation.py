@@ -33,14 +33,17 @@ def _stack(frames: list[dict]) -> dict:
 
 
 def self_reenactment_batch(path, num_videos: int, num_frames: int,
-                           model: Optional[face3d.MorphableModel] = None) -> dict:
+                           model: Optional[face3d.MorphableModel] = None, tail: float = 0.0) -> dict:
   """Samples (identity = frame 0, appearance = expression = frame t, t = 1 .. num_frames) of held-out videos.
 
   Args:
-    path: a frame dataset (`records.write_dataset`), disjoint from the training videos.
+    path: a frame dataset (`records.write_dataset`), disjoint from the training videos, or the
+      training videos themselves with `tail`.
     num_videos: videos used, the first ones in video-id order.
     num_frames: frames t per video; each video needs num_frames + 1 frames.
     model: when given, a dataset fitted with another morphable model is refused.
+    tail: > 0: only the held-out tail of each video (`sampling.split_held_out_tail`, the frames a
+      run with `data.held_out_tail=tail` never trains on); its first frame is the identity.
 
   Returns:
     A batch dict of [num_videos * num_frames, ...] arrays, video-major.
@@ -51,10 +54,13 @@ def self_reenactment_batch(path, num_videos: int, num_frames: int,
   dataset = records.open_dataset(path)
   if model is not None:
     records.check_model(dataset, model)
-  videos = [(name, order) for name, order in sorted(records.video_index(dataset).items())
-            if len(order) > num_frames]
+  index = records.video_index(dataset)
+  if tail:
+    _, index = sampling.split_held_out_tail(index, sampling.check_held_out_tail(tail, "tail"))
+  videos = [(name, order) for name, order in sorted(index.items()) if len(order) > num_frames]
   if len(videos) < num_videos:
-    raise records.DatasetError(f"{dataset.path}: evaluation needs {num_videos} videos of at least "
+    where = f"held-out tails ({tail:.0%} of each video)" if tail else "videos"
+    raise records.DatasetError(f"{dataset.path}: evaluation needs {num_videos} {where} of at least "
                                f"{num_frames + 1} frames, the dataset has {len(videos)}")
   samples = []
   for number, (_, order) in enumerate(videos[:num_videos]):

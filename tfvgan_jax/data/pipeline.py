@@ -11,6 +11,8 @@ config.data fields:
   sampling      'intra_inter' (UniFaceGAN) or 'video_image' (TFVGAN); see `sampling.SAMPLERS`
   sigma         the sampling's ratio (intra-video ratio, or image-set ratio)
   frame_gap     k of the (t, t-k) pairs; 1 in the papers
+  held_out_tail fraction of each video's frames, at its end, never drawn (evaluation frames of the
+                same clips: `evaluation.self_reenactment_batch(..., tail=)`); 0 draws them all
   batch_size    global batch size; each process reads batch_size / process_count samples
   seed          seed of the sample sequence
   num_workers   grain worker processes (0: decode in the main process)
@@ -70,9 +72,15 @@ class SampleReader:
     sizes = {source.image_size for source in self.sources}
     if len(sizes) > 1:
       raise ValueError(f"{data_config.videos} and {images} hold crops of different sizes {sorted(sizes)}")
-    self.indices = [sampling.FrameIndex.from_videos(records.video_index(source)) for source in self.sources]
+    self.held_out_tail = sampling.check_held_out_tail(data_config.get("held_out_tail", 0.0))
+    videos, _ = sampling.split_held_out_tail(records.video_index(self.sources[0]), self.held_out_tail)
+    self.indices = [sampling.FrameIndex.from_videos(videos)]
+    self.indices += [sampling.FrameIndex.from_videos(records.video_index(source)) for source in self.sources[1:]]
+    name = str(self.sources[0].path)
+    if self.held_out_tail:
+      name += f" (the first {1 - self.held_out_tail:.0%} of each video: data.held_out_tail={self.held_out_tail})"
     sampling.check_sampling(self.sampling, self.indices[0], self.indices[1] if images else None, self.frame_gap,
-                            name=str(self.sources[0].path))
+                            name=name)
     self.sampler = sampling.SAMPLERS[self.sampling]
 
   @property

@@ -140,6 +140,36 @@ SAMPLERS: dict[str, Callable[..., SampleSpec]] = {
 }
 
 
+def tail_length(length: int, fraction: float) -> int:
+  """Frames held out at the end of a video of `length` frames: ceil(length * fraction), none at 0."""
+  return min(int(length), int(np.ceil(int(length) * float(fraction) - 1e-9))) if fraction > 0 else 0
+
+
+def check_held_out_tail(fraction, name: str = "config.data.held_out_tail") -> float:
+  """The held-out fraction as a float in [0, 1), or ValueError naming `name`."""
+  try:
+    value = float(fraction)
+  except (TypeError, ValueError):
+    raise ValueError(f"{name}={fraction!r}: give the fraction of each video's frames held out, in [0, 1)") from None
+  if not 0.0 <= value < 1.0:
+    raise ValueError(f"{name}={fraction!r}: give the fraction of each video's frames held out, in [0, 1)")
+  return value
+
+
+def split_held_out_tail(videos: dict, fraction: float) -> tuple[dict, dict]:
+  """({video: the frames trained on}, {video: the held-out tail}) of {video: records in frame order}.
+
+  The last `tail_length(L, fraction)` frames of every video are held out, so that a handful of
+  clips gives both the training frames and evaluation frames never trained on (the first frames of
+  the tail follow the last trained ones: their content is unseen, their scene is not).
+  """
+  head, tail = {}, {}
+  for video, order in videos.items():
+    cut = len(order) - tail_length(len(order), fraction)
+    head[video], tail[video] = order[:cut], order[cut:]
+  return head, tail
+
+
 def sample_rng(seed: int, index: int) -> np.random.Generator:
   """The generator of sample `index`: a pure function of (seed, index), so any sample can be
   drawn again in any order, by any worker, after any restart."""
