@@ -94,8 +94,12 @@ def test_frame_index_maps_positions_to_records_in_frame_order():
 
 def test_dataset_checks_name_the_dataset():
   few = video_index([5, 5])
-  with pytest.raises(sampling.DatasetTooSmall, match="corpus_a.*three different videos.*has 2"):
+  with pytest.raises(sampling.DatasetTooSmall, match="corpus_a.*three different videos.*has 2.*data.sigma=1 to "
+                     "train self-reenactment only"):
     sampling.check_sampling("intra_inter", few, None, 1, name="corpus_a")
+  sampling.check_sampling("intra_inter", video_index([5]), None, 1, sigma=1.0)  # INTRA only: one video will do
+  spec = sampling.sample_intra_inter(np.random.default_rng(0), video_index([5]), None, 1.0, 1)
+  assert spec.branch == sampling.INTRA
   short = video_index([1, 1, 1, 1])
   with pytest.raises(sampling.DatasetTooSmall, match="corpus_b.*no video has more than k=1"):
     sampling.check_sampling("intra_inter", short, None, 1, name="corpus_b")

@@ -39,7 +39,7 @@ def self_reenactment_batch(path, num_videos: int, num_frames: int,
   Args:
     path: a frame dataset (`records.write_dataset`), disjoint from the training videos, or the
       training videos themselves with `tail`.
-    num_videos: videos used, the first ones in video-id order.
+    num_videos: videos used, the first ones in video-id order; 0 (or less): every video long enough.
     num_frames: frames t per video; each video needs num_frames + 1 frames.
     model: when given, a dataset fitted with another morphable model is refused.
     tail: > 0: only the held-out tail of each video (`sampling.split_held_out_tail`, the frames a
@@ -58,6 +58,8 @@ def self_reenactment_batch(path, num_videos: int, num_frames: int,
   if tail:
     _, index = sampling.split_held_out_tail(index, sampling.check_held_out_tail(tail, "tail"))
   videos = [(name, order) for name, order in sorted(index.items()) if len(order) > num_frames]
+  if num_videos <= 0:
+    num_videos = max(len(videos), 1)
   if len(videos) < num_videos:
     where = f"held-out tails ({tail:.0%} of each video)" if tail else "videos"
     raise records.DatasetError(f"{dataset.path}: evaluation needs {num_videos} {where} of at least "

@@ -80,7 +80,7 @@ class SampleReader:
     if self.held_out_tail:
       name += f" (the first {1 - self.held_out_tail:.0%} of each video: data.held_out_tail={self.held_out_tail})"
     sampling.check_sampling(self.sampling, self.indices[0], self.indices[1] if images else None, self.frame_gap,
-                            name=name)
+                            name=name, sigma=self.sigma)
     self.sampler = sampling.SAMPLERS[self.sampling]
 
   @property

@@ -91,16 +91,21 @@ def _eligible(index: FrameIndex, k: int) -> np.ndarray:
   return np.nonzero(index.lengths > k)[0]
 
 
-def check_sampling(sampling: str, videos: FrameIndex, images: Optional[FrameIndex], k: int, name: str = "dataset") -> None:
-  """Raises DatasetTooSmall, naming the dataset, unless the sampler can draw from these sources."""
+def check_sampling(sampling: str, videos: FrameIndex, images: Optional[FrameIndex], k: int, name: str = "dataset",
+                   sigma: float = 0.5) -> None:
+  """Raises DatasetTooSmall, naming the dataset, unless the sampler can draw from these sources.
+
+  'intra_inter' with sigma = 1 draws INTRA samples only (self-reenactment), which one video can
+  supply; any INTER share needs three videos."""
   if sampling not in SAMPLERS:
     raise ValueError(f"unknown data.sampling {sampling!r}; choose one of {sorted(SAMPLERS)}")
   long_enough = len(_eligible(videos, k))
   if long_enough < 1:
     raise DatasetTooSmall(f"{name}: no video has more than k={k} frames, so no (t, t-{k}) pair can be drawn")
-  if sampling == "intra_inter" and long_enough < len(ROLES):
-    raise DatasetTooSmall(f"{name}: 'intra_inter' sampling draws three different videos with more than k={k} frames; "
-                          f"the dataset has {long_enough}")
+  if sampling == "intra_inter" and sigma < 1 and long_enough < len(ROLES):
+    raise DatasetTooSmall(f"{name}: 'intra_inter' sampling draws three different videos with more than k={k} frames "
+                          f"for its inter-video (swap) samples; the dataset has {long_enough}. Add clips of other "
+                          f"people, or set data.sigma=1 to train self-reenactment only (no swaps)")
   if sampling == "video_image":
     if images is None or len(images.lengths) < len(ROLES):
       have = 0 if images is None else len(images.lengths)
