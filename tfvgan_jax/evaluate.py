@@ -364,7 +364,7 @@ def evaluate_checkpoint(checkpoint, videos, num_videos: int = 8, num_frames: int
   Args:
     checkpoint: a training workdir, or an `inference.InferenceCheckpoint`.
     videos: a frame dataset fitted with the checkpoint's face model at its crop size.
-    num_videos: V >= 2 videos used (the swaps pair different videos).
+    num_videos: V >= 2 videos used (the swaps pair different videos); 0: every video long enough.
     num_frames: T >= 2 output frames per video (frames 1 .. T; frame 0 is the identity).
     inception: the FID Inception network's .onnx file; None leaves FID '-'.
     face_recognition: a face-recognition .onnx file; None leaves E_id '-'.
@@ -384,9 +384,9 @@ def evaluate_checkpoint(checkpoint, videos, num_videos: int = 8, num_frames: int
   Raises:
     EvaluationError: records of another model or crop size, too few videos, or bad settings.
   """
-  if num_videos < 2 or num_frames < 2:
-    raise EvaluationError(f"need num_videos >= 2 (swaps pair two videos) and num_frames >= 2 (E_tmp compares "
-                          f"consecutive frames), got {num_videos} and {num_frames}")
+  if num_videos == 1 or num_videos < 0 or num_frames < 2:
+    raise EvaluationError(f"need num_videos >= 2 (swaps pair two videos; 0: every video) and num_frames >= 2 (E_tmp "
+                          f"compares consecutive frames), got {num_videos} and {num_frames}")
   if batch_size < 1:
     raise EvaluationError(f"--eval_batch_size={batch_size}: must be at least 1 (samples per generator call)")
   checkpoint = _checkpoint(checkpoint, face_model)
@@ -398,6 +398,10 @@ def evaluate_checkpoint(checkpoint, videos, num_videos: int = 8, num_frames: int
                                                          tail=tail)
   except (records.DatasetError, ValueError) as error:
     raise EvaluationError(f"--videos={videos}: {error}") from error
+  num_videos = len(reenactment["index"]) // num_frames
+  if num_videos < 2:
+    raise EvaluationError(f"--videos={videos}: swaps pair two videos; only {num_videos} has at least {num_frames + 1} "
+                          f"frames")
   # The papers' row order: swapping first.
   batches = {SWAPPING: swapping_batch(reenactment, num_frames), REENACTMENT: reenactment}
   inception = onnx_models.inception_network(inception) if inception else None
@@ -655,7 +659,7 @@ _VIDEOS = flags.DEFINE_string("videos", None, "held-out frame records fitted wit
 _SYNTHETIC = flags.DEFINE_bool("synthetic", False, "evaluate every task against the ground truth of held-out "
                                "synthetic videos instead of on --videos")
 _SEED = flags.DEFINE_integer("seed", DEFAULT_SYNTHETIC_SEED, "--synthetic: the held-out videos' corpus seed")
-_NUM_VIDEOS = flags.DEFINE_integer("num_videos", 8, "held-out videos evaluated (>= 2)")
+_NUM_VIDEOS = flags.DEFINE_integer("num_videos", 8, "held-out videos evaluated (>= 2; 0: every video long enough)")
 _NUM_FRAMES = flags.DEFINE_integer("num_frames", 8, "output frames per video (>= 2)")
 _INCEPTION = flags.DEFINE_string("inception", None, "FID Inception network (.onnx); without it FID is '-'")
 _FACE_RECOGNITION = flags.DEFINE_string("face_recognition", None,
