@@ -317,7 +317,8 @@ def make_train_step(config, networks: Networks, mesh: jax.sharding.Mesh, optimiz
 def make_generate(config, networks: Networks, mesh: jax.sharding.Mesh):
   """The evaluation pass (state, batch, face_model) -> `inference.evaluation_outputs`, to be jitted
   by the caller: the EMA parameters when the run keeps them, and G's running batch statistics (the
-  averaged ones with `optim.ema_batch_stats='average'`)."""
+  averaged ones with `optim.ema_batch_stats='average'`). Its scenes are rasterized exactly
+  (render.capacity 'auto') whatever the training pool: a measurement never misses pixels."""
   tolerance = float(config.render.tolerance)
   expression_source = config.data.inter_expression
 
