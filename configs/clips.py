@@ -1,6 +1,6 @@
 """Fine-tune on a handful of your own clips, starting from a trained run (the demo, or your own).
 
-    python -m data_prep.build --input='clips/*.mp4' --out=/data/clips --face_model=procedural:medium --size=128
+    python -m data_prep.build --input='clips/**/*.mp4' --out=/data/clips --face_model=procedural:medium --size=128
     python -m tfvgan_jax.main --config=configs/clips.py --workdir=/tmp/clips_run \\
         --config.data.videos=/data/clips/videos --config.init_from=/tmp/tfvgan_demo128
 
@@ -9,9 +9,10 @@ The networks are the demo's (`configs/synthetic.py`), so a demo checkpoint train
 (`config.init_from`; a checkpoint of another face model, size or shape is refused). The last 20% of
 every clip is never trained on (`data.held_out_tail`) and the run evaluates on those tails: no
 separate test set is needed. Samples are drawn as UniFaceGAN draws them: half from one clip
-(self-reenactment, with ground truth), half from three clips (swaps, the expression from the third;
-three clips of different people are needed for those; with clips of one person set
-`--config.data.sigma=1`, self-reenactment only).
+(self-reenactment, with ground truth), half from three clips of three different people (swaps, the
+expression from the third). A clip's person is the first folder of its id (`data.people='folder'`:
+put each person's clips in a folder, clips/alice/*.mp4); with fewer than three people the run says
+so and trains self-reenactment only.
 
 Variants:
     (none)        128 px, batch 16, 20k steps: one GPU (a few hours).
@@ -34,6 +35,7 @@ def get_config(arg=None):
   del config.data["synthetic"]  # the records come from data_prep.build: data.videos is required
   config.data.videos = ""
   config.data.held_out_tail = 0.2
+  config.data.people = "folder"  # clips/alice/*.mp4 are one person: swaps pair different people
   config.data.inter_expression = "expression"
   config.data.batch_size = 16
   config.data.num_workers = 2

@@ -52,6 +52,9 @@ def paper_config(variant: dict | None = None):
   # video, UniFaceGAN eq. 2).
   config.data.inter_expression = "appearance"
   config.data.frame_gap = 1
+  # How videos' people are told apart for inter-video samples: 'video' (each video its own, the
+  # papers') or 'folder' (the first folder of the video's id: clips/alice/*.mp4 are one person).
+  config.data.people = "video"
   # Fraction of each video's frames, at its end, never trained on; with eval.videos empty (or the
   # same dataset) the run evaluates on these tails: a handful of clips, no separate test set.
   config.data.held_out_tail = 0.0

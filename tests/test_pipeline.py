@@ -177,3 +177,12 @@ def test_held_out_tail_is_never_drawn_and_is_what_evaluation_reads(corpus, model
     pipeline.training_dataset(data_config(corpus[0], held_out_tail=0.8), model)
   with pytest.raises(ValueError, match=r"held_out_tail=1.5"):
     pipeline.training_dataset(data_config(corpus[0], held_out_tail=1.5), model)
+
+
+def test_fewer_than_three_people_train_self_reenactment_only_and_say_so(tmp_path, model, caplog):
+  two = records.write_dataset(tmp_path, "two", synthetic.corpus_examples(model, 2, 4, SIZE, seed=3), model, SIZE)
+  with caplog.at_level("WARNING"):
+    batches = take(pipeline.training_dataset(data_config(two, batch_size=8), model), 2)
+  assert all((batch["branch"] == sampling.INTRA).all() for batch in batches)
+  assert any("2 videos with more than 1 frames" in r.getMessage() and "swaps cannot be trained" in r.getMessage()
+             and "data.sigma 0.5 -> 1" in r.getMessage() for r in caplog.records)

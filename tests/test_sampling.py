@@ -94,10 +94,9 @@ def test_frame_index_maps_positions_to_records_in_frame_order():
 
 def test_dataset_checks_name_the_dataset():
   few = video_index([5, 5])
-  with pytest.raises(sampling.DatasetTooSmall, match="corpus_a.*three different videos.*has 2.*data.sigma=1 to "
-                     "train self-reenactment only"):
-    sampling.check_sampling("intra_inter", few, None, 1, name="corpus_a")
-  sampling.check_sampling("intra_inter", video_index([5]), None, 1, sigma=1.0)  # INTRA only: one video will do
+  # Two videos: no swap can be drawn, but self-reenactment can (the pipeline then trains only that).
+  sampling.check_sampling("intra_inter", few, None, 1, name="corpus_a")
+  assert sampling.people_count(few, 1) == 2 and sampling.people_count(video_index([5, 1, 5]), 1) == 2
   spec = sampling.sample_intra_inter(np.random.default_rng(0), video_index([5]), None, 1.0, 1)
   assert spec.branch == sampling.INTRA
   short = video_index([1, 1, 1, 1])
@@ -126,3 +125,30 @@ def test_held_out_tail_is_the_last_ceil_fraction_of_every_video():
   for bad in (1.0, -0.1, "most"):
     with pytest.raises(ValueError, match=r"config.data.held_out_tail=.*in \[0, 1\)"):
       sampling.check_held_out_tail(bad)
+
+
+def test_inter_samples_take_three_people_when_videos_share_one():
+  videos = {f"{person}/clip{c}": list(range(10 * i + 5 * c, 10 * i + 5 * c + 5))
+            for i, person in enumerate(("alice", "bob", "carol")) for c in range(2)}
+  assert sampling.person_of("alice/clip0", "folder") == "alice" and sampling.person_of("solo", "folder") == "solo"
+  assert sampling.person_of("alice/clip0", "video") == "alice/clip0"
+  with pytest.raises(ValueError, match="config.data.people='face'"):
+    sampling.person_of("a", "face")
+  by_video = FrameIndex.from_videos(videos)
+  assert by_video.people is None  # every video its own person: the papers' draw, unchanged
+  index = FrameIndex.from_videos(videos, "folder")
+  assert index.people.tolist() == [0, 0, 1, 1, 2, 2] and sampling.people_count(index, 1) == 3
+  drawn = set()
+  for i in range(600):
+    spec = sampling.sample_intra_inter(sampling.sample_rng(0, i), index, None, 0.0, 1)
+    chosen = [spec.slots[role]["t"].video for role in sampling.ROLES]
+    assert len({int(index.people[v]) for v in chosen}) == 3
+    drawn.update(chosen)
+  assert drawn == set(range(6))  # every clip of every person still takes part
+  # With 'video' the same dataset gives same-person triples (clip0 and clip1 of one person).
+  same_person = 0
+  for i in range(600):
+    spec = sampling.sample_intra_inter(sampling.sample_rng(0, i), by_video, None, 0.0, 1)
+    chosen = [spec.slots[role]["t"].video for role in sampling.ROLES]
+    same_person += len({int(index.people[v]) for v in chosen}) < 3
+  assert same_person > 100
