@@ -314,3 +314,17 @@ def test_synthetic_command_line_writes_the_documented_keys(checkpoint, run, synt
   no_albedo = checkpoint._replace(face_model=checkpoint.face_model.replace(albedo=None))
   with pytest.raises(evaluate.EvaluationError, match="has no albedo"):
     evaluate.evaluate_synthetic(no_albedo, num_videos=3, num_frames=1)
+
+
+def test_swaps_take_the_identity_of_the_next_video_of_another_person():
+  assert evaluate.swap_partners(["a", "b", "c"]).tolist() == [1, 2, 0]  # each video its own person: v + 1
+  assert evaluate.swap_partners(["alice", "alice", "bob", "carol", "carol"]).tolist() == [2, 2, 3, 0, 0]
+  assert evaluate.swap_partners(["solo", "solo"]).tolist() == [1, 0]  # one person: nothing else to take
+  frames = 2
+  reenactment = {"identity_t": {"video": np.repeat(np.arange(3), frames)},
+                 "identity_prev": {"video": np.repeat(np.arange(3), frames)},
+                 "branch": np.zeros(3 * frames, np.int32)}
+  swapped = evaluate.swapping_batch(reenactment, frames, np.array([2, 0, 0]))
+  assert swapped["identity_t"]["video"].tolist() == [2, 2, 0, 0, 0, 0]
+  assert evaluate.swapping_batch(reenactment, frames)["identity_prev"]["video"].tolist() == [1, 1, 2, 2, 0, 0]
+  assert (swapped["branch"] == 1).all()

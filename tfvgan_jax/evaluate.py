@@ -24,8 +24,9 @@ frames 0 .. num_frames of each (of its held-out tail):
   Swapping (ours)      frame 0 of video v + 1      frames t = 1 .. T of video v   X_p (1 - M^)
   Reenactment (ours)   frame 0 of video v          frames t = 1 .. T of video v   X_i (1 - M^)
 
-(video v + 1 wraps to the first video), i.e. self-driving reenactment as the papers evaluate it,
-and a swap of every video's face with the next video's identity. Each sample is generated at t and
+(video v + 1 wraps to the first video; where the run's `data.people` rule makes videos share a
+person, the next video of another person: `swap_partners`), i.e. self-driving reenactment as the
+papers evaluate it, and a swap of every video's face with the next person's identity. Each sample is generated at t and
 t - 1 by the inference pass the training run evaluates with (`inference.build_scene` and
 `inference.evaluation_outputs`, jitted, on one device, in batches of `batch_size` samples); its outputs Y at t = 1 .. T form an output video per row and
 video. The metrics, over all samples of a row (UniFaceGAN §IV-A, TFVGAN §4):
@@ -142,21 +143,42 @@ class Evaluation(NamedTuple):
 # ----- the two evaluation batches -----
 
 
-def swapping_batch(reenactment: dict, num_frames: int) -> dict:
-  """The swap batch of a self-reenactment batch: video v's frames with video v + 1's identity.
+def swap_partners(people: list[str]) -> np.ndarray:
+  """[V] the video whose identity video v's swap takes: the next video (wrapping) of another person,
+  or simply the next one where every video is of one person.
+
+  Args:
+    people: each evaluated video's person (`sampling.person_of`; the video id itself when each
+      video is a person of its own, which gives v + 1).
+  """
+  count = len(people)
+  partners = np.zeros(count, np.int64)
+  for v in range(count):
+    others = [u for u in ((v + step) % count for step in range(1, count)) if people[u] != people[v]]
+    partners[v] = others[0] if others else (v + 1) % count
+  return partners
+
+
+def swapping_batch(reenactment: dict, num_frames: int, partners: Optional[np.ndarray] = None) -> dict:
+  """The swap batch of a self-reenactment batch: video v's frames with video partners[v]'s identity.
 
   Args:
     reenactment: `data.evaluation.self_reenactment_batch` of V >= 2 videos and `num_frames` frames
       each (video-major).
     num_frames: T.
+    partners: [V] (`swap_partners`); default v + 1 (wrapping).
 
   Returns:
-    The same layout, identity rows moved by one video (wrapping) and `branch` INTER, so that the
+    The same layout, identity rows taken from the partner videos and `branch` INTER, so that the
     hint is X_p (1 - M^) (`inference.build_scene`).
   """
+  num_videos = len(reenactment["branch"]) // num_frames
+  if partners is None:
+    partners = (np.arange(num_videos) + 1) % num_videos
+  rows = (np.asarray(partners)[:, None] * num_frames + np.arange(num_frames)[None, :]).reshape(-1)
   batch = dict(reenactment)
   for role in ("identity_t", "identity_prev"):
-    batch[role] = {key: np.roll(value, -num_frames, axis=0) for key, value in reenactment[role].items()}
+    batch[role] = {key: value[rows] for key, value in reenactment[role].items()}
   batch["branch"] = np.full_like(reenactment["branch"], sampling.INTER)
   return batch
 
@@ -402,8 +424,12 @@ def evaluate_checkpoint(checkpoint, videos, num_videos: int = 8, num_frames: int
   if num_videos < 2:
     raise EvaluationError(f"--videos={videos}: swaps pair two videos; only {num_videos} has at least {num_frames + 1} "
                           f"frames")
+  # Each swap takes the identity of the next video of another person (the run's data.people rule).
+  rule = checkpoint.config.get("data", {}).get("people", "video")
+  ids = evaluation_data.evaluation_video_ids(dataset.path, num_videos, num_frames, tail)
+  partners = swap_partners([sampling.person_of(video_id, rule) for video_id in ids])
   # The papers' row order: swapping first.
-  batches = {SWAPPING: swapping_batch(reenactment, num_frames), REENACTMENT: reenactment}
+  batches = {SWAPPING: swapping_batch(reenactment, num_frames, partners), REENACTMENT: reenactment}
   inception = onnx_models.inception_network(inception) if inception else None
   face_recognition = onnx_models.face_recognition_network(face_recognition) if face_recognition else None
   landmarker = _landmarker(landmarks_model)
@@ -436,7 +462,7 @@ def evaluate_checkpoint(checkpoint, videos, num_videos: int = 8, num_frames: int
                                min_face_score)
       row["e_pose"], row["e_exp"] = errors.e_pose, errors.e_exp
       row_details.update(landmark_frames=int(errors.used.sum()), frames_without_face=int((~errors.used).sum()))
-      source_ids = np.roll(input_ids, -1, axis=0) if method == SWAPPING else input_ids
+      source_ids = input_ids[partners] if method == SWAPPING else input_ids
       row_details.update(fitted_identity(errors.id_coeffs, source_ids, input_ids, method == SWAPPING))
       if not errors.used.all():
         warnings.warn(f"{method}: Face Mesh found no face (score < {min_face_score}) in {int((~errors.used).sum())} "

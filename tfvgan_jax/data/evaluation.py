@@ -51,6 +51,29 @@ def self_reenactment_batch(path, num_videos: int, num_frames: int,
   Raises:
     records.DatasetError: the dataset has fewer such videos than asked.
   """
+  dataset, videos = _evaluation_videos(path, num_videos, num_frames, model, tail)
+  samples = []
+  for number, (_, order) in enumerate(videos):
+    identity = _frame(dataset, order[0], number)
+    frames = [_frame(dataset, record, number) for record in order[:num_frames + 1]]
+    for t in range(1, num_frames + 1):
+      sample = {"identity_t": identity, "identity_prev": identity,
+                "appearance_t": frames[t], "appearance_prev": frames[t - 1],
+                "expression_t": frames[t], "expression_prev": frames[t - 1]}
+      samples.append(sample)
+  batch = {role: _stack([sample[role] for sample in samples]) for role in samples[0]}
+  batch["branch"] = np.full(len(samples), sampling.INTRA, np.int32)
+  batch["index"] = np.arange(len(samples), dtype=np.int64)
+  return batch
+
+
+def evaluation_video_ids(path, num_videos: int, num_frames: int, tail: float = 0.0) -> list[str]:
+  """The ids of the videos `self_reenactment_batch` takes with the same arguments, in its order."""
+  return [name for name, _ in _evaluation_videos(path, num_videos, num_frames, None, tail)[1]]
+
+
+def _evaluation_videos(path, num_videos: int, num_frames: int, model, tail: float):
+  """(dataset, [(video id, records in frame order)]) of the videos an evaluation takes."""
   dataset = records.open_dataset(path)
   if model is not None:
     records.check_model(dataset, model)
@@ -64,16 +87,4 @@ def self_reenactment_batch(path, num_videos: int, num_frames: int,
     where = f"held-out tails ({tail:.0%} of each video)" if tail else "videos"
     raise records.DatasetError(f"{dataset.path}: evaluation needs {num_videos} {where} of at least "
                                f"{num_frames + 1} frames, the dataset has {len(videos)}")
-  samples = []
-  for number, (_, order) in enumerate(videos[:num_videos]):
-    identity = _frame(dataset, order[0], number)
-    frames = [_frame(dataset, record, number) for record in order[:num_frames + 1]]
-    for t in range(1, num_frames + 1):
-      sample = {"identity_t": identity, "identity_prev": identity,
-                "appearance_t": frames[t], "appearance_prev": frames[t - 1],
-                "expression_t": frames[t], "expression_prev": frames[t - 1]}
-      samples.append(sample)
-  batch = {role: _stack([sample[role] for sample in samples]) for role in samples[0]}
-  batch["branch"] = np.full(len(samples), sampling.INTRA, np.int32)
-  batch["index"] = np.arange(len(samples), dtype=np.int64)
-  return batch
+  return dataset, videos[:num_videos]
