@@ -86,6 +86,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 from etils import epath
+from PIL import Image
 
 from tfvgan_jax import cli, distributed, face3d, files, inference, metrics, onnx_models
 from tfvgan_jax.data import evaluation as evaluation_data
@@ -521,7 +522,26 @@ def write_results(evaluation, out_dir) -> tuple[epath.Path, epath.Path]:
   markdown_path, json_path = out_dir / "results.md", out_dir / "results.json"
   files.write_text(markdown_path, evaluation.markdown)
   files.write_text(json_path, json.dumps(evaluation.document, indent=2, ensure_ascii=False) + "\n")
+  if isinstance(evaluation, SyntheticEvaluation):
+    for task, grid in synthetic_grids(evaluation).items():
+      with files.atomic_path(out_dir / f"grid_{task}.png") as path:
+        Image.fromarray(grid).save(path, format="PNG")
   return markdown_path, json_path
+
+
+# The columns of a task's grid (`synthetic_grids`): what was asked of the edit, the truth, the output.
+SYNTHETIC_GRID_COLUMNS = ("identity", "expression", "appearance", "render", "truth", "output")
+
+
+def synthetic_grids(evaluation, frame: int = 1) -> dict[str, np.ndarray]:
+  """{task: uint8 image}: one row per held-out video (its frame `frame`, t = 1 .. T), columns
+  X_i, X_e, X_p, the render R, the truth and Y (`SYNTHETIC_GRID_COLUMNS`)."""
+  grids = {}
+  for task, outputs in evaluation.outputs.items():
+    frames = int(evaluation.document["details"]["num_frames"])
+    rows = range(min(frame, frames) - 1, len(outputs["output"]), frames)
+    grids[task] = inference.image_grid(outputs, rows, SYNTHETIC_GRID_COLUMNS)
+  return grids
 
 
 # ----- ground truth on held-out synthetic videos -----
@@ -553,7 +573,8 @@ class SyntheticEvaluation(NamedTuple):
       'expression_margin': [N] NumPy or None}}.
     markdown: the table and the notes below it.
     document: the results.json contents: {'tasks', 'keys', 'details'}.
-    outputs: {task name: `inference.evaluation_outputs` as NumPy, [N, ...] video-major}.
+    outputs: {task name: `inference.evaluation_outputs` as NumPy, [N, ...] video-major, and the
+      truth as "truth" ([N, S, S, 3] in [0, 1])}; `write_results` draws them as grid_TASK.png.
   """
 
   tasks: dict
@@ -661,7 +682,7 @@ def evaluate_synthetic(checkpoint, seed: int = DEFAULT_SYNTHETIC_SEED, num_video
     result = generate_outputs(generate, checkpoint, samples.batch, model, batch_size)
     per_sample[task.name] = truth_metrics(result["output"], samples)
     tasks[task.name] = summarize_task(per_sample[task.name], result)
-    outputs[task.name] = result
+    outputs[task.name] = {**result, "truth": samples.truth.astype(np.float32) / 255.0}
   markdown = synthetic_table(tasks) + (
       f"\n{num_videos} held-out synthetic videos (seed {seed}) x {num_frames} frames per task, {size} px. "
       "Truth: the identity video's shape and skin, the expression video's expression, the appearance video's "

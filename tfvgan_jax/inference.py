@@ -312,10 +312,12 @@ def evaluation_outputs(networks: Networks, params: dict, variables: dict, scene:
   }
 
 
-def image_grid(outputs: dict, rows: int) -> np.ndarray:
-  """[rows * S, 8 * S, 3] uint8: per sample X_i, X_p, X_e, R, M^, M, Y, warped Y(t-1)."""
-  rows = min(rows, outputs["output"].shape[0])
-  tiles = [np.concatenate([np.asarray(outputs[name][row]) for name in GRID_COLUMNS], axis=1) for row in range(rows)]
+def image_grid(outputs: dict, rows, columns=GRID_COLUMNS) -> np.ndarray:
+  """[rows * S, len(columns) * S, 3] uint8 of [0, 1] images: per sample (the first `rows`, or the
+  listed sample numbers) its `columns`, by default X_i, X_p, X_e, R, M^, M, Y, warped Y(t-1)."""
+  if isinstance(rows, int):
+    rows = range(min(rows, outputs["output"].shape[0]))
+  tiles = [np.concatenate([np.asarray(outputs[name][row]) for name in columns], axis=1) for row in rows]
   return to_uint8(np.concatenate(tiles, axis=0))
 
 
