@@ -41,6 +41,11 @@ VARIANTS = {
     "tmp_frame": {"loss.tmp_region": "frame"},
     "tmp_off": {"loss.weights.tmp": 0.0},
     "appearance_32px": {"model.emb_downsamples": 1},
+    # P at 1/16 of the frame (4 x 4 at 64 px), the papers' 16 x 16 at 256 px: the demo's two
+    # downsamplings give 1/4, a code fine enough to carry X_p's face (X_p is the ground truth of
+    # intra samples, so E can learn to pass its face through).
+    "appearance_relative": {"model.emb_downsamples": 4},
+    "appearance_8px": {"model.emb_downsamples": 3},
     "rcn": {"model.norm": "rcn"},
     "rcn_alpha_0.5": {"model.norm": "rcn", "model.rcn_alpha_init": 0.5},
     "adain": {"model.norm": "adain"},

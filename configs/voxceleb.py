@@ -36,6 +36,12 @@ def paper_config(variant: dict | None = None):
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.face_model = ""
+  # Start from another run's networks (its --workdir, checkpoints/ or checkpoints/STEP folder): the
+  # parameters and variables of `init_networks` ('all', or some of embedder,generator,discriminator)
+  # and their EMA, with fresh optimizer states, step 0 and this run's data order. Same face model,
+  # image size and network shapes required. A run that has checkpoints of its own resumes them.
+  config.init_from = ""
+  config.init_networks = "all"
 
   config.data = ml_collections.ConfigDict()
   config.data.videos = ""
@@ -46,6 +52,12 @@ def paper_config(variant: dict | None = None):
   # video, UniFaceGAN eq. 2).
   config.data.inter_expression = "appearance"
   config.data.frame_gap = 1
+  # How videos' people are told apart for inter-video samples: 'video' (each video its own, the
+  # papers') or 'folder' (the first folder of the video's id: clips/alice/*.mp4 are one person).
+  config.data.people = "video"
+  # Fraction of each video's frames, at its end, never trained on; with eval.videos empty (or the
+  # same dataset) the run evaluates on these tails: a handful of clips, no separate test set.
+  config.data.held_out_tail = 0.0
   config.data.batch_size = 24
   config.data.seed = 0
   config.data.num_workers = 8

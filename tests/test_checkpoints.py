@@ -165,3 +165,104 @@ def test_a_checkpoint_set_aside_twice_at_the_same_step_keeps_both(tmp_path):
   assert sorted(p.name for p in aside.iterdir()) == ["2", "2-2"]
   assert (aside / "2" / "state").read_text() == "first" and (aside / "2-2" / "state").read_text() == "second"
   assert not (tmp_path / "checkpoints" / "2").exists()
+
+
+def fresh_state(config, seed=7):
+  """A freshly initialized, sharded train state of `config`, its shardings and run record (as
+  `train.train_and_evaluate` makes them)."""
+  from tfvgan_jax import sharding
+  optimizers = train.make_optimizers(config.optim)
+  init = lambda key: train.init_state(config, optimizers, key)  # noqa: E731
+  abstract = jax.eval_shape(init, jax.random.key(seed))
+  shardings = sharding.state_shardings(sharding.create_mesh(config.mesh), abstract)
+  record = inference.run_record(config, face3d.load_model(config.face_model), inference.parameter_shapes(
+      {"params": abstract.params, "disc_params": abstract.disc_params, "variables": abstract.variables}))
+  return jax.jit(init, out_shardings=shardings)(jax.random.key(seed)), shardings, record
+
+
+def assert_same(a, b, empty=False):
+  leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
+  assert len(leaves_a) == len(leaves_b) and (empty or leaves_a)
+  for x, y in zip(leaves_a, leaves_b):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def assert_differ(a, b):
+  assert any(not np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def test_init_from_loads_the_named_networks_and_their_ema_with_fresh_optimizers(tmp_path, cache_dir):
+  source = train.train_and_evaluate(tiny(cache_dir, **{"train.num_steps": 2, "optim.ema_decay": 0.5}),
+                                    tmp_path / "source")
+  config = tiny(cache_dir, **{"optim.ema_decay": 0.9})
+  fresh, shardings, record = fresh_state(config)
+  assert_differ(fresh.params, source.params)
+
+  state, step_dir = checkpoints.initialize_from(tmp_path / "source", fresh, shardings, record,
+                                                checkpoints.parse_init_networks("all"))
+  assert step_dir.name == "2"
+  assert_same(state.params, source.params)
+  assert_same(state.ema, source.ema)  # the EMA from the checkpoint's EMA, not from its parameters
+  assert_differ(state.ema, source.params)
+  assert_same(state.disc_params, source.disc_params)
+  assert_same(state.variables, source.variables)
+  assert_same(state.gen_opt, fresh.gen_opt) and assert_same(state.disc_opt, fresh.disc_opt)
+  assert int(state.step) == 0
+  assert state.params["generator"] is not None and state.params.keys() == fresh.params.keys()
+
+  # Only G and E, from a step's folder: D stays as initialized.
+  state, step_dir = checkpoints.initialize_from(tmp_path / "source" / "checkpoints" / "2", fresh, shardings, record,
+                                                checkpoints.parse_init_networks("generator, embedder"))
+  assert_same(state.params, source.params)
+  assert_same(state.disc_params, fresh.disc_params)
+  assert_same(state.variables["discriminator"], fresh.variables["discriminator"], empty=True)
+
+  # A checkpoint without an EMA: this run's EMA starts from the loaded parameters (a copy).
+  no_ema = train.train_and_evaluate(tiny(cache_dir, **{"train.num_steps": 1}), tmp_path / "no_ema")
+  state, _ = checkpoints.initialize_from(tmp_path / "no_ema", fresh, shardings, record, ("embedder", "generator"))
+  assert_same(state.ema, no_ema.params) and assert_same(state.params, no_ema.params)
+
+  with pytest.raises(ValueError, match=r"config.init_networks='decoder'.*embedder, generator, discriminator"):
+    checkpoints.parse_init_networks("decoder")
+
+
+def test_init_from_refuses_another_model_naming_both(tmp_path, cache_dir):
+  train.train_and_evaluate(tiny(cache_dir, **{"train.num_steps": 1}), tmp_path / "source")
+  wider = tiny(cache_dir, **{"model.disc_width": 16})
+  fresh, shardings, record = fresh_state(wider)
+  with pytest.raises(checkpoints.CheckpointMismatchError, match=r"parameter shapes of discriminator differ "
+                     r"\(disc_params/.*there, .* here\)"):
+    checkpoints.initialize_from(tmp_path / "source", fresh, shardings, record, ("discriminator",))
+  # The networks that do match may still be taken.
+  state, _ = checkpoints.initialize_from(tmp_path / "source", fresh, shardings, record, ("embedder", "generator"))
+  assert int(state.step) == 0
+
+  saved = json.loads((tmp_path / "source" / "checkpoints" / "1" / "run" / "metadata").read_text())
+  other = dict(saved, face_model="face468.npz", face_model_name="learned", face_model_hash="x", image_size=64)
+  with pytest.raises(checkpoints.CheckpointMismatchError) as error:
+    checkpoints.check_init_source("src/1", saved, other, ("generator",))
+  message = str(error.value)
+  assert "\n" not in message and "config.init_from=src/1" in message
+  assert "face model 'procedural-v1-low' (procedural:low) there" in message and "'learned' (face468.npz) here" in message
+  assert "image size 32 px there, 64 px here" in message
+  with pytest.raises(checkpoints.CheckpointMismatchError, match="has no run record"):
+    checkpoints.check_init_source("src/1", None, other, ("generator",))
+  with pytest.raises(inference.CheckpointError, match="nowhere: no such folder"):
+    checkpoints.initialize_from(tmp_path / "nowhere", fresh, shardings, record, ("generator",))
+
+
+def test_a_run_started_from_another_trains_and_then_resumes_its_own(tmp_path, cache_dir, caplog):
+  train.train_and_evaluate(tiny(cache_dir, **{"train.num_steps": 1}), tmp_path / "source")
+  config = tiny(cache_dir, **{"train.num_steps": 1, "init_from": str(tmp_path / "source"),
+                              "init_networks": "embedder,generator"})
+  with caplog.at_level(logging.INFO):
+    state = train.train_and_evaluate(config, tmp_path / "tuned")
+  assert int(state.step) == 1
+  assert any("initialized embedder, generator from" in r.getMessage() for r in caplog.records)
+  caplog.clear()
+  config.train.num_steps = 2
+  config.init_from = str(tmp_path / "gone")  # not read: the run has its own checkpoint
+  with caplog.at_level(logging.INFO):
+    state = train.train_and_evaluate(config, tmp_path / "tuned")
+  assert int(state.step) == 2
+  assert any("config.init_from is not used" in r.getMessage() for r in caplog.records)

@@ -28,7 +28,7 @@ def test_variants_parse_strictly():
 
 def test_every_config_rejects_unknown_variants_and_reads_booleans():
   """Before: `:tiy` ran the full config, and `:tiny=False` still applied the tiny settings."""
-  for name in ("synthetic", "voxceleb", "ffhq_voxceleb"):
+  for name in ("synthetic", "voxceleb", "ffhq_voxceleb", "clips"):
     with pytest.raises(ValueError, match="unknown config variant 'tiy'"):
       load_config(name, "tiy")
   assert load_config("synthetic", "tiny=False").model.image_size == 64
@@ -41,7 +41,7 @@ def test_every_config_rejects_unknown_variants_and_reads_booleans():
 
 def test_every_config_sets_every_field_the_code_reads():
   paper = load_config("voxceleb", None).to_dict()
-  for name in ("synthetic", "ffhq_voxceleb"):
+  for name in ("synthetic", "ffhq_voxceleb", "clips"):
     config = load_config(name, None).to_dict()
     missing = {f"{section}.{key}" for section, fields in paper.items() if isinstance(fields, dict)
                for key in fields if key not in config[section]}
@@ -59,3 +59,15 @@ def test_the_command_line_names_a_bad_variant_in_one_line(tmp_path):
       "error: --config=configs/synthetic.py:tiy: ValueError: unknown config variant 'tiy' in 'tiy'; known: res, tiny "
       "(--helpshort lists the flags)"]
   assert not any(tmp_path.iterdir())
+
+
+def test_the_clips_config_fine_tunes_the_demo_networks_on_held_out_tails():
+  clips, demo = load_config("clips", None), load_config("synthetic", "res=128")
+  assert clips.model.to_dict() == demo.model.to_dict()  # a demo run of that size can start it
+  assert clips.face_model == demo.face_model
+  assert (clips.data.videos, clips.eval.videos, clips.data.held_out_tail) == ("", "", 0.2)
+  assert "synthetic" not in clips.data  # records from data_prep.build, required
+  assert clips.data.inter_expression == "expression"  # UniFaceGAN eq. 2
+  cpu = load_config("clips", "cpu")
+  assert (cpu.model.image_size, cpu.data.batch_size, cpu.train.num_steps) == (128, 8, 1200)
+  assert load_config("clips", "res=64").model.image_size == 64

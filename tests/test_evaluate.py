@@ -307,6 +307,13 @@ def test_synthetic_command_line_writes_the_documented_keys(checkpoint, run, synt
   ssim = synthetic_result.tasks["self_reenactment"]["ssim"]
   assert document["tasks"]["self_reenactment"]["ssim"] == pytest.approx(ssim, rel=1e-5)
   assert (tmp_path / "results.md").read_text().startswith("| Task |")
+  # A grid per task: a row per held-out video (its frame 1), X_i, X_e, X_p, R, the truth and Y.
+  from PIL import Image
+  swap = np.asarray(Image.open(tmp_path / "grid_swap.png"))
+  assert swap.shape == (3 * 32, 6 * 32, 3)
+  np.testing.assert_array_equal(swap[32:64, 4 * 32:5 * 32],
+                                inference.to_uint8(synthetic_result.outputs["swap"]["truth"][2]))
+  assert {p.name for p in tmp_path.glob("grid_*.png")} == {f"grid_{task}.png" for task in synthetic_result.tasks}
   with pytest.raises(evaluate.EvaluationError, match="seed of the corpus the run trained on"):
     evaluate.evaluate_synthetic(checkpoint, seed=0, num_videos=3, num_frames=1)
   with pytest.raises(evaluate.EvaluationError, match="num_videos >= 3"):
@@ -314,3 +321,17 @@ def test_synthetic_command_line_writes_the_documented_keys(checkpoint, run, synt
   no_albedo = checkpoint._replace(face_model=checkpoint.face_model.replace(albedo=None))
   with pytest.raises(evaluate.EvaluationError, match="has no albedo"):
     evaluate.evaluate_synthetic(no_albedo, num_videos=3, num_frames=1)
+
+
+def test_swaps_take_the_identity_of_the_next_video_of_another_person():
+  assert evaluate.swap_partners(["a", "b", "c"]).tolist() == [1, 2, 0]  # each video its own person: v + 1
+  assert evaluate.swap_partners(["alice", "alice", "bob", "carol", "carol"]).tolist() == [2, 2, 3, 0, 0]
+  assert evaluate.swap_partners(["solo", "solo"]).tolist() == [1, 0]  # one person: nothing else to take
+  frames = 2
+  reenactment = {"identity_t": {"video": np.repeat(np.arange(3), frames)},
+                 "identity_prev": {"video": np.repeat(np.arange(3), frames)},
+                 "branch": np.zeros(3 * frames, np.int32)}
+  swapped = evaluate.swapping_batch(reenactment, frames, np.array([2, 0, 0]))
+  assert swapped["identity_t"]["video"].tolist() == [2, 2, 0, 0, 0, 0]
+  assert evaluate.swapping_batch(reenactment, frames)["identity_prev"]["video"].tolist() == [1, 1, 2, 2, 0, 0]
+  assert (swapped["branch"] == 1).all()

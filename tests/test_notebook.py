@@ -57,15 +57,24 @@ def test_the_notebook_is_stored_clean():
   code_cells = [c for c in notebook.cells if c.cell_type == "code"]
   assert all(c.outputs == [] and c.execution_count is None for c in code_cells)
   names = {line.split("=")[0].strip() for line in parameters_cell(notebook).source.splitlines() if "=" in line}
-  assert names == {"CHECKPOINT", "SOURCE", "TARGET", "DRIVING", "EXPRESSION", "OUT_DIR", "BATCH_SIZE", "CACHE_DIR"}
+  assert names == {"CHECKPOINT", "SOURCE", "TARGET", "DRIVING", "EXPRESSION", "OUT_DIR", "BATCH_SIZE", "CACHE_DIR",
+                   "CLIPS", "FINE_TUNE_STEPS", "FINE_TUNE_FLAGS"}
 
 
 def test_the_notebook_runs_all_tasks(mediapipe_models, workdir, inputs, tmp_path, monkeypatch):
   # The kernel imports the tfvgan_jax under test, installed or not.
   monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
   notebook = nbformat.read(NOTEBOOK, as_version=4)
+  # Section 4b fine-tunes the checkpoint for one step on three clips (8 frames each: 4 held out).
+  clips = tmp_path / "clips"
+  clips.mkdir()
+  for name in ("TARGET", "DRIVING", "EXPRESSION"):
+    os.symlink(inputs[name], clips / f"{name.lower()}.mp4")
   settings = {"CHECKPOINT": str(workdir), **{k: str(v) for k, v in inputs.items()},
-              "OUT_DIR": str(tmp_path / "edits"), "BATCH_SIZE": 4, "CACHE_DIR": str(tmp_path / "cache")}
+              "OUT_DIR": str(tmp_path / "edits"), "BATCH_SIZE": 4, "CACHE_DIR": str(tmp_path / "cache"),
+              "CLIPS": str(clips), "FINE_TUNE_STEPS": 1,
+              "FINE_TUNE_FLAGS": ["--config.data.held_out_tail=0.4", "--config.eval.num_frames=2",
+                                  "--config.data.batch_size=4", "--config.data.num_workers=0"]}
   parameters_cell(notebook).source = "\n".join(f"{name} = {value!r}" for name, value in settings.items())
   # The kernel must be this environment's Python (it checks, right after the parameters).
   notebook.cells.insert(notebook.cells.index(parameters_cell(notebook)) + 1, nbformat.v4.new_code_cell(
@@ -76,7 +85,9 @@ def test_the_notebook_runs_all_tasks(mediapipe_models, workdir, inputs, tmp_path
 
   assert "install skipped" in stream_text(cell(notebook, "install"))
   assert "using the checkpoint" in stream_text(cell(notebook, "train-demo"))
-  assert "checkpoint step 2, 32 x 32 px" in stream_text(cell(notebook, "load"))
+  tuned = stream_text(cell(notebook, "fine-tune"))
+  assert "editing with the fine-tuned run in" in tuned and "Reenactment (ours)" in tuned  # evaluate's table
+  assert "checkpoint step 1, 32 x 32 px" in stream_text(cell(notebook, "load"))  # the fine-tuned run's
   for name in OUTPUTS:
     path = tmp_path / "edits" / f"{name}.mp4"
     assert len(list(video.read_frames(path))) == FRAMES, name

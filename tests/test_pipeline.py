@@ -158,3 +158,31 @@ def test_synthetic_job_writes_videos_and_image_sets(tmp_path):
   assert len(images) == 3 and {len(v) for v in records.video_index(images).values()} == {1}
   again = subprocess.run(common + ["--videos=2", "--frames=3"], cwd=repo, capture_output=True, text=True, timeout=300)
   assert again.returncode != 0 and "already exists" in again.stderr
+
+
+def test_held_out_tail_is_never_drawn_and_is_what_evaluation_reads(corpus, model):
+  from tfvgan_jax.data import evaluation
+  # Six frames per video, half held out: training draws frames 0-2 only, evaluation reads 3-5.
+  batches = take(pipeline.training_dataset(data_config(corpus[0], batch_size=8, held_out_tail=0.5), model), 8)
+  drawn = np.concatenate([batch[key]["frame_index"] for batch in batches for key in ROLE_KEYS])
+  assert drawn.max() == 2 and drawn.min() == 0
+  batch = evaluation.self_reenactment_batch(corpus[0], 2, 2, model, tail=0.5)
+  assert batch["identity_t"]["frame_index"].tolist() == [3, 3, 3, 3]
+  assert batch["appearance_t"]["frame_index"].tolist() == [4, 5, 4, 5]
+  assert batch["appearance_prev"]["frame_index"].tolist() == [3, 4, 3, 4]
+  with pytest.raises(records.DatasetError, match=r"held-out tails \(50% of each video\) of at least 4 frames"):
+    evaluation.self_reenactment_batch(corpus[0], 2, 3, model, tail=0.5)
+  # Too little left to train on is the sampler's error, naming the split.
+  with pytest.raises(sampling.DatasetTooSmall, match=r"the first 20% of each video: data.held_out_tail=0.8"):
+    pipeline.training_dataset(data_config(corpus[0], held_out_tail=0.8), model)
+  with pytest.raises(ValueError, match=r"held_out_tail=1.5"):
+    pipeline.training_dataset(data_config(corpus[0], held_out_tail=1.5), model)
+
+
+def test_fewer_than_three_people_train_self_reenactment_only_and_say_so(tmp_path, model, caplog):
+  two = records.write_dataset(tmp_path, "two", synthetic.corpus_examples(model, 2, 4, SIZE, seed=3), model, SIZE)
+  with caplog.at_level("WARNING"):
+    batches = take(pipeline.training_dataset(data_config(two, batch_size=8), model), 2)
+  assert all((batch["branch"] == sampling.INTRA).all() for batch in batches)
+  assert any("2 videos with more than 1 frames" in r.getMessage() and "swaps cannot be trained" in r.getMessage()
+             and "data.sigma 0.5 -> 1" in r.getMessage() for r in caplog.records)

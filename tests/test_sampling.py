@@ -94,8 +94,11 @@ def test_frame_index_maps_positions_to_records_in_frame_order():
 
 def test_dataset_checks_name_the_dataset():
   few = video_index([5, 5])
-  with pytest.raises(sampling.DatasetTooSmall, match="corpus_a.*three different videos.*has 2"):
-    sampling.check_sampling("intra_inter", few, None, 1, name="corpus_a")
+  # Two videos: no swap can be drawn, but self-reenactment can (the pipeline then trains only that).
+  sampling.check_sampling("intra_inter", few, None, 1, name="corpus_a")
+  assert sampling.people_count(few, 1) == 2 and sampling.people_count(video_index([5, 1, 5]), 1) == 2
+  spec = sampling.sample_intra_inter(np.random.default_rng(0), video_index([5]), None, 1.0, 1)
+  assert spec.branch == sampling.INTRA
   short = video_index([1, 1, 1, 1])
   with pytest.raises(sampling.DatasetTooSmall, match="corpus_b.*no video has more than k=1"):
     sampling.check_sampling("intra_inter", short, None, 1, name="corpus_b")
@@ -105,3 +108,60 @@ def test_dataset_checks_name_the_dataset():
     sampling.check_sampling("random", VIDEOS, None, 1)
   sampling.check_sampling("intra_inter", VIDEOS, None, 1)
   sampling.check_sampling("video_image", few, IMAGES, 1)
+
+
+def test_held_out_tail_is_the_last_ceil_fraction_of_every_video():
+  # Hand-worked: 10 frames at 0.2 -> the last 2; 7 -> ceil(1.4) = 2; 1 -> 1; 5 at 0.2 -> exactly 1.
+  assert [sampling.tail_length(n, 0.2) for n in (10, 7, 1, 5, 0)] == [2, 2, 1, 1, 0]
+  assert sampling.tail_length(10, 0.0) == 0
+  videos = {"a": np.arange(10), "b": np.arange(100, 107)}
+  head, tail = sampling.split_held_out_tail(videos, 0.2)
+  np.testing.assert_array_equal(head["a"], np.arange(8))
+  np.testing.assert_array_equal(tail["a"], [8, 9])
+  np.testing.assert_array_equal(tail["b"], [105, 106])
+  for name in videos:  # a partition of each video, in frame order
+    np.testing.assert_array_equal(np.concatenate([head[name], tail[name]]), videos[name])
+  assert sampling.check_held_out_tail("0.25") == 0.25
+  for bad in (1.0, -0.1, "most"):
+    with pytest.raises(ValueError, match=r"config.data.held_out_tail=.*in \[0, 1\)"):
+      sampling.check_held_out_tail(bad)
+
+
+def test_inter_samples_take_three_people_when_videos_share_one():
+  videos = {f"{person}/clip{c}": list(range(10 * i + 5 * c, 10 * i + 5 * c + 5))
+            for i, person in enumerate(("alice", "bob", "carol")) for c in range(2)}
+  assert sampling.person_of("alice/clip0", "folder") == "alice" and sampling.person_of("solo", "folder") == "solo"
+  assert sampling.person_of("alice/clip0", "video") == "alice/clip0"
+  with pytest.raises(ValueError, match="config.data.people='face'"):
+    sampling.person_of("a", "face")
+  by_video = FrameIndex.from_videos(videos)
+  assert by_video.people is None  # every video its own person: the papers' draw, unchanged
+  index = FrameIndex.from_videos(videos, "folder")
+  assert index.people.tolist() == [0, 0, 1, 1, 2, 2] and sampling.people_count(index, 1) == 3
+  drawn = set()
+  for i in range(600):
+    spec = sampling.sample_intra_inter(sampling.sample_rng(0, i), index, None, 0.0, 1)
+    chosen = [spec.slots[role]["t"].video for role in sampling.ROLES]
+    assert len({int(index.people[v]) for v in chosen}) == 3
+    drawn.update(chosen)
+  assert drawn == set(range(6))  # every clip of every person still takes part
+  # With 'video' the same dataset gives same-person triples (clip0 and clip1 of one person).
+  same_person = 0
+  for i in range(600):
+    spec = sampling.sample_intra_inter(sampling.sample_rng(0, i), by_video, None, 0.0, 1)
+    chosen = [spec.slots[role]["t"].video for role in sampling.ROLES]
+    same_person += len({int(index.people[v]) for v in chosen}) < 3
+  assert same_person > 100
+
+
+def test_the_index_head_matches_the_held_out_split_without_copying_frames():
+  videos = {f"v{i}": np.arange(100 * i, 100 * i + n) for i, n in enumerate((10, 7, 1, 5))}
+  index = FrameIndex.from_videos(videos)
+  head = index.head(0.2)
+  expected, _ = sampling.split_held_out_tail(videos, 0.2)
+  assert head.lengths.tolist() == [len(expected[v]) for v in head.video_ids] == [8, 5, 0, 4]
+  assert head.records is index.records  # shared
+  assert [head.record(0, p) for p in range(8)] == expected["v0"].tolist()
+  compact = FrameIndex(("a", "b"), np.array([0, 10]), np.array([10, 5]), None).head(0.2)
+  assert compact.lengths.tolist() == [8, 4] and compact.record(1, 3) == 13
+  assert index.head(0.0) is index

@@ -181,3 +181,19 @@ def test_required_settings_name_the_commands_that_make_them(tmp_path):
   config.face_model = "procedural:low"
   with pytest.raises(ValueError, match=r"data\.videos is required.*data_prep\.build.*data_prep\.synthetic"):
     train.train_and_evaluate(config, tmp_path)
+
+
+def test_a_run_without_eval_videos_evaluates_on_its_held_out_tails(cache_dir, caplog):
+  from tfvgan_jax import face3d
+  config = load_config("synthetic", "tiny", **{"data.synthetic.cache_dir": cache_dir})
+  model = face3d.load_model(config.face_model)
+  data, eval_path = train.resolve_data(config, model)
+  assert eval_path != data.videos and train.evaluation_tail(data, eval_path) == 0.0  # its own held-out videos
+  config.data.synthetic.eval_videos = 0
+  config.data.held_out_tail = 0.5
+  data, eval_path = train.resolve_data(config, model)
+  assert eval_path == data.videos and train.evaluation_tail(data, eval_path) == 0.5
+  data.held_out_tail = 0.0
+  with caplog.at_level("WARNING"):
+    assert train.evaluation_tail(data, eval_path) == 0.0
+  assert any("measures frames the run trains on" in r.getMessage() for r in caplog.records)

@@ -27,7 +27,8 @@ from tfvgan_jax import inference
 
 # Fields that may differ between the run that wrote a checkpoint and the run that resumes it.
 RESUMABLE_CHANGES = ("train.", "eval.", "mesh.", "distributed", "heartbeat_timeout", "data.num_workers",
-                     "data.num_threads", "data.prefetch", "data.synthetic.cache_dir", "model.dtype", "render.capacity")
+                     "data.num_threads", "data.prefetch", "data.synthetic.cache_dir", "model.dtype", "render.capacity",
+                     "init_from", "init_networks")
 # Fields whose change makes the saved networks another model: refused.
 ARCHITECTURE = ("model.", "face_model")
 
@@ -184,3 +185,156 @@ def restore(manager: ocp.CheckpointManager, target, iterator, config_json: dict,
   if failures:
     raise inference.CheckpointError(f"{manager.directory}: no checkpoint can be read: {'; '.join(failures)}")
   return None, None
+
+
+# ---------------------------------------------------------------------------------------------
+# Starting a run from another run's networks (`config.init_from`).
+# ---------------------------------------------------------------------------------------------
+
+# The networks `config.init_networks` may name, and the train-state entries each one is made of
+# ((state field, key) pairs; None: the whole field).
+INIT_NETWORKS = {
+    "embedder": (("params", "embedder"), ("variables", "embedder"), ("ema", "embedder")),
+    "generator": (("params", "generator"), ("variables", "generator"), ("ema", "generator"),
+                  ("variables", inference.EMA_STATISTICS)),
+    "discriminator": (("disc_params", None), ("variables", "discriminator")),
+}
+
+
+def parse_init_networks(value) -> tuple[str, ...]:
+  """The networks of `config.init_networks` ('all', or comma-separated names of `INIT_NETWORKS`)."""
+  names = [name.strip() for name in str(value).split(",") if name.strip()]
+  if names == ["all"]:
+    return tuple(INIT_NETWORKS)
+  unknown = [name for name in names if name not in INIT_NETWORKS]
+  if unknown or not names:
+    raise ValueError(f"config.init_networks={value!r}: give 'all' or a comma-separated list of "
+                     f"{', '.join(INIT_NETWORKS)}")
+  return tuple(dict.fromkeys(names))
+
+
+def _shape_prefixes(networks: tuple[str, ...]) -> tuple[str, ...]:
+  """The `inference.parameter_shapes` key prefixes of the named networks."""
+  return tuple(f"{field}/" if key is None else f"{field}/{key}/"
+               for name in networks for field, key in INIT_NETWORKS[name] if field != "ema")
+
+
+def check_init_source(step_dir, saved_record: Optional[dict], record: dict, networks: tuple[str, ...]) -> None:
+  """Refuses to start from a checkpoint of another face model, image size or network shape.
+
+  Raises:
+    CheckpointMismatchError: naming the checkpoint, what differs, and both values.
+  """
+  if saved_record is None:
+    raise CheckpointMismatchError(
+        f"{step_dir}: the checkpoint has no run record (face model, image size, parameter shapes), so it "
+        f"cannot be checked against this run; resume it with its own config instead")
+  problems = []
+  if saved_record.get("face_model_hash") != record["face_model_hash"]:
+    problems.append(f"face model {saved_record.get('face_model_name')!r} ({saved_record.get('face_model')}) there, "
+                    f"{record['face_model_name']!r} ({record['face_model']}) here")
+  if saved_record.get("image_size") != record["image_size"]:
+    problems.append(f"image size {saved_record.get('image_size')} px there, {record['image_size']} px here")
+  prefixes = _shape_prefixes(networks)
+  old = {key: shape for key, shape in saved_record.get("parameter_shapes", {}).items() if key.startswith(prefixes)}
+  new = {key: shape for key, shape in record["parameter_shapes"].items() if key.startswith(prefixes)}
+  differing = sorted(key for key in set(old) | set(new) if old.get(key) != new.get(key))
+  if differing:
+    problems.append(f"{len(differing)} parameter shapes of {', '.join(networks)} differ ({differing[0]}: "
+                    f"{old.get(differing[0], 'absent')} there, {new.get(differing[0], 'absent')} here)")
+  if problems:
+    raise CheckpointMismatchError(
+        f"config.init_from={step_dir}: another model than this run's: {'; '.join(problems)}. Start from a "
+        f"checkpoint of the same face model, image size and config.model, or set config.init_networks to the "
+        f"networks that match")
+
+
+def initialize_from(source, state, shardings, record: dict, networks: tuple[str, ...]):
+  """`state` with the named networks taken from another run's checkpoint (`config.init_from`).
+
+  The parameters and variables of the named networks come from the checkpoint, and the EMA copy of
+  E and G from its EMA (from the loaded parameters where it kept none); everything else of `state`
+  (the optimizer states, the step, the other networks) stays as initialized, and the data order is
+  the run's own.
+
+  Args:
+    source: a run's --workdir, its checkpoints/ folder or one step's folder (the latest step unless
+      a step's folder is given).
+    state: the freshly initialized `train.TrainState` (sharded).
+    shardings: its shardings (the same structure).
+    record: this run's `inference.run_record`.
+    networks: names of `INIT_NETWORKS`.
+
+  Returns:
+    (state, step_dir): the new state and the checkpoint it was initialized from.
+
+  Raises:
+    inference.CheckpointError: no readable checkpoint there.
+    CheckpointMismatchError: a checkpoint of another face model, image size or network shape.
+  """
+  directory, step = inference.find_checkpoint(source)
+  step_dir = epath.Path(directory) / str(step)
+  try:
+    saved_record = inference.checkpoint_json(step_dir, inference.RUN_RECORD)
+  except (OSError, ValueError) as error:
+    raise inference.CheckpointError(f"{step_dir}: its run record is unreadable ({error})") from error
+  check_init_source(step_dir, saved_record, record, networks)
+  checkpointer = ocp.Checkpointer(ocp.PyTreeCheckpointHandler())
+  try:
+    try:
+      saved = checkpointer.metadata(step_dir / "state")
+      saved = saved.item_metadata.tree if hasattr(saved, "item_metadata") else getattr(saved, "tree", saved)
+    except Exception as error:  # noqa: BLE001 - any unreadable metadata is one error for the user
+      raise inference.CheckpointError(f"{step_dir}/state: unreadable checkpoint ({error})") from error
+    plan = _init_plan(state, saved, networks)
+    target = {}
+    for (field, key), (source_field, source_key) in plan.items():
+      entry = jax.tree.map(lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
+                           _entry(state, field, key), _entry(shardings, field, key))
+      if source_key is None:
+        target[source_field] = entry
+      else:
+        target.setdefault(source_field, {})[source_key] = entry
+    try:
+      loaded = checkpointer.restore(step_dir / "state", args=ocp.args.PyTreeRestore(
+          item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True))
+    except Exception as error:  # noqa: BLE001
+      raise inference.CheckpointError(
+          f"{step_dir}/state: cannot restore {', '.join(networks)} ({type(error).__name__}: "
+          f"{str(error).splitlines()[0] if str(error) else ''})") from error
+  finally:
+    checkpointer.close()
+  fields = {field: getattr(state, field) for field in ("params", "disc_params", "variables", "ema")}
+  fields = {field: dict(value) if isinstance(value, dict) else value for field, value in fields.items()}
+  used = set()
+  for (field, key), (source_field, source_key) in plan.items():
+    value = loaded[source_field] if source_key is None else loaded[source_field][source_key]
+    if (source_field, source_key) in used:  # one saved entry in two places (EMA from the parameters)
+      value = jax.tree.map(lambda array: jax.device_put(array, array.sharding, may_alias=False), value)
+    used.add((source_field, source_key))
+    if key is None:
+      fields[field] = value
+    else:
+      fields[field][key] = value
+  return state.replace(**fields), step_dir
+
+
+def _entry(tree, field: str, key: Optional[str]):
+  value = getattr(tree, field)
+  return value if key is None else value[key]
+
+
+def _init_plan(state, saved: dict, networks: tuple[str, ...]) -> dict:
+  """{(state field, key): (checkpoint field, key)} of what `initialize_from` loads where."""
+  plan = {}
+  for name in networks:
+    for field, key in INIT_NETWORKS[name]:
+      if key is not None and key not in getattr(state, field):
+        continue  # this run keeps no such entry (no EMA, no averaged statistics)
+      source = (field, key)
+      if field == "ema" and not jax.tree.leaves(saved.get("ema", {}).get(key, {})):
+        source = ("params", key)  # the checkpoint kept no EMA: start the EMA from the parameters
+      elif key == inference.EMA_STATISTICS and key not in saved.get("variables", {}):
+        source = ("variables", "generator")  # no averaged statistics there: start from the trained ones
+      plan[(field, key)] = source
+  return plan

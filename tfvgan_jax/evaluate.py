@@ -13,17 +13,20 @@ measures instead every editing task against its ground truth on held-out synthet
 (`evaluate_synthetic`, `data.ground_truth`; the keys of its results.json are `SYNTHETIC_KEYS`).
 
 The records (`data.records`) must be fitted with the checkpoint's morphable model and cut at its
-crop size (`config.model.image_size`); they should hold videos the run did not train on. The first
-`num_videos` videos (in video-id order) with at least num_frames + 1 frames are used, frames
-0 .. num_frames of each:
+crop size (`config.model.image_size`); they should hold videos the run did not train on, or be its
+training records with `--held_out_tail` (default: the run's `data.held_out_tail` when --videos is its
+training dataset), which takes only the last fraction of each video, the frames the run never drew.
+The first `num_videos` videos (in video-id order) with at least num_frames + 1 frames are used,
+frames 0 .. num_frames of each (of its held-out tail):
 
   row                  X_i (identity)              X_p = X_e (pose, expression,   hint M
                                                    background)
   Swapping (ours)      frame 0 of video v + 1      frames t = 1 .. T of video v   X_p (1 - M^)
   Reenactment (ours)   frame 0 of video v          frames t = 1 .. T of video v   X_i (1 - M^)
 
-(video v + 1 wraps to the first video), i.e. self-driving reenactment as the papers evaluate it,
-and a swap of every video's face with the next video's identity. Each sample is generated at t and
+(video v + 1 wraps to the first video; where the run's `data.people` rule makes videos share a
+person, the next video of another person: `swap_partners`), i.e. self-driving reenactment as the
+papers evaluate it, and a swap of every video's face with the next person's identity. Each sample is generated at t and
 t - 1 by the inference pass the training run evaluates with (`inference.build_scene` and
 `inference.evaluation_outputs`, jitted, on one device, in batches of `batch_size` samples); its outputs Y at t = 1 .. T form an output video per row and
 video. The metrics, over all samples of a row (UniFaceGAN §IV-A, TFVGAN §4):
@@ -83,6 +86,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 from etils import epath
+from PIL import Image
 
 from tfvgan_jax import cli, distributed, face3d, files, inference, metrics, onnx_models
 from tfvgan_jax.data import evaluation as evaluation_data
@@ -140,21 +144,42 @@ class Evaluation(NamedTuple):
 # ----- the two evaluation batches -----
 
 
-def swapping_batch(reenactment: dict, num_frames: int) -> dict:
-  """The swap batch of a self-reenactment batch: video v's frames with video v + 1's identity.
+def swap_partners(people: list[str]) -> np.ndarray:
+  """[V] the video whose identity video v's swap takes: the next video (wrapping) of another person,
+  or simply the next one where every video is of one person.
+
+  Args:
+    people: each evaluated video's person (`sampling.person_of`; the video id itself when each
+      video is a person of its own, which gives v + 1).
+  """
+  count = len(people)
+  partners = np.zeros(count, np.int64)
+  for v in range(count):
+    others = [u for u in ((v + step) % count for step in range(1, count)) if people[u] != people[v]]
+    partners[v] = others[0] if others else (v + 1) % count
+  return partners
+
+
+def swapping_batch(reenactment: dict, num_frames: int, partners: Optional[np.ndarray] = None) -> dict:
+  """The swap batch of a self-reenactment batch: video v's frames with video partners[v]'s identity.
 
   Args:
     reenactment: `data.evaluation.self_reenactment_batch` of V >= 2 videos and `num_frames` frames
       each (video-major).
     num_frames: T.
+    partners: [V] (`swap_partners`); default v + 1 (wrapping).
 
   Returns:
-    The same layout, identity rows moved by one video (wrapping) and `branch` INTER, so that the
+    The same layout, identity rows taken from the partner videos and `branch` INTER, so that the
     hint is X_p (1 - M^) (`inference.build_scene`).
   """
+  num_videos = len(reenactment["branch"]) // num_frames
+  if partners is None:
+    partners = (np.arange(num_videos) + 1) % num_videos
+  rows = (np.asarray(partners)[:, None] * num_frames + np.arange(num_frames)[None, :]).reshape(-1)
   batch = dict(reenactment)
   for role in ("identity_t", "identity_prev"):
-    batch[role] = {key: np.roll(value, -num_frames, axis=0) for key, value in reenactment[role].items()}
+    batch[role] = {key: value[rows] for key, value in reenactment[role].items()}
   batch["branch"] = np.full_like(reenactment["branch"], sampling.INTER)
   return batch
 
@@ -355,13 +380,14 @@ def _landmarker(landmarks_model):
 
 def evaluate_checkpoint(checkpoint, videos, num_videos: int = 8, num_frames: int = 8, inception=None,
                         face_recognition=None, landmarks_model=None, face_model: Optional[str] = None,
-                        batch_size: int = 16, min_face_score: float = 0.5) -> Evaluation:
+                        batch_size: int = 16, min_face_score: float = 0.5,
+                        held_out_tail: Optional[float] = None) -> Evaluation:
   """Measures Table I (and E_tmp) of a checkpoint on held-out records (module docstring).
 
   Args:
     checkpoint: a training workdir, or an `inference.InferenceCheckpoint`.
     videos: a frame dataset fitted with the checkpoint's face model at its crop size.
-    num_videos: V >= 2 videos used (the swaps pair different videos).
+    num_videos: V >= 2 videos used (the swaps pair different videos); 0: every video long enough.
     num_frames: T >= 2 output frames per video (frames 1 .. T; frame 0 is the identity).
     inception: the FID Inception network's .onnx file; None leaves FID '-'.
     face_recognition: a face-recognition .onnx file; None leaves E_id '-'.
@@ -371,6 +397,9 @@ def evaluate_checkpoint(checkpoint, videos, num_videos: int = 8, num_frames: int
     batch_size: samples per generator call.
     min_face_score: Face Mesh's face-presence score below which an output frame is left out of
       E_pose and E_exp.
+    held_out_tail: > 0: only the last fraction of each video's frames (`sampling.split_held_out_tail`);
+      default the run's `data.held_out_tail` when `videos` is its training dataset (the tails it never
+      trained on), else 0.
 
   Returns:
     `Evaluation`.
@@ -378,19 +407,30 @@ def evaluate_checkpoint(checkpoint, videos, num_videos: int = 8, num_frames: int
   Raises:
     EvaluationError: records of another model or crop size, too few videos, or bad settings.
   """
-  if num_videos < 2 or num_frames < 2:
-    raise EvaluationError(f"need num_videos >= 2 (swaps pair two videos) and num_frames >= 2 (E_tmp compares "
-                          f"consecutive frames), got {num_videos} and {num_frames}")
+  if num_videos == 1 or num_videos < 0 or num_frames < 2:
+    raise EvaluationError(f"need num_videos >= 2 (swaps pair two videos; 0: every video) and num_frames >= 2 (E_tmp "
+                          f"compares consecutive frames), got {num_videos} and {num_frames}")
   if batch_size < 1:
     raise EvaluationError(f"--eval_batch_size={batch_size}: must be at least 1 (samples per generator call)")
   checkpoint = _checkpoint(checkpoint, face_model)
   dataset = _open_records(videos, checkpoint)
+  tail = held_out_tail_of(checkpoint, dataset) if held_out_tail is None else held_out_tail
   try:
-    reenactment = evaluation_data.self_reenactment_batch(dataset.path, num_videos, num_frames, checkpoint.face_model)
-  except records.DatasetError as error:
+    tail = sampling.check_held_out_tail(tail, "--held_out_tail")
+    reenactment = evaluation_data.self_reenactment_batch(dataset.path, num_videos, num_frames, checkpoint.face_model,
+                                                         tail=tail)
+  except (records.DatasetError, ValueError) as error:
     raise EvaluationError(f"--videos={videos}: {error}") from error
+  num_videos = len(reenactment["index"]) // num_frames
+  if num_videos < 2:
+    raise EvaluationError(f"--videos={videos}: swaps pair two videos; only {num_videos} has at least {num_frames + 1} "
+                          f"frames")
+  # Each swap takes the identity of the next video of another person (the run's data.people rule).
+  rule = checkpoint.config.get("data", {}).get("people", "video")
+  ids = evaluation_data.evaluation_video_ids(dataset.path, num_videos, num_frames, tail)
+  partners = swap_partners([sampling.person_of(video_id, rule) for video_id in ids])
   # The papers' row order: swapping first.
-  batches = {SWAPPING: swapping_batch(reenactment, num_frames), REENACTMENT: reenactment}
+  batches = {SWAPPING: swapping_batch(reenactment, num_frames, partners), REENACTMENT: reenactment}
   inception = onnx_models.inception_network(inception) if inception else None
   face_recognition = onnx_models.face_recognition_network(face_recognition) if face_recognition else None
   landmarker = _landmarker(landmarks_model)
@@ -423,7 +463,7 @@ def evaluate_checkpoint(checkpoint, videos, num_videos: int = 8, num_frames: int
                                min_face_score)
       row["e_pose"], row["e_exp"] = errors.e_pose, errors.e_exp
       row_details.update(landmark_frames=int(errors.used.sum()), frames_without_face=int((~errors.used).sum()))
-      source_ids = np.roll(input_ids, -1, axis=0) if method == SWAPPING else input_ids
+      source_ids = input_ids[partners] if method == SWAPPING else input_ids
       row_details.update(fitted_identity(errors.id_coeffs, source_ids, input_ids, method == SWAPPING))
       if not errors.used.all():
         warnings.warn(f"{method}: Face Mesh found no face (score < {min_face_score}) in {int((~errors.used).sum())} "
@@ -436,11 +476,25 @@ def evaluate_checkpoint(checkpoint, videos, num_videos: int = 8, num_frames: int
   markdown += results_notes(num_videos, num_frames, inception, face_recognition, landmarker)
   document = json.loads(table_json)
   document["details"] = {
-      "checkpoint_step": checkpoint.step, "videos": os.fspath(dataset.path), "num_videos": num_videos,
+      "checkpoint_step": checkpoint.step, "videos": os.fspath(dataset.path), "held_out_tail": tail,
+      "num_videos": num_videos,
       "num_frames": num_frames, "image_size": checkpoint.image_size, "face_model": checkpoint.face_model.name,
       "e_pose_units": "degrees (pitch, yaw, roll)", "e_exp_units": "inter-ocular distances",
       "e_tmp_units": "mean squared error of [0, 1] images", "min_face_score": min_face_score, "rows": details}
   return Evaluation(rows, markdown, document, outputs)
+
+
+def held_out_tail_of(checkpoint, dataset) -> float:
+  """The run's `data.held_out_tail` when `dataset` is the dataset it trained on, else 0."""
+  data = checkpoint.config.get("data", {})
+  trained_on = data.get("videos") or ""
+  try:
+    same = bool(trained_on) and files.same_file(records.open_dataset(trained_on).path, dataset.path)
+  except (OSError, ValueError):  # the run's dataset is not on this machine: not the one evaluated
+    same = False
+  if not same:
+    return 0.0
+  return float(data.get("held_out_tail", 0.0) or 0.0)
 
 
 def results_notes(num_videos: int, num_frames: int, inception, face_recognition, landmarker) -> str:
@@ -468,7 +522,26 @@ def write_results(evaluation, out_dir) -> tuple[epath.Path, epath.Path]:
   markdown_path, json_path = out_dir / "results.md", out_dir / "results.json"
   files.write_text(markdown_path, evaluation.markdown)
   files.write_text(json_path, json.dumps(evaluation.document, indent=2, ensure_ascii=False) + "\n")
+  if isinstance(evaluation, SyntheticEvaluation):
+    for task, grid in synthetic_grids(evaluation).items():
+      with files.atomic_path(out_dir / f"grid_{task}.png") as path:
+        Image.fromarray(grid).save(path, format="PNG")
   return markdown_path, json_path
+
+
+# The columns of a task's grid (`synthetic_grids`): what was asked of the edit, the truth, the output.
+SYNTHETIC_GRID_COLUMNS = ("identity", "expression", "appearance", "render", "truth", "output")
+
+
+def synthetic_grids(evaluation, frame: int = 1) -> dict[str, np.ndarray]:
+  """{task: uint8 image}: one row per held-out video (its frame `frame`, t = 1 .. T), columns
+  X_i, X_e, X_p, the render R, the truth and Y (`SYNTHETIC_GRID_COLUMNS`)."""
+  grids = {}
+  for task, outputs in evaluation.outputs.items():
+    frames = int(evaluation.document["details"]["num_frames"])
+    rows = range(min(frame, frames) - 1, len(outputs["output"]), frames)
+    grids[task] = inference.image_grid(outputs, rows, SYNTHETIC_GRID_COLUMNS)
+  return grids
 
 
 # ----- ground truth on held-out synthetic videos -----
@@ -500,7 +573,8 @@ class SyntheticEvaluation(NamedTuple):
       'expression_margin': [N] NumPy or None}}.
     markdown: the table and the notes below it.
     document: the results.json contents: {'tasks', 'keys', 'details'}.
-    outputs: {task name: `inference.evaluation_outputs` as NumPy, [N, ...] video-major}.
+    outputs: {task name: `inference.evaluation_outputs` as NumPy, [N, ...] video-major, and the
+      truth as "truth" ([N, S, S, 3] in [0, 1])}; `write_results` draws them as grid_TASK.png.
   """
 
   tasks: dict
@@ -608,7 +682,7 @@ def evaluate_synthetic(checkpoint, seed: int = DEFAULT_SYNTHETIC_SEED, num_video
     result = generate_outputs(generate, checkpoint, samples.batch, model, batch_size)
     per_sample[task.name] = truth_metrics(result["output"], samples)
     tasks[task.name] = summarize_task(per_sample[task.name], result)
-    outputs[task.name] = result
+    outputs[task.name] = {**result, "truth": samples.truth.astype(np.float32) / 255.0}
   markdown = synthetic_table(tasks) + (
       f"\n{num_videos} held-out synthetic videos (seed {seed}) x {num_frames} frames per task, {size} px. "
       "Truth: the identity video's shape and skin, the expression video's expression, the appearance video's "
@@ -632,13 +706,15 @@ _VIDEOS = flags.DEFINE_string("videos", None, "held-out frame records fitted wit
 _SYNTHETIC = flags.DEFINE_bool("synthetic", False, "evaluate every task against the ground truth of held-out "
                                "synthetic videos instead of on --videos")
 _SEED = flags.DEFINE_integer("seed", DEFAULT_SYNTHETIC_SEED, "--synthetic: the held-out videos' corpus seed")
-_NUM_VIDEOS = flags.DEFINE_integer("num_videos", 8, "held-out videos evaluated (>= 2)")
+_NUM_VIDEOS = flags.DEFINE_integer("num_videos", 8, "held-out videos evaluated (>= 2; 0: every video long enough)")
 _NUM_FRAMES = flags.DEFINE_integer("num_frames", 8, "output frames per video (>= 2)")
 _INCEPTION = flags.DEFINE_string("inception", None, "FID Inception network (.onnx); without it FID is '-'")
 _FACE_RECOGNITION = flags.DEFINE_string("face_recognition", None,
                                         "face-recognition network (.onnx) for E_id; without it E_id is '-'")
 _LANDMARKS = flags.DEFINE_string("landmarks_model", None, "Face Mesh .tflite (default: the fetched MediaPipe model)")
 _EVAL_BATCH = flags.DEFINE_integer("eval_batch_size", 16, "samples per generator call")
+_HELD_OUT_TAIL = flags.DEFINE_float("held_out_tail", None, "evaluate on the last fraction of each video's frames "
+                                    "(default: the run's data.held_out_tail when --videos is its training dataset)")
 _MIN_FACE_SCORE = flags.DEFINE_float("min_face_score", 0.5,
                                      "output frames with a lower Face Mesh face score are left out of E_pose/E_exp")
 
@@ -662,7 +738,8 @@ def main(argv):
     evaluation = evaluate_checkpoint(
         _CHECKPOINT.value, _VIDEOS.value, num_videos=_NUM_VIDEOS.value, num_frames=_NUM_FRAMES.value,
         inception=_INCEPTION.value, face_recognition=_FACE_RECOGNITION.value, landmarks_model=_LANDMARKS.value,
-        face_model=_FACE_MODEL.value, batch_size=_EVAL_BATCH.value, min_face_score=_MIN_FACE_SCORE.value)
+        face_model=_FACE_MODEL.value, batch_size=_EVAL_BATCH.value, min_face_score=_MIN_FACE_SCORE.value,
+        held_out_tail=_HELD_OUT_TAIL.value)
   markdown_path, json_path = write_results(evaluation, out_dir)
   print(evaluation.markdown)
   print(f"wrote {markdown_path} and {json_path}")

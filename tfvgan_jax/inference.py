@@ -312,10 +312,12 @@ def evaluation_outputs(networks: Networks, params: dict, variables: dict, scene:
   }
 
 
-def image_grid(outputs: dict, rows: int) -> np.ndarray:
-  """[rows * S, 8 * S, 3] uint8: per sample X_i, X_p, X_e, R, M^, M, Y, warped Y(t-1)."""
-  rows = min(rows, outputs["output"].shape[0])
-  tiles = [np.concatenate([np.asarray(outputs[name][row]) for name in GRID_COLUMNS], axis=1) for row in range(rows)]
+def image_grid(outputs: dict, rows, columns=GRID_COLUMNS) -> np.ndarray:
+  """[rows * S, len(columns) * S, 3] uint8 of [0, 1] images: per sample (the first `rows`, or the
+  listed sample numbers) its `columns`, by default X_i, X_p, X_e, R, M^, M, Y, warped Y(t-1)."""
+  if isinstance(rows, int):
+    rows = range(min(rows, outputs["output"].shape[0]))
+  tiles = [np.concatenate([np.asarray(outputs[name][row]) for name in columns], axis=1) for row in rows]
   return to_uint8(np.concatenate(tiles, axis=0))
 
 
@@ -433,13 +435,45 @@ def checkpoint_steps(directory) -> list[int]:
   return sorted(steps)
 
 
+def find_checkpoint(path, step: Optional[int] = None) -> tuple[str, int]:
+  """(checkpoints folder, step) of a training run's checkpoint.
+
+  Args:
+    path: a run's --workdir, its checkpoints/ folder, or one step's folder (checkpoints/STEP).
+    step: a checkpoint step; default the step folder given, else the latest.
+
+  Raises:
+    CheckpointError: no checkpoint there, or no such step.
+  """
+  path = os.path.expanduser(os.fspath(path))
+  name = os.path.basename(os.path.normpath(path))
+  if name.isdigit() and os.path.isdir(os.path.join(path, "state")):  # a step's folder
+    directory, step = os.path.dirname(os.path.normpath(path)), int(name) if step is None else step
+  elif os.path.isdir(os.path.join(path, "checkpoints")):
+    directory = os.path.join(path, "checkpoints")
+  elif os.path.isdir(path) and checkpoint_steps(path):
+    directory = path
+  elif not os.path.exists(path):
+    raise CheckpointError(f"{path}: no such folder; give the --workdir of a training run")
+  else:
+    raise CheckpointError(f"{path}: no checkpoints/ folder; give the --workdir of a training run")
+  steps = checkpoint_steps(directory)
+  if not steps:
+    raise CheckpointError(f"{directory}: holds no checkpoint yet")
+  if step is None:
+    step = steps[-1]
+  elif step not in steps:
+    raise CheckpointError(f"{directory}: no checkpoint of step {step} (it has {steps})")
+  return directory, int(step)
+
+
 def load_checkpoint(workdir, face_model: Optional[str] = None, step: Optional[int] = None) -> InferenceCheckpoint:
   """Reads G, E, the EMA and their variables, the config and the face model of a training run.
 
   Only what inference needs is restored (not D, the optimizer states or the data iterator).
 
   Args:
-    workdir: the `--workdir` of `tfvgan_jax.main`.
+    workdir: the `--workdir` of `tfvgan_jax.main` (or its checkpoints/ folder, or one step's folder).
     face_model: the morphable model file, when the run's `config.face_model` path does not exist on
       this machine; it must be the same model (content hash recorded in the checkpoint, or of the
       run's file where the checkpoint predates that record) when both can be compared.
@@ -450,16 +484,7 @@ def load_checkpoint(workdir, face_model: Optional[str] = None, step: Optional[in
   """
   import orbax.checkpoint as ocp  # imported here: importing the module stays light
 
-  directory = os.path.join(os.path.expanduser(os.fspath(workdir)), "checkpoints")
-  if not os.path.isdir(directory):
-    raise CheckpointError(f"{workdir}: no checkpoints/ folder; give the --workdir of a training run")
-  steps = checkpoint_steps(directory)
-  if not steps:
-    raise CheckpointError(f"{directory}: holds no checkpoint yet")
-  if step is None:
-    step = steps[-1]
-  elif step not in steps:
-    raise CheckpointError(f"{directory}: no checkpoint of step {step} (it has {steps})")
+  directory, step = find_checkpoint(workdir, step)
   step_dir = os.path.join(directory, str(step))
   try:
     config = ml_collections.ConfigDict(checkpoint_json(step_dir, "config", required=True))

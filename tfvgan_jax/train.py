@@ -42,7 +42,7 @@ from jax.sharding import PartitionSpec as P
 from PIL import Image
 
 from tfvgan_jax import checkpoints, face3d, files, inference, losses, metrics, sharding
-from tfvgan_jax.data import evaluation, pipeline, records, synthetic
+from tfvgan_jax.data import evaluation, pipeline, records, sampling, synthetic
 from tfvgan_jax.inference import Networks, Scene, at_prev, at_t
 from tfvgan_jax.models import build_models
 from tfvgan_jax.summaries import Summaries
@@ -317,7 +317,8 @@ def make_train_step(config, networks: Networks, mesh: jax.sharding.Mesh, optimiz
 def make_generate(config, networks: Networks, mesh: jax.sharding.Mesh):
   """The evaluation pass (state, batch, face_model) -> `inference.evaluation_outputs`, to be jitted
   by the caller: the EMA parameters when the run keeps them, and G's running batch statistics (the
-  averaged ones with `optim.ema_batch_stats='average'`)."""
+  averaged ones with `optim.ema_batch_stats='average'`). Its scenes are rasterized exactly
+  (render.capacity 'auto') whatever the training pool: a measurement never misses pixels."""
   tolerance = float(config.render.tolerance)
   expression_source = config.data.inter_expression
 
@@ -372,7 +373,21 @@ def resolve_data(config, face_model: face3d.MorphableModel, log=logging.info) ->
         "config.data.videos is required: the path of a frame dataset (ArrayRecord frames with fitted "
         "coefficients). Make one from your videos with `python -m data_prep.build --input='DIR/**/*.mp4' "
         "--out=DIR --face_model=PATH`, or a synthetic one with `python -m data_prep.synthetic --out=DIR`.")
+  if not eval_path and sampling.check_held_out_tail(data_config.get("held_out_tail", 0.0)):
+    eval_path = str(data_config.videos)  # the held-out tails of the training videos
   return data_config, eval_path
+
+
+def evaluation_tail(data_config, eval_path: str) -> float:
+  """The held-out tail to evaluate on: `data.held_out_tail` when the evaluation videos are the
+  training videos (then only their tails were never trained on), else 0 (other videos, whole)."""
+  if not eval_path or not files.same_file(eval_path, data_config.videos):
+    return 0.0
+  tail = sampling.check_held_out_tail(data_config.get("held_out_tail", 0.0))
+  if not tail:
+    logging.warning("config.eval.videos is the training dataset and config.data.held_out_tail is 0: the evaluation "
+                    "measures frames the run trains on")
+  return tail
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> TrainState:
@@ -396,6 +411,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> TrainState
   is_main = jax.process_index() == 0
   summaries = Summaries(workdir / "tensorboard", enabled=is_main)
   check_recipe(config)
+  init_networks = checkpoints.parse_init_networks(config.get("init_networks", "all"))
   train_config = config.train
   for name in ("num_steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
     if int(train_config[name]) < 1:
@@ -424,7 +440,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> TrainState
   eval_batch = None
   if eval_path:
     eval_batch, eval_size = inference.pad_batch(
-        evaluation.self_reenactment_batch(eval_path, config.eval.num_videos, config.eval.num_frames, face_model),
+        evaluation.self_reenactment_batch(eval_path, config.eval.num_videos, config.eval.num_frames, face_model,
+                                          tail=evaluation_tail(data_config, eval_path)),
         shards)
   else:
     logging.warning("no held-out videos (config.eval.videos): the run is not evaluated")
@@ -461,6 +478,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> TrainState
   if restored is not None:
     state = restored
     logging.info("resumed from %s at step %d", manager.directory, restored_step)
+    if config.get("init_from"):
+      logging.info("config.init_from is not used: the run resumes its own checkpoint")
+  elif config.get("init_from"):
+    state, source = checkpoints.initialize_from(config.init_from, state, shardings, record, init_networks)
+    logging.info("initialized %s from %s (fresh optimizer states, step 0, this run's data order)",
+                 ", ".join(init_networks), source)
 
   def save(step: int) -> None:
     checkpoints.save(manager, step, state, iterator, config_json, record)

@@ -33,14 +33,17 @@ def _stack(frames: list[dict]) -> dict:
 
 
 def self_reenactment_batch(path, num_videos: int, num_frames: int,
-                           model: Optional[face3d.MorphableModel] = None) -> dict:
+                           model: Optional[face3d.MorphableModel] = None, tail: float = 0.0) -> dict:
   """Samples (identity = frame 0, appearance = expression = frame t, t = 1 .. num_frames) of held-out videos.
 
   Args:
-    path: a frame dataset (`records.write_dataset`), disjoint from the training videos.
-    num_videos: videos used, the first ones in video-id order.
+    path: a frame dataset (`records.write_dataset`), disjoint from the training videos, or the
+      training videos themselves with `tail`.
+    num_videos: videos used, the first ones in video-id order; 0 (or less): every video long enough.
     num_frames: frames t per video; each video needs num_frames + 1 frames.
     model: when given, a dataset fitted with another morphable model is refused.
+    tail: > 0: only the held-out tail of each video (`sampling.split_held_out_tail`, the frames a
+      run with `data.held_out_tail=tail` never trains on); its first frame is the identity.
 
   Returns:
     A batch dict of [num_videos * num_frames, ...] arrays, video-major.
@@ -48,16 +51,9 @@ def self_reenactment_batch(path, num_videos: int, num_frames: int,
   Raises:
     records.DatasetError: the dataset has fewer such videos than asked.
   """
-  dataset = records.open_dataset(path)
-  if model is not None:
-    records.check_model(dataset, model)
-  videos = [(name, order) for name, order in sorted(records.video_index(dataset).items())
-            if len(order) > num_frames]
-  if len(videos) < num_videos:
-    raise records.DatasetError(f"{dataset.path}: evaluation needs {num_videos} videos of at least "
-                               f"{num_frames + 1} frames, the dataset has {len(videos)}")
+  dataset, videos = _evaluation_videos(path, num_videos, num_frames, model, tail)
   samples = []
-  for number, (_, order) in enumerate(videos[:num_videos]):
+  for number, (_, order) in enumerate(videos):
     identity = _frame(dataset, order[0], number)
     frames = [_frame(dataset, record, number) for record in order[:num_frames + 1]]
     for t in range(1, num_frames + 1):
@@ -69,3 +65,26 @@ def self_reenactment_batch(path, num_videos: int, num_frames: int,
   batch["branch"] = np.full(len(samples), sampling.INTRA, np.int32)
   batch["index"] = np.arange(len(samples), dtype=np.int64)
   return batch
+
+
+def evaluation_video_ids(path, num_videos: int, num_frames: int, tail: float = 0.0) -> list[str]:
+  """The ids of the videos `self_reenactment_batch` takes with the same arguments, in its order."""
+  return [name for name, _ in _evaluation_videos(path, num_videos, num_frames, None, tail)[1]]
+
+
+def _evaluation_videos(path, num_videos: int, num_frames: int, model, tail: float):
+  """(dataset, [(video id, records in frame order)]) of the videos an evaluation takes."""
+  dataset = records.open_dataset(path)
+  if model is not None:
+    records.check_model(dataset, model)
+  index = records.video_index(dataset)
+  if tail:
+    _, index = sampling.split_held_out_tail(index, sampling.check_held_out_tail(tail, "tail"))
+  videos = [(name, order) for name, order in sorted(index.items()) if len(order) > num_frames]
+  if num_videos <= 0:
+    num_videos = max(len(videos), 1)
+  if len(videos) < num_videos:
+    where = f"held-out tails ({tail:.0%} of each video)" if tail else "videos"
+    raise records.DatasetError(f"{dataset.path}: evaluation needs {num_videos} {where} of at least "
+                               f"{num_frames + 1} frames, the dataset has {len(videos)}")
+  return dataset, videos[:num_videos]

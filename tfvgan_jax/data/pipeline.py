@@ -11,6 +11,10 @@ config.data fields:
   sampling      'intra_inter' (UniFaceGAN) or 'video_image' (TFVGAN); see `sampling.SAMPLERS`
   sigma         the sampling's ratio (intra-video ratio, or image-set ratio)
   frame_gap     k of the (t, t-k) pairs; 1 in the papers
+  people        how videos' people are told apart, 'video' or 'folder' (`sampling.PEOPLE`):
+                inter-video samples take three people; with fewer than three, self-reenactment only
+  held_out_tail fraction of each video's frames, at its end, never drawn (evaluation frames of the
+                same clips: `evaluation.self_reenactment_batch(..., tail=)`); 0 draws them all
   batch_size    global batch size; each process reads batch_size / process_count samples
   seed          seed of the sample sequence
   num_workers   grain worker processes (0: decode in the main process)
@@ -34,6 +38,7 @@ A sample is a dict (a batch stacks every leaf along a leading axis):
 
 from __future__ import annotations
 
+import logging
 from typing import Optional
 
 import grain
@@ -70,9 +75,22 @@ class SampleReader:
     sizes = {source.image_size for source in self.sources}
     if len(sizes) > 1:
       raise ValueError(f"{data_config.videos} and {images} hold crops of different sizes {sorted(sizes)}")
+    self.held_out_tail = sampling.check_held_out_tail(data_config.get("held_out_tail", 0.0))
+    people = data_config.get("people", "video")
     self.indices = [sampling.FrameIndex(*records.load_video_index(source)) for source in self.sources]
+    self.indices[0] = self.indices[0].head(self.held_out_tail).with_people(people)
+    name = str(self.sources[0].path)
+    if self.held_out_tail:
+      name += f" (the first {1 - self.held_out_tail:.0%} of each video: data.held_out_tail={self.held_out_tail})"
     sampling.check_sampling(self.sampling, self.indices[0], self.indices[1] if images else None, self.frame_gap,
-                            name=str(self.sources[0].path))
+                            name=name)
+    count = sampling.people_count(self.indices[0], self.frame_gap)
+    if self.sampling == "intra_inter" and self.sigma < 1 and count < len(sampling.ROLES):
+      kind = "videos" if people == "video" else "people (data.people='folder')"
+      logging.warning("%s: %d %s with more than %d frames, and inter-video (swap) samples need three: swaps cannot "
+                      "be trained, so the run trains self-reenactment only (data.sigma %s -> 1). Add clips of other "
+                      "people to train swaps.", name, count, kind, self.frame_gap, self.sigma)
+      self.sigma = 1.0
     self.sampler = sampling.SAMPLERS[self.sampling]
 
   @property

@@ -8,6 +8,7 @@ sampler draws, from a per-sample random generator, the frames of all six slots a
          exists (self-reenactment): L_rec and L_tmp apply.
   INTER  three different sources supply the roles (UniFaceGAN eq. 2: three videos; TFVGAN: three
          images of an image set, where t and t-k are the same image). No ground truth (swapping).
+         Where videos share a person (`PEOPLE`, `FrameIndex.people`), the three are of three people.
 
 Samplers are chosen by name (`config.data.sampling`), each one function in `SAMPLERS`:
 
@@ -30,6 +31,21 @@ TIMES = ("t", "prev")
 VIDEO_SOURCE, IMAGE_SOURCE = 0, 1
 
 
+# How the videos' people are told apart (`config.data.people`): 'video', each video a person of its
+# own (the papers' "three different videos"); 'folder', the first folder of the video's id (its path
+# below the inputs' common folder in `data_prep.build`: clips/alice/a.mp4 and clips/alice/b.mp4 are
+# one person), so that inter-video samples never pair a person with themself.
+PEOPLE = ("video", "folder")
+
+
+def person_of(video_id: str, rule: str) -> str:
+  """The person of a video under a `PEOPLE` rule."""
+  if rule not in PEOPLE:
+    raise ValueError(f"config.data.people={rule!r}: choose one of {', '.join(PEOPLE)}")
+  video_id = str(video_id)
+  return video_id.split("/", 1)[0] if rule == "folder" and "/" in video_id else video_id
+
+
 class FrameIndex(NamedTuple):
   """Frames of a dataset grouped by video, in frame order.
 
@@ -40,21 +56,42 @@ class FrameIndex(NamedTuple):
     records: [sum(lengths)] int64 record indices, video by video, in frame order; or None where
       each video's frames are consecutive records, from record `starts[v]` on (a dataset written
       video by video: `records.load_video_index`), so that no per-frame array is held.
+    people: [V] int64 number of each video's person, or None: every video a person of its own.
   """
 
   video_ids: tuple
   starts: np.ndarray
   lengths: np.ndarray
   records: Optional[np.ndarray]
+  people: Optional[np.ndarray] = None
 
   @classmethod
-  def from_videos(cls, videos: dict) -> "FrameIndex":
-    """From {video_id: record indices in frame order}, videos sorted by id for determinism."""
+  def from_videos(cls, videos: dict, people: str = "video") -> "FrameIndex":
+    """From {video_id: record indices in frame order}, videos sorted by id for determinism, their
+    people told apart by the `PEOPLE` rule `people`."""
     ids = tuple(sorted(videos))
     lengths = np.array([len(videos[v]) for v in ids], np.int64)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     records = np.concatenate([np.asarray(videos[v], np.int64) for v in ids]) if ids else np.zeros(0, np.int64)
-    return cls(ids, starts, lengths, records)
+    return cls(ids, starts, lengths, records).with_people(people)
+
+  def with_people(self, rule: str) -> "FrameIndex":
+    """The index with its videos' people told apart by the `PEOPLE` rule `rule` (`people` stays
+    None where every video is a person of its own, so the papers' draw is unchanged)."""
+    names = [person_of(v, rule) for v in self.video_ids]
+    numbers = None
+    if len(set(names)) < len(names):  # some videos share a person
+      numbers = np.unique(np.array(names, dtype=object), return_inverse=True)[1].astype(np.int64)
+    return self._replace(people=numbers)
+
+  def head(self, fraction: float) -> "FrameIndex":
+    """The index without the last `tail_length(L, fraction)` frames of every video (the held-out
+    tails of `split_held_out_tail`); the per-frame records, if any, are shared, not copied."""
+    if not fraction:
+      return self
+    lengths = np.asarray(self.lengths, np.int64)
+    tails = np.minimum(lengths, np.ceil(lengths * float(fraction) - 1e-9).astype(np.int64))
+    return self._replace(lengths=lengths - tails)
 
   def record(self, video: int, position: int) -> int:
     if self.records is None:
@@ -95,16 +132,22 @@ def _eligible(index: FrameIndex, k: int) -> np.ndarray:
   return np.nonzero(index.lengths > k)[0]
 
 
+def people_count(videos: FrameIndex, k: int) -> int:
+  """The number of distinct people among the videos with more than k frames."""
+  eligible = _eligible(videos, k)
+  return len(eligible) if videos.people is None else len(np.unique(videos.people[eligible]))
+
+
 def check_sampling(sampling: str, videos: FrameIndex, images: Optional[FrameIndex], k: int, name: str = "dataset") -> None:
-  """Raises DatasetTooSmall, naming the dataset, unless the sampler can draw from these sources."""
+  """Raises DatasetTooSmall, naming the dataset, unless the sampler can draw from these sources.
+
+  ('intra_inter' with fewer than three people can still draw its INTRA samples: the input pipeline
+  then trains self-reenactment only, with a warning; see `people_count`.)"""
   if sampling not in SAMPLERS:
     raise ValueError(f"unknown data.sampling {sampling!r}; choose one of {sorted(SAMPLERS)}")
   long_enough = len(_eligible(videos, k))
   if long_enough < 1:
     raise DatasetTooSmall(f"{name}: no video has more than k={k} frames, so no (t, t-{k}) pair can be drawn")
-  if sampling == "intra_inter" and long_enough < len(ROLES):
-    raise DatasetTooSmall(f"{name}: 'intra_inter' sampling draws three different videos with more than k={k} frames; "
-                          f"the dataset has {long_enough}")
   if sampling == "video_image":
     if images is None or len(images.lengths) < len(ROLES):
       have = 0 if images is None else len(images.lengths)
@@ -118,9 +161,22 @@ def sample_intra_inter(rng: np.random.Generator, videos: FrameIndex, images: Opt
     video = int(rng.choice(eligible))
     length = int(videos.lengths[video])
     return SampleSpec({role: _clip_slots(rng, VIDEO_SOURCE, video, length, k) for role in ROLES}, INTRA)
-  chosen = rng.choice(eligible, size=len(ROLES), replace=False)
+  if videos.people is None:
+    chosen = rng.choice(eligible, size=len(ROLES), replace=False)
+  else:
+    chosen = _videos_of_distinct_people(rng, eligible, videos.people, len(ROLES))
   slots = {role: _clip_slots(rng, VIDEO_SOURCE, int(v), int(videos.lengths[v]), k) for role, v in zip(ROLES, chosen)}
   return SampleSpec(slots, INTER)
+
+
+def _videos_of_distinct_people(rng: np.random.Generator, eligible: np.ndarray, people: np.ndarray, n: int) -> list[int]:
+  """n videos of n different people: each drawn uniformly among the videos of the people not yet drawn."""
+  chosen = []
+  for _ in range(n):
+    taken = people[np.asarray(chosen, np.int64)]
+    candidates = eligible[~np.isin(people[eligible], taken)]
+    chosen.append(int(rng.choice(candidates)))
+  return chosen
 
 
 def sample_video_image(rng: np.random.Generator, videos: FrameIndex, images: Optional[FrameIndex], sigma: float, k: int) -> SampleSpec:
@@ -142,6 +198,36 @@ SAMPLERS: dict[str, Callable[..., SampleSpec]] = {
     "intra_inter": sample_intra_inter,
     "video_image": sample_video_image,
 }
+
+
+def tail_length(length: int, fraction: float) -> int:
+  """Frames held out at the end of a video of `length` frames: ceil(length * fraction), none at 0."""
+  return min(int(length), int(np.ceil(int(length) * float(fraction) - 1e-9))) if fraction > 0 else 0
+
+
+def check_held_out_tail(fraction, name: str = "config.data.held_out_tail") -> float:
+  """The held-out fraction as a float in [0, 1), or ValueError naming `name`."""
+  try:
+    value = float(fraction)
+  except (TypeError, ValueError):
+    raise ValueError(f"{name}={fraction!r}: give the fraction of each video's frames held out, in [0, 1)") from None
+  if not 0.0 <= value < 1.0:
+    raise ValueError(f"{name}={fraction!r}: give the fraction of each video's frames held out, in [0, 1)")
+  return value
+
+
+def split_held_out_tail(videos: dict, fraction: float) -> tuple[dict, dict]:
+  """({video: the frames trained on}, {video: the held-out tail}) of {video: records in frame order}.
+
+  The last `tail_length(L, fraction)` frames of every video are held out, so that a handful of
+  clips gives both the training frames and evaluation frames never trained on (the first frames of
+  the tail follow the last trained ones: their content is unseen, their scene is not).
+  """
+  head, tail = {}, {}
+  for video, order in videos.items():
+    cut = len(order) - tail_length(len(order), fraction)
+    head[video], tail[video] = order[:cut], order[cut:]
+  return head, tail
 
 
 def sample_rng(seed: int, index: int) -> np.random.Generator:
