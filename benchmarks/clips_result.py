@@ -12,10 +12,10 @@ The protocol (`configs/clips.py`):
      per seed: 'scratch' (fresh networks) and 'finetune' (`config.init_from` the demo), both trained
      on the first 80% of every clip and evaluated every --eval_every steps on the held-out rest;
   3. each final checkpoint measured by `tfvgan_jax.evaluate` on the held-out tails (every clip,
-     --num_frames frames): self-reenactment SSIM against the true frames, E_tmp, and for swaps (clip
-     v's face with clip v+1's identity) the identity measure by fitting (the output's fitted
-     identity coefficients closer to the source's than to the target's: the margin's positive
-     share);
+     --num_frames frames): self-reenactment SSIM against the true frames, E_tmp, and for swaps
+     (every clip's face with every other clip's identity, `evaluate --swap_pairs=all`) the identity
+     measure by fitting (the output's fitted identity coefficients closer to the source's than to
+     the target's: the margin's positive share);
   4. the steps the fine-tuned run needed to reach the scratch run's final SSIM (from the SSIM
      curves of the runs' own evaluations);
   5. with --stability, `benchmarks/edit_stability.py` on the fine-tuned run: E_tmp of swaps with
@@ -155,7 +155,8 @@ def main():
       if not done:
         train.train_and_evaluate(config, workdir)
         timings[name] = round(time.perf_counter() - started, 1)
-      result = evaluate.evaluate_checkpoint(workdir, videos, num_videos=0, num_frames=args.num_frames)
+      result = evaluate.evaluate_checkpoint(workdir, videos, num_videos=0, num_frames=args.num_frames,
+                                            pairs_of_videos="all")
       evaluate.write_results(result, workdir / "held_out")
       swap = result.document["details"]["rows"][evaluate.SWAPPING]
       runs[name] = {

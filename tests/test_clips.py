@@ -46,8 +46,11 @@ def test_from_a_folder_of_clips_to_a_fine_tuned_run_evaluated_on_held_out_tails(
   batch = evaluation.self_reenactment_batch(videos, 0, 2, tail=config.data.held_out_tail)
   assert batch["identity_t"]["frame_index"].min() >= 16 and len(batch["index"]) == 3 * 2
   result = evaluate.evaluate_checkpoint(tmp_path / "run", videos, num_videos=0, num_frames=2,
-                                        landmarks_model=mediapipe_models.landmarks)
-  assert result.document["details"]["held_out_tail"] == 0.2 and result.document["details"]["num_videos"] == 3
+                                        landmarks_model=mediapipe_models.landmarks, pairs_of_videos="all")
+  details = result.document["details"]
+  assert details["held_out_tail"] == 0.2 and details["num_videos"] == 3
+  assert len(details["rows"][evaluate.SWAPPING]["pairs"]) == 6 and ["d10", "d12"] in details["rows"][evaluate.SWAPPING]["pairs"]
+  assert details["rows"][evaluate.SWAPPING]["samples"] == 6 * 2
   assert 0.0 < result.rows[evaluate.REENACTMENT]["ssim"] < 1.0
   with pytest.raises(evaluate.EvaluationError, match=r"held-out tails \(20% of each video\) of at least 6 frames"):
     evaluate.evaluate_checkpoint(tmp_path / "run", videos, num_videos=3, num_frames=5)

@@ -327,11 +327,19 @@ def test_swaps_take_the_identity_of_the_next_video_of_another_person():
   assert evaluate.swap_partners(["a", "b", "c"]).tolist() == [1, 2, 0]  # each video its own person: v + 1
   assert evaluate.swap_partners(["alice", "alice", "bob", "carol", "carol"]).tolist() == [2, 2, 3, 0, 0]
   assert evaluate.swap_partners(["solo", "solo"]).tolist() == [1, 0]  # one person: nothing else to take
+  assert evaluate.swap_pairs(["a", "b", "c"]).tolist() == [[0, 1], [1, 2], [2, 0]]
+  assert evaluate.swap_pairs(["al", "al", "bo"], "all").tolist() == [[0, 2], [1, 2], [2, 0], [2, 1]]
+  assert evaluate.swap_pairs(["solo", "solo"], "all").tolist() == [[0, 1], [1, 0]]
+  with pytest.raises(evaluate.EvaluationError, match="--swap_pairs='some'"):
+    evaluate.swap_pairs(["a", "b"], "some")
   frames = 2
-  reenactment = {"identity_t": {"video": np.repeat(np.arange(3), frames)},
-                 "identity_prev": {"video": np.repeat(np.arange(3), frames)},
-                 "branch": np.zeros(3 * frames, np.int32)}
-  swapped = evaluate.swapping_batch(reenactment, frames, np.array([2, 0, 0]))
-  assert swapped["identity_t"]["video"].tolist() == [2, 2, 0, 0, 0, 0]
+  video = np.repeat(np.arange(3), frames)
+  reenactment = {"identity_t": {"video": video}, "identity_prev": {"video": video},
+                 "appearance_t": {"video": video}, "expression_t": {"video": video},
+                 "branch": np.zeros(3 * frames, np.int32), "index": np.arange(3 * frames)}
+  swapped = evaluate.swapping_batch(reenactment, frames, np.array([[0, 2], [1, 0], [2, 0], [2, 1]]))
+  assert swapped["identity_t"]["video"].tolist() == [2, 2, 0, 0, 0, 0, 1, 1]
+  assert swapped["appearance_t"]["video"].tolist() == [0, 0, 1, 1, 2, 2, 2, 2]
+  assert swapped["expression_t"]["video"].tolist() == swapped["appearance_t"]["video"].tolist()
+  assert (swapped["branch"] == 1).all() and swapped["index"].tolist() == list(range(8))
   assert evaluate.swapping_batch(reenactment, frames)["identity_prev"]["video"].tolist() == [1, 1, 2, 2, 0, 0]
-  assert (swapped["branch"] == 1).all()

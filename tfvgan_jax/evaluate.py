@@ -26,7 +26,9 @@ frames 0 .. num_frames of each (of its held-out tail):
 
 (video v + 1 wraps to the first video; where the run's `data.people` rule makes videos share a
 person, the next video of another person: `swap_partners`), i.e. self-driving reenactment as the
-papers evaluate it, and a swap of every video's face with the next person's identity. Each sample is generated at t and
+papers evaluate it, and a swap of every video's face with the next person's identity;
+`--swap_pairs=all` swaps every ordered pair of videos of two people instead (V (V - 1) swaps for V
+people), for a measure of identity over more pairs. Each sample is generated at t and
 t - 1 by the inference pass the training run evaluates with (`inference.build_scene` and
 `inference.evaluation_outputs`, jitted, on one device, in batches of `batch_size` samples); its outputs Y at t = 1 .. T form an output video per row and
 video. The metrics, over all samples of a row (UniFaceGAN §IV-A, TFVGAN §4):
@@ -144,6 +146,11 @@ class Evaluation(NamedTuple):
 # ----- the two evaluation batches -----
 
 
+# How swaps pair the evaluated videos (`swap_pairs`): 'next', each video with the next video of
+# another person (V swaps); 'all', every ordered pair of videos of two different people.
+SWAP_PAIRS = ("next", "all")
+
+
 def swap_partners(people: list[str]) -> np.ndarray:
   """[V] the video whose identity video v's swap takes: the next video (wrapping) of another person,
   or simply the next one where every video is of one person.
@@ -160,27 +167,44 @@ def swap_partners(people: list[str]) -> np.ndarray:
   return partners
 
 
-def swapping_batch(reenactment: dict, num_frames: int, partners: Optional[np.ndarray] = None) -> dict:
-  """The swap batch of a self-reenactment batch: video v's frames with video partners[v]'s identity.
+def swap_pairs(people: list[str], how: str = "next") -> np.ndarray:
+  """[P, 2] (target video, source video) of the swaps (`SWAP_PAIRS`); 'all' falls back to 'next'
+  where every video is of one person."""
+  if how not in SWAP_PAIRS:
+    raise EvaluationError(f"--swap_pairs={how!r}: must be one of {', '.join(SWAP_PAIRS)}")
+  pairs = [(v, u) for v in range(len(people)) for u in range(len(people)) if people[u] != people[v]]
+  if how == "next" or not pairs:
+    return np.stack([np.arange(len(people)), swap_partners(people)], axis=1)
+  return np.array(pairs, np.int64)
+
+
+def swapping_batch(reenactment: dict, num_frames: int, pairs: Optional[np.ndarray] = None) -> dict:
+  """The swap batch of a self-reenactment batch: for each (target v, source u) pair, video v's
+  frames with video u's identity.
 
   Args:
     reenactment: `data.evaluation.self_reenactment_batch` of V >= 2 videos and `num_frames` frames
       each (video-major).
     num_frames: T.
-    partners: [V] (`swap_partners`); default v + 1 (wrapping).
+    pairs: [P, 2] (`swap_pairs`); default each video with the next (v + 1, wrapping).
 
   Returns:
-    The same layout, identity rows taken from the partner videos and `branch` INTER, so that the
-    hint is X_p (1 - M^) (`inference.build_scene`).
+    P x T samples in the same layout (pair-major), `branch` INTER, so that the hint is X_p (1 - M^)
+    (`inference.build_scene`).
   """
   num_videos = len(reenactment["branch"]) // num_frames
-  if partners is None:
-    partners = (np.arange(num_videos) + 1) % num_videos
-  rows = (np.asarray(partners)[:, None] * num_frames + np.arange(num_frames)[None, :]).reshape(-1)
-  batch = dict(reenactment)
-  for role in ("identity_t", "identity_prev"):
-    batch[role] = {key: value[rows] for key, value in reenactment[role].items()}
-  batch["branch"] = np.full_like(reenactment["branch"], sampling.INTER)
+  if pairs is None:
+    pairs = np.stack([np.arange(num_videos), (np.arange(num_videos) + 1) % num_videos], axis=1)
+  pairs = np.asarray(pairs, np.int64)
+  frames = np.arange(num_frames)[None, :]
+  targets = (pairs[:, :1] * num_frames + frames).reshape(-1)
+  sources = (pairs[:, 1:] * num_frames + frames).reshape(-1)
+  batch = {}
+  for role, value in reenactment.items():
+    rows = sources if role.startswith("identity") else targets
+    batch[role] = {key: field[rows] for key, field in value.items()} if isinstance(value, dict) else value[rows]
+  batch["branch"] = np.full(len(targets), sampling.INTER, reenactment["branch"].dtype)
+  batch["index"] = np.arange(len(targets), dtype=np.int64)
   return batch
 
 
@@ -381,7 +405,7 @@ def _landmarker(landmarks_model):
 def evaluate_checkpoint(checkpoint, videos, num_videos: int = 8, num_frames: int = 8, inception=None,
                         face_recognition=None, landmarks_model=None, face_model: Optional[str] = None,
                         batch_size: int = 16, min_face_score: float = 0.5,
-                        held_out_tail: Optional[float] = None) -> Evaluation:
+                        held_out_tail: Optional[float] = None, pairs_of_videos: str = "next") -> Evaluation:
   """Measures Table I (and E_tmp) of a checkpoint on held-out records (module docstring).
 
   Args:
@@ -400,6 +424,8 @@ def evaluate_checkpoint(checkpoint, videos, num_videos: int = 8, num_frames: int
     held_out_tail: > 0: only the last fraction of each video's frames (`sampling.split_held_out_tail`);
       default the run's `data.held_out_tail` when `videos` is its training dataset (the tails it never
       trained on), else 0.
+    pairs_of_videos: how swaps pair the videos (`SWAP_PAIRS`): 'next' (V swaps) or 'all' (every
+      ordered pair of two people).
 
   Returns:
     `Evaluation`.
@@ -428,9 +454,9 @@ def evaluate_checkpoint(checkpoint, videos, num_videos: int = 8, num_frames: int
   # Each swap takes the identity of the next video of another person (the run's data.people rule).
   rule = checkpoint.config.get("data", {}).get("people", "video")
   ids = evaluation_data.evaluation_video_ids(dataset.path, num_videos, num_frames, tail)
-  partners = swap_partners([sampling.person_of(video_id, rule) for video_id in ids])
+  pairs = swap_pairs([sampling.person_of(video_id, rule) for video_id in ids], pairs_of_videos)
   # The papers' row order: swapping first.
-  batches = {SWAPPING: swapping_batch(reenactment, num_frames, partners), REENACTMENT: reenactment}
+  batches = {SWAPPING: swapping_batch(reenactment, num_frames, pairs), REENACTMENT: reenactment}
   inception = onnx_models.inception_network(inception) if inception else None
   face_recognition = onnx_models.face_recognition_network(face_recognition) if face_recognition else None
   landmarker = _landmarker(landmarks_model)
@@ -447,7 +473,8 @@ def evaluate_checkpoint(checkpoint, videos, num_videos: int = 8, num_frames: int
                                 checkpoint.face_model, landmarker, min_face_score).id_coeffs
   for method, batch in batches.items():
     result = generate_outputs(generate, checkpoint, batch, model, batch_size)
-    output_videos = to_uint8(result["output"]).reshape(num_videos, num_frames, *result["output"].shape[1:])
+    count = len(result["output"]) // num_frames  # output videos: V, or the swaps' P pairs
+    output_videos = to_uint8(result["output"]).reshape(count, num_frames, *result["output"].shape[1:])
     row = feature_metrics(to_uint8(result["output"]), to_uint8(result["identity"]), inception, face_recognition)
     row["ssim"] = float(np.mean(result["ssim"])) if method == REENACTMENT else None
     temporal_3d = mean_temporal_error(result)
@@ -457,17 +484,20 @@ def evaluate_checkpoint(checkpoint, videos, num_videos: int = 8, num_frames: int
     row["e_pose"] = row["e_exp"] = None
     if landmarker is not None:
       drivers = batch["expression_t"]
-      shape = (num_videos, num_frames)
+      shape = (count, num_frames)
       errors = landmark_errors(output_videos, drivers["landmarks"].reshape(*shape, 68, 2),
                                drivers["camera"].reshape(*shape, -1), checkpoint.face_model, landmarker,
                                min_face_score)
       row["e_pose"], row["e_exp"] = errors.e_pose, errors.e_exp
       row_details.update(landmark_frames=int(errors.used.sum()), frames_without_face=int((~errors.used).sum()))
-      source_ids = input_ids[partners] if method == SWAPPING else input_ids
-      row_details.update(fitted_identity(errors.id_coeffs, source_ids, input_ids, method == SWAPPING))
+      swapped = method == SWAPPING
+      source_ids, target_ids = (input_ids[pairs[:, 1]], input_ids[pairs[:, 0]]) if swapped else (input_ids, input_ids)
+      row_details.update(fitted_identity(errors.id_coeffs, source_ids, target_ids, swapped))
       if not errors.used.all():
         warnings.warn(f"{method}: Face Mesh found no face (score < {min_face_score}) in {int((~errors.used).sum())} "
                       f"of {errors.used.size} output frames; E_pose and E_exp leave them out", stacklevel=2)
+    if method == SWAPPING:
+      row_details["pairs"] = [[ids[v], ids[u]] for v, u in pairs]  # (target, source)
     rows[method] = row
     outputs["reenactment" if method == REENACTMENT else "swapping"] = result
     details[method] = row_details
@@ -713,6 +743,8 @@ _FACE_RECOGNITION = flags.DEFINE_string("face_recognition", None,
                                         "face-recognition network (.onnx) for E_id; without it E_id is '-'")
 _LANDMARKS = flags.DEFINE_string("landmarks_model", None, "Face Mesh .tflite (default: the fetched MediaPipe model)")
 _EVAL_BATCH = flags.DEFINE_integer("eval_batch_size", 16, "samples per generator call")
+_SWAP_PAIRS = flags.DEFINE_enum("swap_pairs", "next", SWAP_PAIRS, "swaps: each video with the next person's identity, "
+                                 "or every ordered pair of videos of two people")
 _HELD_OUT_TAIL = flags.DEFINE_float("held_out_tail", None, "evaluate on the last fraction of each video's frames "
                                     "(default: the run's data.held_out_tail when --videos is its training dataset)")
 _MIN_FACE_SCORE = flags.DEFINE_float("min_face_score", 0.5,
@@ -739,7 +771,7 @@ def main(argv):
         _CHECKPOINT.value, _VIDEOS.value, num_videos=_NUM_VIDEOS.value, num_frames=_NUM_FRAMES.value,
         inception=_INCEPTION.value, face_recognition=_FACE_RECOGNITION.value, landmarks_model=_LANDMARKS.value,
         face_model=_FACE_MODEL.value, batch_size=_EVAL_BATCH.value, min_face_score=_MIN_FACE_SCORE.value,
-        held_out_tail=_HELD_OUT_TAIL.value)
+        held_out_tail=_HELD_OUT_TAIL.value, pairs_of_videos=_SWAP_PAIRS.value)
   markdown_path, json_path = write_results(evaluation, out_dir)
   print(evaluation.markdown)
   print(f"wrote {markdown_path} and {json_path}")
