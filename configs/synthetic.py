@@ -11,7 +11,8 @@ in about 12 minutes: 64 px frames, small widths, 1000 steps. Variants:
 
 Departures from the papers, for a short CPU run: the generator normalizes with SPADE, not RCN
 (RCN's cross-regional transfer gives the face features the small spread of the smooth synthetic
-backgrounds, and the face is learned far more slowly; `--config.model.norm=rcn` trains it), the
+backgrounds, and the face is learned far more slowly; `--config.model.norm=rcn` trains it; but
+SPADE lets P paint the face, and swaps then take the target's face colour: README, Ablations), the
 adversarial weight is 1 instead of 10, G's learning rate 2e-4, and D has 2 scales and no spectral
 norm. Two downsamplings keep G's bottleneck at 16 x 16, as the papers' four do at 256 px.
 
