@@ -782,17 +782,23 @@ def _build(args: argparse.Namespace, beam_args: list[str]) -> int:
                          landmarks=os.fspath(paths.landmarks), prep=prep, num_threads=args.num_threads, dataset=dataset,
                          compilation_cache=args.compilation_cache)
   print(f"preparing {len(inputs)} videos into {out} ({model.name}, {prep.image_size} px)")
+  keep_staging = False
   try:
     statuses, shards = run_pipeline(inputs, settings, beam_args)
     pipeline_end = time.perf_counter()
     summary = summarize(statuses, pipeline_end - start)
     if summary["written"]:
       finish_dataset(dataset, shards)
-      _swap_in(staging, target, dataset, shards)
+      try:
+        _swap_in(staging, target, dataset, shards)
+      except StagedDatasetKept:
+        keep_staging = True  # the only complete copy of the new dataset
+        raise
       summary["dataset"] = os.fspath(target)
       summary["shards"] = len(shards)
   finally:
-    _remove_staging(staging, target, made_parent)
+    if not keep_staging:
+      _remove_staging(staging, target, made_parent)
   summary["seconds"] = round(time.perf_counter() - start, 2)
   # The launching machine's own time after the pipeline (the dataset's metadata and index, the
   # swap, the summary): proportional to the shards and the videos, not to the frames.
@@ -827,11 +833,36 @@ def _swap_in(staging: epath.Path, target: epath.Path, dataset: DatasetSettings, 
   if "://" not in os.fspath(target):
     files.replace_dir(staging, target)
     return
+  _move_into_store(staging, target, FileSystems.rename)
+  _write_index(target, dataset, shards)
+
+
+class StagedDatasetKept(RuntimeError):
+  """Moving a complete dataset into an object store failed after the earlier one was removed; the
+  complete files stay where they were built (`staging`), which the job then does not delete."""
+
+  def __init__(self, message: str, staging: str):
+    super().__init__(message)
+    self.staging = staging
+
+
+def _move_into_store(staging: epath.Path, target: epath.Path, rename) -> None:
+  """Object stores' swap: the earlier dataset removed, then each file of `staging` moved to
+  `target` with `rename(sources, destinations)` (Beam's `FileSystems.rename`).
+
+  Raises:
+    StagedDatasetKept: a move failed: the message says where the complete files are.
+  """
   if target.exists():
     target.rmtree()
   sources = sorted(os.fspath(path) for path in staging.iterdir())
-  FileSystems.rename(sources, [os.fspath(target / os.path.basename(source)) for source in sources])
-  _write_index(target, dataset, shards)
+  try:
+    rename(sources, [os.fspath(target / os.path.basename(source)) for source in sources])
+  except Exception as error:  # noqa: BLE001 - whatever the store raised, the staged files are kept
+    raise StagedDatasetKept(
+        f"{target}: moving the new dataset into place failed ({type(error).__name__}: {error}); the earlier one "
+        f"was already removed, and the complete new files are kept in {staging}: move them to {target}",
+        os.fspath(staging)) from error
 
 
 def _remove_staging(staging: epath.Path, target: epath.Path, made_parent: bool) -> None:

@@ -193,3 +193,27 @@ def test_an_index_of_the_per_frame_layout_is_rebuilt(tmp_path, model):
     np.testing.assert_array_equal(again[video_id], expected[video_id])
   with np.load(cache) as stored:
     assert int(stored["version"]) == records._INDEX_VERSION
+
+
+def test_a_failed_move_into_an_object_store_keeps_the_staged_dataset(tmp_path):
+  staging, target = epath.Path(tmp_path / ".partial-new"), epath.Path(tmp_path / "videos" / "1.0.0")
+  staging.mkdir()
+  (staging / "dataset_info.json").write_text("{}")
+  (staging / "videos-train.array_record-00000-of-00001").write_bytes(b"records")
+  target.mkdir(parents=True)
+  (target / "old").write_text("old")
+
+  def failing(sources, destinations):
+    raise OSError("quota exceeded")
+
+  with pytest.raises(build.StagedDatasetKept, match=r"quota exceeded.*complete new files are kept in .*partial-new"):
+    build._move_into_store(staging, target, failing)
+  assert sorted(p.name for p in staging.iterdir()) == ["dataset_info.json", "videos-train.array_record-00000-of-00001"]
+
+  def moving(sources, destinations):
+    for source, destination in zip(sources, destinations):
+      os.makedirs(os.path.dirname(destination), exist_ok=True)
+      os.replace(source, destination)
+
+  build._move_into_store(staging, target, moving)
+  assert sorted(p.name for p in target.iterdir()) == ["dataset_info.json", "videos-train.array_record-00000-of-00001"]
