@@ -90,8 +90,7 @@ class FrameIndex(NamedTuple):
     if not fraction:
       return self
     lengths = np.asarray(self.lengths, np.int64)
-    tails = np.minimum(lengths, np.ceil(lengths * float(fraction) - 1e-9).astype(np.int64))
-    return self._replace(lengths=lengths - tails)
+    return self._replace(lengths=lengths - tail_length(lengths, fraction))
 
   def record(self, video: int, position: int) -> int:
     if self.records is None:
@@ -200,9 +199,13 @@ SAMPLERS: dict[str, Callable[..., SampleSpec]] = {
 }
 
 
-def tail_length(length: int, fraction: float) -> int:
-  """Frames held out at the end of a video of `length` frames: ceil(length * fraction), none at 0."""
-  return min(int(length), int(np.ceil(int(length) * float(fraction) - 1e-9))) if fraction > 0 else 0
+def tail_length(length, fraction: float):
+  """Frames held out at the end of a video of `length` frames: ceil(length * fraction), none at 0;
+  an int for an int, an int64 array for an array of lengths."""
+  lengths = np.asarray(length, np.int64)
+  tails = np.minimum(lengths, np.ceil(lengths * float(fraction) - 1e-9).astype(np.int64)) if fraction > 0 else (
+      np.zeros_like(lengths))
+  return int(tails) if tails.ndim == 0 else tails
 
 
 def check_held_out_tail(fraction, name: str = "config.data.held_out_tail") -> float:
