@@ -440,20 +440,22 @@ def evaluate_checkpoint(checkpoint, videos, num_videos: int = 8, num_frames: int
     raise EvaluationError(f"--eval_batch_size={batch_size}: must be at least 1 (samples per generator call)")
   checkpoint = _checkpoint(checkpoint, face_model)
   dataset = _open_records(videos, checkpoint)
-  tail = held_out_tail_of(checkpoint, dataset) if held_out_tail is None else held_out_tail
+  data = checkpoint.config.get("data", {})
+  tail = (evaluation_data.evaluation_tail(dataset.path, data.get("videos"), data.get("held_out_tail"))
+          if held_out_tail is None else held_out_tail)
   try:
     tail = sampling.check_held_out_tail(tail, "--held_out_tail")
-    reenactment = evaluation_data.self_reenactment_batch(dataset.path, num_videos, num_frames, checkpoint.face_model,
-                                                         tail=tail)
+    chosen = evaluation_data.evaluation_videos(dataset.path, num_videos, num_frames, checkpoint.face_model, tail)
   except (records.DatasetError, ValueError) as error:
     raise EvaluationError(f"--videos={videos}: {error}") from error
+  reenactment = evaluation_data.reenactment_batch(*chosen, num_frames)
+  ids = [video_id for video_id, _ in chosen[1]]
   num_videos = len(reenactment["index"]) // num_frames
   if num_videos < 2:
     raise EvaluationError(f"--videos={videos}: swaps pair two videos; only {num_videos} has at least {num_frames + 1} "
                           f"frames")
   # Each swap takes the identity of the next video of another person (the run's data.people rule).
-  rule = checkpoint.config.get("data", {}).get("people", "video")
-  ids = evaluation_data.evaluation_video_ids(dataset.path, num_videos, num_frames, tail)
+  rule = data.get("people", "video")
   pairs = swap_pairs([sampling.person_of(video_id, rule) for video_id in ids], pairs_of_videos)
   # The papers' row order: swapping first.
   batches = {SWAPPING: swapping_batch(reenactment, num_frames, pairs), REENACTMENT: reenactment}
@@ -512,19 +514,6 @@ def evaluate_checkpoint(checkpoint, videos, num_videos: int = 8, num_frames: int
       "e_pose_units": "degrees (pitch, yaw, roll)", "e_exp_units": "inter-ocular distances",
       "e_tmp_units": "mean squared error of [0, 1] images", "min_face_score": min_face_score, "rows": details}
   return Evaluation(rows, markdown, document, outputs)
-
-
-def held_out_tail_of(checkpoint, dataset) -> float:
-  """The run's `data.held_out_tail` when `dataset` is the dataset it trained on, else 0."""
-  data = checkpoint.config.get("data", {})
-  trained_on = data.get("videos") or ""
-  try:
-    same = bool(trained_on) and files.same_file(records.open_dataset(trained_on).path, dataset.path)
-  except (OSError, ValueError):  # the run's dataset is not on this machine: not the one evaluated
-    same = False
-  if not same:
-    return 0.0
-  return float(data.get("held_out_tail", 0.0) or 0.0)
 
 
 def results_notes(num_videos: int, num_frames: int, inception, face_recognition, landmarker) -> str:

@@ -16,7 +16,7 @@ from typing import Optional
 
 import numpy as np
 
-from tfvgan_jax import face3d
+from tfvgan_jax import face3d, files
 from tfvgan_jax.data import records, sampling
 from tfvgan_jax.data.pipeline import FRAME_FIELDS
 
@@ -51,7 +51,11 @@ def self_reenactment_batch(path, num_videos: int, num_frames: int,
   Raises:
     records.DatasetError: the dataset has fewer such videos than asked.
   """
-  dataset, videos = _evaluation_videos(path, num_videos, num_frames, model, tail)
+  return reenactment_batch(*evaluation_videos(path, num_videos, num_frames, model, tail), num_frames)
+
+
+def reenactment_batch(dataset: records.FrameDataset, videos: list, num_frames: int) -> dict:
+  """`self_reenactment_batch` of the videos `evaluation_videos` chose."""
   samples = []
   for number, (_, order) in enumerate(videos):
     identity = _frame(dataset, order[0], number)
@@ -67,13 +71,10 @@ def self_reenactment_batch(path, num_videos: int, num_frames: int,
   return batch
 
 
-def evaluation_video_ids(path, num_videos: int, num_frames: int, tail: float = 0.0) -> list[str]:
-  """The ids of the videos `self_reenactment_batch` takes with the same arguments, in its order."""
-  return [name for name, _ in _evaluation_videos(path, num_videos, num_frames, None, tail)[1]]
-
-
-def _evaluation_videos(path, num_videos: int, num_frames: int, model, tail: float):
-  """(dataset, [(video id, records in frame order)]) of the videos an evaluation takes."""
+def evaluation_videos(path, num_videos: int, num_frames: int, model: Optional[face3d.MorphableModel] = None,
+                      tail: float = 0.0) -> tuple[records.FrameDataset, list]:
+  """(dataset, [(video id, records in frame order)]) of the videos `self_reenactment_batch` takes
+  (same arguments, same errors), in its order."""
   dataset = records.open_dataset(path)
   if model is not None:
     records.check_model(dataset, model)
@@ -88,3 +89,16 @@ def _evaluation_videos(path, num_videos: int, num_frames: int, model, tail: floa
     raise records.DatasetError(f"{dataset.path}: evaluation needs {num_videos} {where} of at least "
                                f"{num_frames + 1} frames, the dataset has {len(videos)}")
   return dataset, videos[:num_videos]
+
+
+def evaluation_tail(eval_path, train_videos, held_out_tail) -> float:
+  """The held-out tail an evaluation of `eval_path` takes: `held_out_tail` when it is the training
+  dataset `train_videos` (once both are resolved to their dataset folder: only the tails were never
+  trained on), else 0 (other videos, whole; also where the training dataset is not on this machine)."""
+  if not eval_path or not train_videos:
+    return 0.0
+  try:
+    same = files.same_file(records.open_dataset(eval_path).path, records.open_dataset(train_videos).path)
+  except (OSError, ValueError):
+    same = False
+  return sampling.check_held_out_tail(held_out_tail or 0.0) if same else 0.0
