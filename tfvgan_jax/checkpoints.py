@@ -106,6 +106,11 @@ def config_changes(saved: dict, current: dict) -> dict[str, tuple]:
           if old.get(key, "<absent>") != new.get(key, "<absent>")}
 
 
+def _differing(old: dict, new: dict) -> list:
+  """The keys, sorted, whose values differ between two {key: value} dicts (absent counts)."""
+  return sorted(key for key in set(old) | set(new) if old.get(key) != new.get(key))
+
+
 def _describe(changes: dict) -> str:
   return ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in changes.items())
 
@@ -128,7 +133,7 @@ def check_resume(directory, step: int, saved_config: dict, current_config: dict,
       problems.append(f"face model {saved_record.get('face_model_name')!r} -> {current_record['face_model_name']!r} "
                       f"(another content hash)")
     shapes_old, shapes_new = saved_record.get("parameter_shapes", {}), current_record["parameter_shapes"]
-    differing = sorted(key for key in set(shapes_old) | set(shapes_new) if shapes_old.get(key) != shapes_new.get(key))
+    differing = _differing(shapes_old, shapes_new)
     if differing and not architecture:
       problems.append(f"{len(differing)} parameter shapes ({differing[0]}: {shapes_old.get(differing[0])} -> "
                       f"{shapes_new.get(differing[0])})")
@@ -238,7 +243,7 @@ def check_init_source(step_dir, saved_record: Optional[dict], record: dict, netw
   prefixes = _shape_prefixes(networks)
   old = {key: shape for key, shape in saved_record.get("parameter_shapes", {}).items() if key.startswith(prefixes)}
   new = {key: shape for key, shape in record["parameter_shapes"].items() if key.startswith(prefixes)}
-  differing = sorted(key for key in set(old) | set(new) if old.get(key) != new.get(key))
+  differing = _differing(old, new)
   if differing:
     problems.append(f"{len(differing)} parameter shapes of {', '.join(networks)} differ ({differing[0]}: "
                     f"{old.get(differing[0], 'absent')} there, {new.get(differing[0], 'absent')} here)")
@@ -281,12 +286,7 @@ def initialize_from(source, state, shardings, record: dict, networks: tuple[str,
   check_init_source(step_dir, saved_record, record, networks)
   checkpointer = ocp.Checkpointer(ocp.PyTreeCheckpointHandler())
   try:
-    try:
-      saved = checkpointer.metadata(step_dir / "state")
-      saved = saved.item_metadata.tree if hasattr(saved, "item_metadata") else getattr(saved, "tree", saved)
-    except Exception as error:  # noqa: BLE001 - any unreadable metadata is one error for the user
-      raise inference.CheckpointError(f"{step_dir}/state: unreadable checkpoint ({error})") from error
-    plan = _init_plan(state, saved, networks)
+    plan = _init_plan(state, inference.saved_state_tree(checkpointer, step_dir), networks)
     target = {}
     for (field, key), (source_field, source_key) in plan.items():
       entry = jax.tree.map(lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),

@@ -467,6 +467,19 @@ def find_checkpoint(path, step: Optional[int] = None) -> tuple[str, int]:
   return directory, int(step)
 
 
+def saved_state_tree(checkpointer, step_dir) -> dict:
+  """The metadata tree (fields, shapes, dtypes) of a checkpoint step's train state.
+
+  Raises:
+    CheckpointError: the metadata is unreadable.
+  """
+  try:
+    saved = checkpointer.metadata(os.path.join(os.fspath(step_dir), "state"))
+    return saved.item_metadata.tree if hasattr(saved, "item_metadata") else getattr(saved, "tree", saved)
+  except Exception as error:  # noqa: BLE001 - any unreadable metadata is one error for the user
+    raise CheckpointError(f"{step_dir}/state: unreadable checkpoint ({error})") from error
+
+
 def load_checkpoint(workdir, face_model: Optional[str] = None, step: Optional[int] = None) -> InferenceCheckpoint:
   """Reads G, E, the EMA and their variables, the config and the face model of a training run.
 
@@ -493,12 +506,8 @@ def load_checkpoint(workdir, face_model: Optional[str] = None, step: Optional[in
     raise CheckpointError(f"{step_dir}: the checkpoint's config is unreadable ({error})") from error
   model = checkpoint_face_model(config, record, face_model, directory)
   checkpointer = ocp.Checkpointer(ocp.PyTreeCheckpointHandler())
-  try:
-    saved = checkpointer.metadata(os.path.join(step_dir, "state"))
-    saved = saved.item_metadata.tree if hasattr(saved, "item_metadata") else getattr(saved, "tree", saved)
-    with_ema = bool(jax.tree.leaves(saved.get("ema", {})))
-  except Exception as error:  # noqa: BLE001 - any unreadable metadata is one error for the user
-    raise CheckpointError(f"{step_dir}/state: unreadable checkpoint ({error})") from error
+  saved = saved_state_tree(checkpointer, step_dir)
+  with_ema = bool(jax.tree.leaves(saved.get("ema", {})))
   with_ema_statistics = with_ema and config.optim.get("ema_batch_stats", "train") == "average"
   abstract = inference_state(config.model, with_ema, with_ema_statistics)
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
