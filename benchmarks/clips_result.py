@@ -88,8 +88,7 @@ def arm_config(arm: str, args, videos: str, demo: str | None, seed: int):
     config.data.batch_size = args.batch_size
   if demo:
     from tfvgan_jax import inference
-    directory, step = inference.find_checkpoint(demo)
-    base = inference.checkpoint_json(os.path.join(directory, str(step)), "config", required=True)
+    base, _ = inference.checkpoint_config(demo)
     config.face_model = base["face_model"]
     for key, value in base["model"].items():  # the demo's networks, for both arms: equal compute
       config.model[key] = value
@@ -138,8 +137,7 @@ def main():
     parser.error("give --demo=RUN (a configs/synthetic.py run at --size) or --train_demo")
 
   from tfvgan_jax import evaluate, inference, train
-  directory, step = inference.find_checkpoint(demo)
-  base = inference.checkpoint_json(os.path.join(directory, str(step)), "config", required=True)
+  base, step = inference.checkpoint_config(demo)
   if int(base["model"]["image_size"]) != args.size:
     parser.error(f"--demo={demo} was trained at {base['model']['image_size']} px, --size is {args.size}")
   videos = build_records(clips, root / "records", base["face_model"], args.size)

@@ -467,6 +467,16 @@ def find_checkpoint(path, step: Optional[int] = None) -> tuple[str, int]:
   return directory, int(step)
 
 
+def checkpoint_config(path, step: Optional[int] = None) -> tuple[dict, int]:
+  """(config as JSON, step) of a run's checkpoint, `path` and `step` as `find_checkpoint` takes them.
+
+  Raises:
+    CheckpointError: no checkpoint there. OSError, ValueError: an unreadable config.
+  """
+  directory, step = find_checkpoint(path, step)
+  return checkpoint_json(os.path.join(directory, str(step)), "config", required=True), step
+
+
 def saved_state_tree(checkpointer, step_dir) -> dict:
   """The metadata tree (fields, shapes, dtypes) of a checkpoint step's train state.
 
