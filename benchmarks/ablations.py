@@ -56,6 +56,10 @@ VARIANTS = {
     # The papers' choices with P at their relative scale too (what 'papers' leaves at the demo's 1/4).
     "papers_relative": {"data.inter_expression": "expression", "model.disc_conditional": False,
                         "loss.tmp_region": "frame", "model.norm": "rcn", "model.emb_downsamples": 4},
+    # The two single switches that moved identity and expression most, together: D's real images from
+    # intra samples only, and P at the papers' relative scale (1/16) or at 1/8 of the frame.
+    "intra_relative": {"loss.disc_real": "intra", "model.emb_downsamples": 4},
+    "intra_8px": {"loss.disc_real": "intra", "model.emb_downsamples": 3},
 }
 # (label, task, key, scale) of the table's columns.
 COLUMNS = (
@@ -113,6 +117,9 @@ def main():
   parser.add_argument("--workdir", required=True, help="folder of the runs and the table")
   parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
   parser.add_argument("--seeds", type=int, default=2, help="training seeds per variant (0 .. N-1)")
+  parser.add_argument("--seed_list", default=None,
+                      help="comma-separated training seeds (e.g. '1'), instead of --seeds; the table still "
+                           "takes every seed already trained and evaluated under --workdir")
   parser.add_argument("--steps", type=int, default=None, help="training steps (default: the demo config's)")
   parser.add_argument("--eval_seed", type=int, default=1000, help="the held-out videos' corpus seed")
   parser.add_argument("--num_videos", type=int, default=8)
@@ -125,13 +132,20 @@ def main():
     parser.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
   if args.seeds < 1:
     parser.error("--seeds must be at least 1")
+  try:
+    seeds = (list(range(args.seeds)) if args.seed_list is None
+             else sorted({int(seed) for seed in args.seed_list.split(",") if seed.strip()}))
+  except ValueError:
+    parser.error(f"--seed_list must be comma-separated integers, got {args.seed_list!r}")
+  if not seeds or min(seeds) < 0:
+    parser.error(f"--seed_list needs at least one seed >= 0, got {args.seed_list!r}")
 
   from tfvgan_jax import evaluate, inference, train
   root = pathlib.Path(args.workdir).expanduser()
   results, timings = {}, {}
   for name in names:
     results[name] = []
-    for seed in range(args.seeds):
+    for seed in sorted(set(seeds) | set(finished_seeds(root, name, args))):
       config = variant_config(name, seed, args.steps, args.cache_dir)
       workdir = root / name / f"seed{seed}"
       checkpoints = workdir / "checkpoints"
@@ -140,18 +154,45 @@ def main():
       if not done:
         train.train_and_evaluate(config, workdir)
       trained = time.perf_counter() - started
-      evaluation = evaluate.evaluate_synthetic(workdir, seed=args.eval_seed, num_videos=args.num_videos,
-                                               num_frames=args.num_frames)
-      evaluate.write_results(evaluation, workdir / "ground_truth")
-      results[name].append(evaluation.document)
+      document = saved_evaluation(workdir, config.train.num_steps, args) if done else None
+      if document is None:
+        evaluation = evaluate.evaluate_synthetic(workdir, seed=args.eval_seed, num_videos=args.num_videos,
+                                                 num_frames=args.num_frames)
+        evaluate.write_results(evaluation, workdir / "ground_truth")
+        document = evaluation.document
+      results[name].append(document)
       timings[f"{name}/seed{seed}"] = {"train_s": None if done else round(trained, 1),
                                        "steps": int(config.train.num_steps)}
       print(f"{name} seed {seed}: {'reused' if done else f'trained in {trained:.0f} s'}; "
-            f"self SSIM {evaluation.tasks['self_reenactment']['ssim']:.3f}", flush=True)
+            f"self SSIM {document['tasks']['self_reenactment']['ssim']:.3f}", flush=True)
       # The table so far, after every run: an interrupted ablation leaves a readable partial table.
       markdown = write_table(root, results, timings, args)
   print(markdown)
   print(f"wrote {root / 'ablations.md'} and {root / 'ablations.json'}")
+
+
+def saved_evaluation(workdir: pathlib.Path, steps: int, args) -> dict | None:
+  """The run's ground_truth/results.json when it evaluated the final checkpoint on the same held-out
+  videos (seed, count, frames) as asked now, else None (evaluate again)."""
+  path = workdir / "ground_truth" / "results.json"
+  try:
+    document = json.loads(path.read_text())
+    details = document["details"]
+  except (OSError, ValueError, KeyError):
+    return None
+  asked = {"checkpoint_step": steps, "seed": args.eval_seed, "num_videos": args.num_videos,
+           "num_frames": args.num_frames}
+  return document if all(details.get(key) == value for key, value in asked.items()) else None
+
+
+def finished_seeds(root: pathlib.Path, name: str, args) -> list[int]:
+  """The seeds of `name` already trained under `root` (a seedN folder with a results.json): the table
+  covers them even when this call trains others."""
+  seeds = []
+  for folder in (root / name).glob("seed*"):
+    if folder.name[4:].isdigit() and (folder / "ground_truth" / "results.json").is_file():
+      seeds.append(int(folder.name[4:]))
+  return seeds
 
 
 def write_table(root: pathlib.Path, results: dict, timings: dict, args) -> str:

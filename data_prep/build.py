@@ -57,7 +57,6 @@ import argparse
 import bisect
 import collections
 import concurrent.futures
-import contextlib
 import dataclasses
 import glob
 import hashlib
@@ -96,7 +95,7 @@ def find_inputs(pattern: str) -> list[str]:
   """Sorted paths matching `pattern`: Python glob rules (`**` spans folders) for local paths,
   Beam's filesystems for remote ones (gs://, s3://, ...). Every match is returned, folders and
   broken links too, so that the job accounts for each (they are skipped with their reason)."""
-  if "://" in pattern:
+  if files.is_remote(pattern):
     return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
   return sorted(set(glob.glob(os.path.expanduser(pattern), recursive=True)))
 
@@ -192,7 +191,7 @@ class PrepareVideo(beam.DoFn):
     status = {"path": path, "video_id": video_id}
     target = self.out / "prepared" / f"{prepared_name(video_id)}.npz"
     try:
-      if "://" not in path:
+      if not files.is_remote(path):
         clip_lib.check_input_file(path)
       reused = _reusable_status(target, self.key, path, self.settings.prep.max_frames)
       if reused is not None:
@@ -209,7 +208,7 @@ class PrepareVideo(beam.DoFn):
   def _prepare(self, path: str, video_id: str, target: epath.Path) -> dict:
     settings = self.settings
     with _local_file(path) as local:
-      identity = _remote_identity(path) if "://" in path else None
+      identity = _remote_identity(path) if files.is_remote(path) else None
       track = clip_lib.cached_track(local, self.detector, self.landmarker, settings.prep,
                                     self.out / "tracks", self.model_hashes, identity)
       declared = video_lib.probe(local).num_frames
@@ -305,7 +304,7 @@ def _write_side_file(target: epath.Path, key: str, source_path: str, status: dic
   """Written after the prepared file (atomically): its presence means the .npz is complete."""
   text = json.dumps({"key": key, "source_path": source_path, "npz_bytes": target.stat().length, "status": status})
   side = _side_file(target)
-  if "://" in os.fspath(side):
+  if files.is_remote(side):
     side.write_text(text)
   else:
     files.write_text(side, text)
@@ -349,7 +348,7 @@ class _local_file:
     self.path, self.copy = path, None
 
   def __enter__(self) -> str:
-    if "://" not in self.path:
+    if not files.is_remote(self.path):
       return self.path
     handle, self.copy = tempfile.mkstemp(suffix=os.path.splitext(self.path)[1])
     with os.fdopen(handle, "wb") as local, FileSystems.open(self.path) as remote:
@@ -555,7 +554,7 @@ def run_pipeline(inputs: list[str], settings: JobSettings, beam_args: list[str])
   status_dir = epath.Path(settings.out) / files.partial_name("status")
   options = PipelineOptions(beam_args)
   try:
-    if "://" not in settings.out:
+    if not files.is_remote(settings.out):
       status_dir.mkdir()
     with beam.Pipeline(runner=local_runner(options), options=options) as pipeline:
       statuses = (pipeline
@@ -601,7 +600,7 @@ def finish_dataset(dataset: DatasetSettings, shards: list[dict]) -> None:
   if [line["shard"] for line in shards] != list(range(count)) or any(line["count"] != count for line in shards):
     raise RuntimeError(f"{directory}: the workers reported shards {[line['shard'] for line in shards]}, "
                        f"not each of 0..{count - 1} once")
-  if "://" not in dataset.directory:
+  if not files.is_remote(dataset.directory):
     # A worker that died mid-shard left its temporary file; the shard itself was written again.
     for leftover in directory.glob(f"{files.PARTIAL_PREFIX}*"):
       leftover.unlink(missing_ok=True)
@@ -723,7 +722,7 @@ def check_outputs(out: str, name: str) -> None:
     records.check_name(name)
   except ValueError as error:
     raise ValueError(f"--name={name}: {error}") from error
-  if "://" not in out:
+  if not files.is_remote(out):
     files.check_output_dir(out, "--out")
 
 
@@ -733,7 +732,7 @@ def check_inputs_kept(out: str, name: str, inputs: list[str]) -> None:
   Raises:
     files.OutputPathError: naming the input and the output.
   """
-  if "://" in out:
+  if files.is_remote(out):
     return
   written = [os.path.realpath(os.path.join(out, part)) for part in ("prepared", "tracks", name, SUMMARY_FILE)]
   for path in inputs:
@@ -766,7 +765,7 @@ def _build(args: argparse.Namespace, beam_args: list[str]) -> int:
   check_inputs_kept(args.out, args.name, [*inputs, *face_model, *paths])
   out = epath.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
-  if "://" not in args.out:
+  if not files.is_remote(args.out):
     for folder in (out, out / "prepared", out / "tracks"):
       files.remove_stale_partials(folder)
   target = out / args.name / records.DATASET_VERSION
@@ -774,7 +773,7 @@ def _build(args: argparse.Namespace, beam_args: list[str]) -> int:
   # The workers write the shards into a staging folder beside the dataset; it is swapped in when
   # complete, so the earlier dataset stays in place until then, and summary.json (written after
   # the swap) always names a whole dataset.
-  staging = epath.Path(_staging_dir(target))
+  staging = epath.Path(records.dataset_staging_dir(target))
   dataset = DatasetSettings(directory=os.fspath(staging), name=args.name,
                             metadata=tuple(records.dataset_metadata(model, prep.image_size).items()),
                             num_shards=args.num_shards)
@@ -791,20 +790,20 @@ def _build(args: argparse.Namespace, beam_args: list[str]) -> int:
       finish_dataset(dataset, shards)
       try:
         _swap_in(staging, target, dataset, shards)
-      except StagedDatasetKept:
+      except records.StagedDatasetKept:
         keep_staging = True  # the only complete copy of the new dataset
         raise
       summary["dataset"] = os.fspath(target)
       summary["shards"] = len(shards)
   finally:
     if not keep_staging:
-      _remove_staging(staging, target, made_parent)
+      records.remove_staging(staging, target, made_parent)
   summary["seconds"] = round(time.perf_counter() - start, 2)
   # The launching machine's own time after the pipeline (the dataset's metadata and index, the
   # swap, the summary): proportional to the shards and the videos, not to the frames.
   summary["seconds_after_pipeline"] = round(time.perf_counter() - pipeline_end, 3)
   text = json.dumps(summary, indent=1)
-  if "://" in args.out:
+  if files.is_remote(args.out):
     (out / SUMMARY_FILE).write_text(text)
   else:
     files.write_text(out / SUMMARY_FILE, text)
@@ -812,65 +811,19 @@ def _build(args: argparse.Namespace, beam_args: list[str]) -> int:
   return 0 if summary["written"] else 1
 
 
-def _staging_dir(target: epath.Path) -> str:
-  """A new empty folder for the workers to write the dataset's files into (`files.staging_dir`
-  beside a local target; a new `.partial-*` prefix beside a remote one)."""
-  if "://" not in os.fspath(target):
-    return files.staging_dir(target)
-  staging = target.parent / files.partial_name(target.name)
-  staging.mkdir(parents=True, exist_ok=True)
-  return os.fspath(staging)
-
-
 def _swap_in(staging: epath.Path, target: epath.Path, dataset: DatasetSettings, shards: list[dict]) -> None:
   """Puts the complete dataset in `staging` at `target`, replacing the earlier one.
 
-  Locally two folder renames (`files.replace_dir`). Object stores have no folder rename: the
-  earlier dataset is removed, then each file moved (a copy within the store per shard and per
-  metadata file), and the video index written again from the shards' lines, since its
-  fingerprint holds the files' times, which moving changed.
+  Locally two folder renames (`files.replace_dir`). Object stores have no folder rename
+  (`records.move_into_store`: the earlier dataset removed, then each file moved with Beam's
+  `FileSystems.rename`, a copy within the store), and the video index is written again from the
+  shards' lines, since its fingerprint holds the files' times, which moving changed.
   """
-  if "://" not in os.fspath(target):
+  if not files.is_remote(target):
     files.replace_dir(staging, target)
     return
-  _move_into_store(staging, target, FileSystems.rename)
+  records.move_into_store(staging, target, FileSystems.rename)
   _write_index(target, dataset, shards)
-
-
-class StagedDatasetKept(RuntimeError):
-  """Moving a complete dataset into an object store failed after the earlier one was removed; the
-  complete files stay where they were built (`staging`), which the job then does not delete."""
-
-  def __init__(self, message: str, staging: str):
-    super().__init__(message)
-    self.staging = staging
-
-
-def _move_into_store(staging: epath.Path, target: epath.Path, rename) -> None:
-  """Object stores' swap: the earlier dataset removed, then each file of `staging` moved to
-  `target` with `rename(sources, destinations)` (Beam's `FileSystems.rename`).
-
-  Raises:
-    StagedDatasetKept: a move failed: the message says where the complete files are.
-  """
-  if target.exists():
-    target.rmtree()
-  sources = sorted(os.fspath(path) for path in staging.iterdir())
-  try:
-    rename(sources, [os.fspath(target / os.path.basename(source)) for source in sources])
-  except Exception as error:  # noqa: BLE001 - whatever the store raised, the staged files are kept
-    raise StagedDatasetKept(
-        f"{target}: moving the new dataset into place failed ({type(error).__name__}: {error}); the earlier one "
-        f"was already removed, and the complete new files are kept in {staging}: move them to {target}",
-        os.fspath(staging)) from error
-
-
-def _remove_staging(staging: epath.Path, target: epath.Path, made_parent: bool) -> None:
-  if staging.exists():
-    staging.rmtree(missing_ok=True)
-  if made_parent and not target.exists() and "://" not in os.fspath(target):
-    with contextlib.suppress(OSError):
-      target.parent.rmdir()
 
 
 def _print_summary(summary: dict, path) -> None:

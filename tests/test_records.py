@@ -2,6 +2,7 @@
 
 import io
 import os
+import pathlib
 import pickle
 import re
 import shutil
@@ -262,6 +263,39 @@ def test_overwrite_keeps_the_old_version_until_the_new_one_is_complete(tmp_path,
   assert os.listdir(tmp_path / "data") == ["1.0.0"]
   with pytest.raises(ValueError, match="lower case"):
     records.check_name("Videos")
+
+
+def test_an_object_store_overwrite_keeps_the_old_version_until_the_new_one_is_built(tmp_path, model, monkeypatch):
+  # The object-store branch, run on a local folder: it stages beside the target and moves file by
+  # file, so a build that fails leaves the earlier version, and a failed move keeps the new files.
+  monkeypatch.setattr(files, "is_remote", lambda path: True)
+  path = records.write_dataset(tmp_path, "data", make_examples(model, videos=("old",), frames=2), model, SIZE)
+
+  def failing_midway():
+    yield from make_examples(model, videos=("new",), frames=2)
+    raise ValueError("bad frame")
+
+  with pytest.raises(ValueError, match="bad frame"):
+    records.write_dataset(tmp_path, "data", failing_midway(), model, SIZE, overwrite=True)
+  assert sorted(records.video_index(records.open_dataset(path))) == ["old"]
+  assert os.listdir(tmp_path / "data") == ["1.0.0"]
+
+  def failing_move(sources, destinations):
+    raise OSError("quota exceeded")
+
+  monkeypatch.setattr(records, "_rename_each", failing_move)
+  monkeypatch.setattr(records.move_into_store, "__defaults__", (failing_move,))
+  new = make_examples(model, videos=("new",), frames=3)
+  with pytest.raises(records.StagedDatasetKept, match="quota exceeded") as raised:
+    records.write_dataset(tmp_path, "data", new, model, SIZE, overwrite=True)
+  kept = pathlib.Path(raised.value.staging)
+  assert kept.parent.parent.parent == tmp_path / "data" and kept.name == "1.0.0"
+  assert any(name.endswith(".array_record-00000-of-00001") for name in os.listdir(kept))
+  monkeypatch.undo()
+  monkeypatch.setattr(files, "is_remote", lambda path: True)
+  records.write_dataset(tmp_path, "data", new, model, SIZE, overwrite=True)
+  dataset = records.open_dataset(path)
+  assert sorted(records.video_index(dataset)) == ["new"] and len(dataset) == 3
 
 
 def test_grain_reads_it_as_a_source(written):

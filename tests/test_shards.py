@@ -206,8 +206,8 @@ def test_a_failed_move_into_an_object_store_keeps_the_staged_dataset(tmp_path):
   def failing(sources, destinations):
     raise OSError("quota exceeded")
 
-  with pytest.raises(build.StagedDatasetKept, match=r"quota exceeded.*complete new files are kept in .*partial-new"):
-    build._move_into_store(staging, target, failing)
+  with pytest.raises(records.StagedDatasetKept, match=r"quota exceeded.*complete new files are kept in .*partial-new"):
+    records.move_into_store(staging, target, failing)
   assert sorted(p.name for p in staging.iterdir()) == ["dataset_info.json", "videos-train.array_record-00000-of-00001"]
 
   def moving(sources, destinations):
@@ -215,5 +215,5 @@ def test_a_failed_move_into_an_object_store_keeps_the_staged_dataset(tmp_path):
       os.makedirs(os.path.dirname(destination), exist_ok=True)
       os.replace(source, destination)
 
-  build._move_into_store(staging, target, moving)
+  records.move_into_store(staging, target, moving)
   assert sorted(p.name for p in target.iterdir()) == ["dataset_info.json", "videos-train.array_record-00000-of-00001"]

@@ -37,6 +37,13 @@ class OutputPathError(ValueError):
   """An output path that cannot be written, or that is one of the inputs; the message names it."""
 
 
+def is_remote(path: PathLike) -> bool:
+  """Whether `path` is in an object store or another remote file system (`gs://bucket/...`,
+  `s3://...`): one with no atomic rename, so the local recipes here (write aside, rename over)
+  do not apply and callers write objects whole instead."""
+  return "://" in os.fspath(path)
+
+
 def same_file(a: PathLike, b: PathLike) -> bool:
   """Whether two paths name the same file: equal after resolving links, or the same inode."""
   a, b = os.fspath(a), os.fspath(b)

@@ -248,10 +248,12 @@ def write_dataset(out_dir: PathLike, name: str, examples: Iterable[Mapping], mod
     jpeg_quality: JPEG quality for array images.
     num_shards: how many ArrayRecord files to write; by default TFDS picks it from the size
       (files of 64 MiB to 1 GiB).
-    overwrite: replace an existing dataset at that path instead of refusing. On a local disk the
-      new version is built in a staging folder beside it (`.partial-*`) and swapped in only when
-      complete: a failed or killed write leaves the earlier version as it was, and the next write
-      removes what a killed one left.
+    overwrite: replace an existing dataset at that path instead of refusing. The new version is
+      built in a staging folder beside it (`.partial-*`) and swapped in only when complete: a
+      failed or killed write leaves the earlier version as it was (locally, the next write removes
+      what a killed one left). In an object store the swap removes the earlier version, then moves
+      the new files in; if a move fails, they are kept in the staging folder
+      (`StagedDatasetKept`).
 
   Returns:
     The dataset directory `out_dir/name/1.0.0`, with its video index already built.
@@ -264,35 +266,95 @@ def write_dataset(out_dir: PathLike, name: str, examples: Iterable[Mapping], mod
   check_name(name)
   check_name(split, "split")
   target = epath.Path(out_dir) / name / DATASET_VERSION
-  local = "://" not in os.fspath(target)
+  local = not files.is_remote(target)
   if local:
     files.recover_dir(target)
   if target.exists() and not overwrite:
     raise FileExistsError(f"{target} already exists (pass overwrite=True to replace it)")
   metadata = dataset_metadata(model, image_size, jpeg_quality)
   builder_class = _builder_class(name)
-  if not local:
-    # Object stores have no folder rename: the old version goes first (a local out_dir keeps it
-    # until the new one is complete).
-    if target.exists():
-      target.rmtree()
-    path = _build(builder_class, examples, split, metadata, out_dir, num_shards)
-    video_index(FrameDataset(path, split))
-    return path
   # Built in a staging folder beside the target and swapped in complete: a failed or killed write
   # leaves the earlier version as it was.
   made_parent = not target.parent.exists()
-  staging = files.staging_dir(target)
+  staging = epath.Path(dataset_staging_dir(target))
+  keep_staging = False
   try:
     built = _build(builder_class, examples, split, metadata, staging, num_shards)
-    video_index(FrameDataset(built, split))
-    files.replace_dir(built, target)
+    if local:
+      video_index(FrameDataset(built, split))
+      files.replace_dir(built, target)
+    else:
+      try:
+        move_into_store(built, target)
+      except StagedDatasetKept:
+        keep_staging = True  # the only complete copy of the new dataset
+        raise
+      # The index's fingerprint holds the files' times, which the move changed: built once, here.
+      video_index(FrameDataset(target, split))
   finally:
-    shutil.rmtree(staging, ignore_errors=True)
-    if made_parent and not target.exists():
-      with contextlib.suppress(OSError):
-        target.parent.rmdir()
+    if not keep_staging:
+      remove_staging(staging, target, made_parent)
   return target
+
+
+def dataset_staging_dir(target: PathLike) -> str:
+  """A new empty folder beside dataset folder `target` to build its replacement in: locally
+  `files.staging_dir` (which first cleans up what killed builds left); in an object store a new
+  `.partial-*` prefix beside it."""
+  if not files.is_remote(target):
+    return files.staging_dir(target)
+  target = epath.Path(target)
+  staging = target.parent / files.partial_name(target.name)
+  staging.mkdir(parents=True, exist_ok=True)
+  return os.fspath(staging)
+
+
+class StagedDatasetKept(RuntimeError):
+  """Moving a complete new dataset into an object store failed after the earlier one was removed;
+  the new files stay in `staging`, which the message names."""
+
+  def __init__(self, message: str, staging: str):
+    super().__init__(message)
+    self.staging = staging
+
+
+def _rename_each(sources: list[str], destinations: list[str]) -> None:
+  for source, destination in zip(sources, destinations):
+    epath.Path(source).rename(destination)
+
+
+def move_into_store(staging: PathLike, target: PathLike, rename=_rename_each) -> None:
+  """Object stores' swap of dataset folder `target` for the complete one in `staging` (they have
+  no folder rename): the earlier dataset is removed, then each file of `staging` moved (a copy
+  within the store) with `rename(sources, destinations)`, by default one `epath` rename per file
+  (`data_prep.build` passes Beam's `FileSystems.rename`).
+
+  Raises:
+    StagedDatasetKept: a move failed: the message says where the complete files are.
+  """
+  staging, target = epath.Path(staging), epath.Path(target)
+  if target.exists():
+    target.rmtree()
+  target.mkdir(parents=True, exist_ok=True)
+  sources = sorted(os.fspath(path) for path in staging.iterdir())
+  try:
+    rename(sources, [os.fspath(target / os.path.basename(source)) for source in sources])
+  except Exception as error:  # noqa: BLE001 - whatever the store raised, the staged files are kept
+    raise StagedDatasetKept(
+        f"{target}: moving the new dataset into place failed ({type(error).__name__}: {error}); the earlier one "
+        f"was already removed, and the complete new files are kept in {staging}: move them to {target}",
+        os.fspath(staging)) from error
+
+
+def remove_staging(staging: PathLike, target: PathLike, made_parent: bool) -> None:
+  """Removes a build's staging folder, and the dataset's parent folder if the build made it and no
+  dataset is there (a failed first build leaves nothing behind)."""
+  staging, target = epath.Path(staging), epath.Path(target)
+  if staging.exists():
+    staging.rmtree(missing_ok=True)
+  if made_parent and not target.exists() and not files.is_remote(target):
+    with contextlib.suppress(OSError):
+      target.parent.rmdir()
 
 
 def dataset_metadata(model: face3d.MorphableModel, image_size: int, jpeg_quality: int = JPEG_QUALITY) -> dict:
@@ -383,7 +445,7 @@ def write_shard(path: PathLike, examples: Iterable[Mapping], metadata: Mapping) 
   """
   path = epath.Path(path)
   features = _features(metadata["image_size"], metadata["num_id"], metadata["num_exp"])
-  remote = "://" in os.fspath(path)
+  remote = files.is_remote(path)
   if remote:
     handle, temporary = tempfile.mkstemp(suffix=".array_record")
     os.close(handle)
@@ -799,7 +861,7 @@ def _save_index(cache: epath.Path, index: VideoIndex, fingerprint: str) -> None:
   buffer = io.BytesIO()
   np.savez(buffer, **_index_arrays(index, fingerprint))
   # Written aside and renamed, so that concurrent readers never see a partial file.
-  if "://" in os.fspath(cache):
+  if files.is_remote(cache):
     cache.write_bytes(buffer.getvalue())
   else:
     files.write_bytes(cache, buffer.getvalue())
