@@ -60,6 +60,10 @@ VARIANTS = {
     # intra samples only, and P at the papers' relative scale (1/16) or at 1/8 of the frame.
     "intra_relative": {"loss.disc_real": "intra", "model.emb_downsamples": 4},
     "intra_8px": {"loss.disc_real": "intra", "model.emb_downsamples": 3},
+    # G's decoder takes the hint image at each stage: background and hair at full resolution without
+    # the face, so P can stay coarse (no face detail to pass on) and the whole crop stays sharp.
+    "hint_skips": {"model.gen_skips": "hint"},
+    "intra_relative_hint": {"loss.disc_real": "intra", "model.emb_downsamples": 4, "model.gen_skips": "hint"},
 }
 # (label, task, key, scale) of the table's columns.
 COLUMNS = (

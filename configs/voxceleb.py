@@ -75,6 +75,9 @@ def paper_config(variant: dict | None = None):
   config.model.rcn_alpha_init = 0.8
   config.model.rcn_beta_init = 0.1
   config.model.attention = True
+  # What G's decoder takes besides its features: 'none' (the papers), or 'hint' (the hint image at
+  # each stage: background and hair at full resolution, `models.generator.GEN_SKIPS`).
+  config.model.gen_skips = "none"
   config.model.disc_width = 64
   config.model.disc_layers = 3
   config.model.disc_scales = 3

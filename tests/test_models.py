@@ -91,6 +91,29 @@ def test_parameter_counts():
   assert count_params(discriminator) == 3 * (conv_params(4, 6, 4) + conv_params(4, 4, 8) + conv_params(4, 8, 1)) == 3111
 
 
+def test_hint_skips_add_the_hint_to_each_decoder_stage():
+  plain = build_models(tiny_config(32), nnx.Rngs(0)).generator
+  skips = build_models(tiny_config(32, gen_skips='hint'), nnx.Rngs(0)).generator
+  # Three more input channels in each decoder conv (3x3: 16+3 -> 8, 8+3 -> 4) and the 7x7 output conv.
+  assert count_params(skips) - count_params(plain) == 3 * (9 * 8 + 9 * 4 + 49 * 3)
+  render, _, hint, mask = inputs(32)
+  p = jnp.ones((2, 8, 8, 16))
+  run = nnx.jit(lambda g, r, q, m, h: g(r, q, m, h))
+  # One hint pixel reaches the output around it through the full-resolution path; far from it only
+  # the global statistics (instance and conditional norms, attention) move, by far less: the skip
+  # brings the hint's detail at the output's resolution.
+  changed = hint.at[:, 5, 6].set(-hint[:, 5, 6])
+  difference = np.abs(np.asarray(run(skips, render, p, mask, changed) - run(skips, render, p, mask, hint)))
+  near, far = difference[:, 2:9, 3:10].max(axis=(1, 2, 3)), difference[:, 20:, 20:].max(axis=(1, 2, 3))
+  assert np.all(near > 1e-3) and np.all(near > 20 * far), (near, far)
+  # The papers' generator ignores a hint, and one with skips refuses to run without it.
+  np.testing.assert_array_equal(np.asarray(run(plain, render, p, mask, hint)), np.asarray(run(plain, render, p, mask, changed)))
+  with pytest.raises(ValueError, match="needs the hint image"):
+    skips(render, p, mask)
+  with pytest.raises(ValueError, match=r"model.gen_skips='unet'.*'none', 'hint'"):
+    build_models(tiny_config(32, gen_skips='unet'), nnx.Rngs(0))
+
+
 def numpy_rcn(u, t, h, a, b, eps=1e-5):
   """DESIGN.md choice 3 in NumPy, after batch norm (batch statistics, no affine)."""
   def batch_norm(x):

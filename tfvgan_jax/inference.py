@@ -248,7 +248,8 @@ def abstract_networks(model_config) -> Networks:
 
 def blend(networks: Networks, params: dict, variables: dict, appearance: jax.Array, hint: jax.Array,
           render_image: jax.Array, face_mask: jax.Array, train: bool):
-  """The deep blending network: P = E(X_p, M), Y = G(R, P, M^) (images in [-1, 1]).
+  """The deep blending network: P = E(X_p, M), Y = G(R, P, M^) (images in [-1, 1]); with
+  `model.gen_skips='hint'`, Y = G(R, P, M^, M).
 
   Returns:
     Y [B, S, S, 3], P, and the updated generator variables (batch-norm statistics).
@@ -258,7 +259,7 @@ def blend(networks: Networks, params: dict, variables: dict, appearance: jax.Arr
   if not train:
     generator.eval()
   appearance_code = embedder(appearance, hint)
-  output = generator(render_image, appearance_code, face_mask)
+  output = generator(render_image, appearance_code, face_mask, hint)
   return output, appearance_code, nnx.split(generator, nnx.Param, ...)[2]
 
 

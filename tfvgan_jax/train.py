@@ -44,7 +44,7 @@ from PIL import Image
 from tfvgan_jax import checkpoints, face3d, files, inference, losses, metrics, sharding
 from tfvgan_jax.data import evaluation, pipeline, records, sampling, synthetic
 from tfvgan_jax.inference import Networks, Scene, at_prev, at_t
-from tfvgan_jax.models import build_models
+from tfvgan_jax.models import GEN_SKIPS, build_models
 from tfvgan_jax.summaries import Summaries
 
 
@@ -74,6 +74,7 @@ RECIPE_CHOICES = {
     "loss.tmp_region": losses.TMP_REGIONS,
     "loss.rec_target": losses.REC_TARGETS,
     "optim.ema_batch_stats": inference.EMA_BATCH_STATS,
+    "model.gen_skips": GEN_SKIPS,
 }
 
 

@@ -9,9 +9,11 @@ conditional normalization layers of G chosen by name (`norms.NORMS`).
   rcn_alpha_init, rcn_beta_init        RCN's initial alpha and beta (0.8, 0.1 in the paper;
                     those values where a saved config predates the fields).
   attention         whether G has a self-attention block (see `generator.attention_resolution`).
+  gen_skips         what G's decoder stages take besides their features (`GEN_SKIPS`): 'none' (the
+                    papers; where a saved config predates the field), or 'hint' (the hint image).
   disc_width, disc_layers, disc_scales  D's first width, stride-2 convs per scale, scales.
   spectral_norm     spectral normalization on every conv of D.
-  disc_conditional  D sees (Y, X_i) concatenated, as in both papers (False: Y alone).
+  disc_conditional  D sees (Y, X_i) concatenated (False: Y alone, as eq. 8/10 of the papers write D).
   max_width         cap on every channel width.
   dtype             'float32' | 'bfloat16': the dtype of convolutions and matmuls (mixed precision).
                     Parameters, and so optimizer states and checkpoints, are float32 either way;
@@ -33,7 +35,7 @@ from flax import nnx
 
 from tfvgan_jax.models.discriminator import MultiScaleDiscriminator, PatchDiscriminator, SpectralNormConv
 from tfvgan_jax.models.embedder import AppearanceEmbedder
-from tfvgan_jax.models.generator import Generator, ResidualBlock, SelfAttention, attention_resolution
+from tfvgan_jax.models.generator import GEN_SKIPS, Generator, ResidualBlock, SelfAttention, attention_resolution
 from tfvgan_jax.models.norms import (
     NORMS,
     AdaptiveInstanceNorm,
@@ -85,6 +87,8 @@ def _build_models(config, rngs: nnx.Rngs) -> Models:
       max_width=max_width,
       norm_options=({"alpha_init": float(config.get("rcn_alpha_init", 0.8)),
                      "beta_init": float(config.get("rcn_beta_init", 0.1))} if config.norm == "rcn" else None),
+      # Configs older than the field (in earlier checkpoints) have the papers' generator.
+      skips=config.get("gen_skips", "none"),
       rngs=rngs,
       dtype=dtype,
   )
@@ -106,6 +110,7 @@ __all__ = [
     'AdaptiveInstanceNorm',
     'AppearanceEmbedder',
     'DTYPES',
+    'GEN_SKIPS',
     'Generator',
     'InstanceNorm',
     'Models',

@@ -55,6 +55,14 @@ class ResidualBlock(nnx.Module):
     return x + instance_normalize(self.conv2(y))
 
 
+# What G's decoder takes at each stage besides its features (`model.gen_skips`): 'none' (the
+# papers: G(R, P, M^)), or 'hint' (the hint image M = X (1 - M^), resized to the stage, joins the
+# input of each decoder conv and of the output conv). The hint is the frame the edit keeps with the
+# rendered face cut out, so it brings background and hair at full resolution without a pixel of the
+# face whose identity it must not pass on.
+GEN_SKIPS = ('none', 'hint')
+
+
 def _resize(x: jax.Array, height: int, width: int) -> jax.Array:
   """Bilinear resize of [B, h, w, C] to [B, height, width, C] (antialiased when shrinking)."""
   return jax.image.resize(x, (x.shape[0], height, width, x.shape[-1]), 'bilinear')
@@ -69,6 +77,8 @@ class Generator(nnx.Module):
   with T_l = P and H_l = M^ resized to the stage, and ReLU; a 7x7 conv and tanh. With `attention`,
   a SelfAttention block follows the stage (or the bottleneck) whose side is
   `attention_resolution(image_size)`. `norm_options` are the norm layer's own keyword arguments.
+  With `skips='hint'` (`GEN_SKIPS`) the hint image, resized to each decoder stage, is concatenated
+  to the input of that stage's conv and of the output conv: Y = G(R, P, M^, M).
   Convolutions and matmuls run in `dtype` (parameters stay float32); normalization statistics, the
   softmax and the output in float32.
   """
@@ -85,11 +95,16 @@ class Generator(nnx.Module):
       attention: bool = True,
       max_width: int = 512,
       norm_options: dict | None = None,
+      skips: str = 'none',
       rngs: nnx.Rngs,
       dtype=jnp.float32,
   ):
     if image_size % 2**downsamples:
       raise ValueError(f"image_size {image_size} is not divisible by 2^{downsamples}")
+    if skips not in GEN_SKIPS:
+      raise ValueError(f"model.gen_skips={skips!r}: unknown value; expected one of {list(GEN_SKIPS)}")
+    self.skips = skips
+    extra = 3 if skips == 'hint' else 0
     widths = stage_widths(width, downsamples, max_width)
     self.dtype = dtype
     self.stem = nnx.Conv(3, widths[0], (7, 7), rngs=rngs, dtype=dtype)
@@ -99,13 +114,14 @@ class Generator(nnx.Module):
     self.res = nnx.List([ResidualBlock(widths[-1], rngs=rngs, dtype=dtype) for _ in range(res_blocks)])
     decoder_widths = widths[::-1]
     self.up = nnx.List([
-        nnx.Conv(decoder_widths[i], decoder_widths[i + 1], (3, 3), rngs=rngs, dtype=dtype) for i in range(downsamples)
+        nnx.Conv(decoder_widths[i] + extra, decoder_widths[i + 1], (3, 3), rngs=rngs, dtype=dtype)
+        for i in range(downsamples)
     ])
     self.up_norms = nnx.List([
         make_norm(norm, decoder_widths[i + 1], appearance_features, rngs=rngs, dtype=dtype, **(norm_options or {}))
         for i in range(downsamples)
     ])
-    self.head = nnx.Conv(widths[0], 3, (7, 7), rngs=rngs, dtype=dtype)
+    self.head = nnx.Conv(widths[0] + extra, 3, (7, 7), rngs=rngs, dtype=dtype)
     # Index into decoder_widths of the feature map that gets attention: 0 is the bottleneck, i the
     # output of decoder stage i.
     self.attention_stage = None
@@ -117,17 +133,28 @@ class Generator(nnx.Module):
       self.attention_stage = sides.index(side)
       self.attention = SelfAttention(decoder_widths[self.attention_stage], rngs=rngs, dtype=dtype)
 
-  def __call__(self, render: jax.Array, appearance: jax.Array, face_mask: jax.Array) -> jax.Array:
-    """G(R, P, M^).
+  def __call__(self, render: jax.Array, appearance: jax.Array, face_mask: jax.Array,
+               hint: jax.Array | None = None) -> jax.Array:
+    """G(R, P, M^), or G(R, P, M^, M) with hint skips.
 
     Args:
       render: R [B, H, W, 3] in [-1, 1].
       appearance: P [B, h, w, C_p] from the appearance embedder.
       face_mask: M^ [B, H, W, 1], 1 on the rendered face.
+      hint: M [B, H, W, 3] in [-1, 1]; needed with `skips='hint'`, unused otherwise.
 
     Returns:
       Y [B, H, W, 3] in [-1, 1], float32 whatever the convolutions' dtype.
     """
+    if self.skips == 'hint' and hint is None:
+      raise ValueError("a generator with hint skips (model.gen_skips='hint') needs the hint image")
+
+    def with_hint(features):
+      if self.skips != 'hint':
+        return features
+      height, width = features.shape[1:3]
+      return jnp.concatenate([features, _resize(hint, height, width).astype(features.dtype)], axis=-1)
+
     x = jax.nn.relu(instance_normalize(self.stem(render)))
     for conv in self.down:
       x = jax.nn.relu(instance_normalize(conv(x)))
@@ -137,11 +164,11 @@ class Generator(nnx.Module):
       x = self.attention(x)
     for stage, (conv, norm) in enumerate(zip(self.up, self.up_norms), start=1):
       x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
-      x = conv(x)
+      x = conv(with_hint(x))
       height, width = x.shape[1:3]
       # The conditional norms take float32 features (statistics in float32, see `norms`).
       x = norm(x.astype(jnp.float32), _resize(appearance, height, width), _resize(face_mask, height, width))
       x = jax.nn.relu(x.astype(self.dtype))
       if self.attention_stage == stage:
         x = self.attention(x)
-    return jnp.tanh(self.head(x).astype(jnp.float32))
+    return jnp.tanh(self.head(with_hint(x)).astype(jnp.float32))
