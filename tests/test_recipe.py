@@ -69,6 +69,7 @@ def test_rcn_initial_weights_come_from_the_config_and_are_logged(monkeypatch):
     ("loss.disc_real", "inter", r"config\.loss\.disc_real='inter'.*\['all', 'intra'\]"),
     ("loss.tmp_region", "hair", r"config\.loss\.tmp_region='hair'.*\['face', 'frame'\]"),
     ("optim.ema_batch_stats", "recompute", r"config\.optim\.ema_batch_stats='recompute'.*\['train', 'average'\]"),
+    ("model.gen_skips", "unet", r"config\.model\.gen_skips='unet'.*\['none', 'hint'\]"),
     ("model.rcn_alpha_init", 1.0, r"config\.model\.rcn_alpha_init=1\.0: must lie strictly between 0 and 1"),
 ])
 def test_unknown_switch_values_name_the_field_and_the_choices(path, value, message, tmp_path):
@@ -81,7 +82,7 @@ def test_defaults_keep_todays_recipe_and_the_papers_values_are_available():
   for name in ("voxceleb", "synthetic"):
     config = load_config(name, None)
     assert config.data.inter_expression == "appearance" and config.loss.disc_real == "all"
-    assert config.optim.ema_batch_stats == "train"
+    assert config.optim.ema_batch_stats == "train" and config.model.gen_skips == "none"
     assert (config.model.rcn_alpha_init, config.model.rcn_beta_init) == (0.8, 0.1)
     train.check_recipe(config)
   papers = load_config("voxceleb", None, **{"data.inter_expression": "expression", "model.disc_conditional": False,
@@ -102,7 +103,7 @@ def test_inter_expression_reaches_the_training_and_evaluation_scenes(monkeypatch
 
   monkeypatch.setattr(inference, "build_scene", recording)
   config = load_config("synthetic", "tiny", **{"data.inter_expression": "expression", "optim.ema_decay": 0.5,
-                                               "optim.ema_batch_stats": "average"})
+                                               "optim.ema_batch_stats": "average", "model.gen_skips": "hint"})
   mesh = sharding.create_mesh(config.mesh)
   networks = inference.abstract_networks(config.model)
   optimizers = train.make_optimizers(config.optim)
