@@ -64,6 +64,9 @@ VARIANTS = {
     # the face, so P can stay coarse (no face detail to pass on) and the whole crop stays sharp.
     "hint_skips": {"model.gen_skips": "hint"},
     "intra_relative_hint": {"loss.disc_real": "intra", "model.emb_downsamples": 4, "model.gen_skips": "hint"},
+    # ... and G's encoder features of R too (U-Net skips: R carries the source's identity, so these
+    # are safe for swaps as well).
+    "intra_relative_both": {"loss.disc_real": "intra", "model.emb_downsamples": 4, "model.gen_skips": "both"},
 }
 # (label, task, key, scale) of the table's columns.
 COLUMNS = (

@@ -110,8 +110,34 @@ def test_hint_skips_add_the_hint_to_each_decoder_stage():
   np.testing.assert_array_equal(np.asarray(run(plain, render, p, mask, hint)), np.asarray(run(plain, render, p, mask, changed)))
   with pytest.raises(ValueError, match="needs the hint image"):
     skips(render, p, mask)
-  with pytest.raises(ValueError, match=r"model.gen_skips='unet'.*'none', 'hint'"):
+  with pytest.raises(ValueError, match=r"model.gen_skips='unet'.*'none', 'hint', 'encoder', 'both'"):
     build_models(tiny_config(32, gen_skips='unet'), nnx.Rngs(0))
+
+
+def test_encoder_skips_carry_the_render_past_the_bottleneck():
+  plain = build_models(tiny_config(32), nnx.Rngs(0)).generator
+  encoder = build_models(tiny_config(32, gen_skips='encoder'), nnx.Rngs(0)).generator
+  both = build_models(tiny_config(32, gen_skips='both'), nnx.Rngs(0)).generator
+  # The first decoder conv (3x3 -> 8) takes the 8-channel 16 px encoder map, the second (-> 4) the
+  # 4-channel 32 px one.
+  assert count_params(encoder) - count_params(plain) == 9 * 8 * 8 + 9 * 4 * 4
+  assert count_params(both) - count_params(plain) == 9 * 8 * 8 + 9 * 4 * 4 + 3 * (9 * 8 + 9 * 4 + 49 * 3)
+  render, _, hint, mask = inputs(32)
+  p = jnp.ones((2, 8, 8, 16))
+  run = nnx.jit(lambda g, r, q, m, h: g(r, q, m, h))
+
+  def locality(generator):
+    changed = render.at[:, 5, 6].set(-render[:, 5, 6])
+    difference = np.abs(np.asarray(run(generator, changed, p, mask, hint) - run(generator, render, p, mask, hint)))
+    return difference[:, 2:9, 3:10].max(axis=(1, 2, 3)), difference[:, 20:, 20:].max(axis=(1, 2, 3))
+
+  # One render pixel moves the output near it far more than elsewhere (where only the encoder's
+  # instance-norm statistics carry it); without skips it reaches the output only through the 8 px
+  # bottleneck, and its local effect is not much above the rest.
+  near, far = locality(encoder)
+  plain_near, plain_far = locality(plain)
+  assert np.all(near > 1e-3) and np.all(near / far > 2.5 * plain_near / plain_far), (near, far, plain_near, plain_far)
+  assert run(both, render, p, mask, hint).shape == (2, 32, 32, 3)
 
 
 def numpy_rcn(u, t, h, a, b, eps=1e-5):

@@ -55,12 +55,16 @@ class ResidualBlock(nnx.Module):
     return x + instance_normalize(self.conv2(y))
 
 
-# What G's decoder takes at each stage besides its features (`model.gen_skips`): 'none' (the
-# papers: G(R, P, M^)), or 'hint' (the hint image M = X (1 - M^), resized to the stage, joins the
-# input of each decoder conv and of the output conv). The hint is the frame the edit keeps with the
-# rendered face cut out, so it brings background and hair at full resolution without a pixel of the
-# face whose identity it must not pass on.
-GEN_SKIPS = ('none', 'hint')
+# What G's decoder takes at each stage besides its features (`model.gen_skips`):
+#   'none'     the papers: G(R, P, M^), everything through the bottleneck;
+#   'hint'     the hint image M = X (1 - M^), resized to the stage, joins the input of each decoder
+#              conv and of the output conv: the frame the edit keeps with the rendered face cut out,
+#              so background and hair arrive at full resolution without a pixel of the face whose
+#              identity must not pass on;
+#   'encoder'  G's own encoder features of R at the stage's resolution (U-Net skips): the render's
+#              detail (the source's identity, the new pose and expression) past the bottleneck;
+#   'both'     the two together.
+GEN_SKIPS = ('none', 'hint', 'encoder', 'both')
 
 
 def _resize(x: jax.Array, height: int, width: int) -> jax.Array:
@@ -77,8 +81,10 @@ class Generator(nnx.Module):
   with T_l = P and H_l = M^ resized to the stage, and ReLU; a 7x7 conv and tanh. With `attention`,
   a SelfAttention block follows the stage (or the bottleneck) whose side is
   `attention_resolution(image_size)`. `norm_options` are the norm layer's own keyword arguments.
-  With `skips='hint'` (`GEN_SKIPS`) the hint image, resized to each decoder stage, is concatenated
-  to the input of that stage's conv and of the output conv: Y = G(R, P, M^, M).
+  With `skips` (`GEN_SKIPS`) 'hint' or 'both', the hint image resized to each decoder stage is
+  concatenated to the input of that stage's conv and of the output conv: Y = G(R, P, M^, M); with
+  'encoder' or 'both', the encoder's feature map of the stage's resolution is concatenated to the
+  stage conv's input.
   Convolutions and matmuls run in `dtype` (parameters stay float32); normalization statistics, the
   softmax and the output in float32.
   """
@@ -104,7 +110,8 @@ class Generator(nnx.Module):
     if skips not in GEN_SKIPS:
       raise ValueError(f"model.gen_skips={skips!r}: unknown value; expected one of {list(GEN_SKIPS)}")
     self.skips = skips
-    extra = 3 if skips == 'hint' else 0
+    self.hint_skips, self.encoder_skips = skips in ('hint', 'both'), skips in ('encoder', 'both')
+    extra = 3 if self.hint_skips else 0
     widths = stage_widths(width, downsamples, max_width)
     self.dtype = dtype
     self.stem = nnx.Conv(3, widths[0], (7, 7), rngs=rngs, dtype=dtype)
@@ -114,7 +121,9 @@ class Generator(nnx.Module):
     self.res = nnx.List([ResidualBlock(widths[-1], rngs=rngs, dtype=dtype) for _ in range(res_blocks)])
     decoder_widths = widths[::-1]
     self.up = nnx.List([
-        nnx.Conv(decoder_widths[i] + extra, decoder_widths[i + 1], (3, 3), rngs=rngs, dtype=dtype)
+        # Decoder stage i works at the resolution of encoder level downsamples - 1 - i.
+        nnx.Conv(decoder_widths[i] + extra + (widths[downsamples - 1 - i] if self.encoder_skips else 0),
+                 decoder_widths[i + 1], (3, 3), rngs=rngs, dtype=dtype)
         for i in range(downsamples)
     ])
     self.up_norms = nnx.List([
@@ -146,24 +155,28 @@ class Generator(nnx.Module):
     Returns:
       Y [B, H, W, 3] in [-1, 1], float32 whatever the convolutions' dtype.
     """
-    if self.skips == 'hint' and hint is None:
-      raise ValueError("a generator with hint skips (model.gen_skips='hint') needs the hint image")
+    if self.hint_skips and hint is None:
+      raise ValueError(f"a generator with hint skips (model.gen_skips={self.skips!r}) needs the hint image")
 
     def with_hint(features):
-      if self.skips != 'hint':
+      if not self.hint_skips:
         return features
       height, width = features.shape[1:3]
       return jnp.concatenate([features, _resize(hint, height, width).astype(features.dtype)], axis=-1)
 
     x = jax.nn.relu(instance_normalize(self.stem(render)))
+    encoded = [x]
     for conv in self.down:
       x = jax.nn.relu(instance_normalize(conv(x)))
+      encoded.append(x)
     for block in self.res:
       x = block(x)
     if self.attention_stage == 0:
       x = self.attention(x)
     for stage, (conv, norm) in enumerate(zip(self.up, self.up_norms), start=1):
       x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+      if self.encoder_skips:
+        x = jnp.concatenate([x, encoded[len(self.up) - stage]], axis=-1)
       x = conv(with_hint(x))
       height, width = x.shape[1:3]
       # The conditional norms take float32 features (statistics in float32, see `norms`).
