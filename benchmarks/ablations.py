@@ -67,6 +67,11 @@ VARIANTS = {
     # ... and G's encoder features of R too (U-Net skips: R carries the source's identity, so these
     # are safe for swaps as well).
     "intra_relative_both": {"loss.disc_real": "intra", "model.emb_downsamples": 4, "model.gen_skips": "both"},
+    # L_tmp off on those two (the papers' Table III, on the recipe a default would take).
+    "intra_relative_hint_tmp_off": {"loss.disc_real": "intra", "model.emb_downsamples": 4, "model.gen_skips": "hint",
+                                    "loss.weights.tmp": 0.0},
+    "intra_relative_both_tmp_off": {"loss.disc_real": "intra", "model.emb_downsamples": 4, "model.gen_skips": "both",
+                                    "loss.weights.tmp": 0.0},
 }
 # (label, task, key, scale) of the table's columns.
 COLUMNS = (
