@@ -11,10 +11,16 @@ in about 12 minutes: 64 px frames, small widths, 1000 steps. Variants:
 
 Departures from the papers, for a short CPU run: the generator normalizes with SPADE, not RCN
 (RCN's cross-regional transfer gives the face features the small spread of the smooth synthetic
-backgrounds, and the face is learned far more slowly; `--config.model.norm=rcn` trains it; but
-SPADE lets P paint the face, and swaps then take the target's face colour: README, Ablations), the
+backgrounds, and the face is learned far more slowly; `--config.model.norm=rcn` trains it), the
 adversarial weight is 1 instead of 10, G's learning rate 2e-4, and D has 2 scales and no spectral
 norm. Two downsamplings keep G's bottleneck at 16 x 16, as the papers' four do at 256 px.
+
+The recipe, chosen by measurement (README, Ablations; `benchmarks/ablations.py`): P at the papers'
+relative scale (1/16 of the frame: 4 x 4 here, their 16 x 16 at 256 px), too coarse to carry X_p's
+face; G's decoder with skip paths from its encoder of R and from the hint image
+(`model.gen_skips='both'`), which bring background, hair and the render's detail at full
+resolution; and D's real pairs from intra samples only (`loss.disc_real='intra'`).
+`--config.model.gen_skips=none --config.loss.disc_real=all` is the papers' G and D.
 
 Any field can be overridden: --config.train.num_steps=2000 --config.data.batch_size=16.
 """
@@ -45,7 +51,8 @@ def get_config(arg=None):
 
   config.model.image_size = variant.get("res", 64)
   config.model.emb_width = 32
-  config.model.emb_downsamples = 2
+  config.model.emb_downsamples = 4
+  config.model.gen_skips = "both"
   config.model.gen_width = 16
   config.model.gen_downsamples = 2
   config.model.gen_res_blocks = 3
@@ -56,6 +63,7 @@ def get_config(arg=None):
   config.model.max_width = 128
 
   config.loss.weights["adv"] = 1.0
+  config.loss.disc_real = "intra"
   config.optim.gen_lr = 2e-4
   config.optim.ema_decay = 0.0
 

@@ -75,9 +75,10 @@ def paper_config(variant: dict | None = None):
   config.model.rcn_alpha_init = 0.8
   config.model.rcn_beta_init = 0.1
   config.model.attention = True
-  # What G's decoder takes besides its features: 'none' (the papers), or 'hint' (the hint image at
-  # each stage: background and hair at full resolution, `models.generator.GEN_SKIPS`).
-  config.model.gen_skips = "none"
+  # What G's decoder takes besides its features (`models.generator.GEN_SKIPS`): 'none' (the papers),
+  # 'hint' (the hint image at each stage: background and hair at full resolution), 'encoder' (U-Net
+  # skips from G's encoder of R), or 'both': the ablation's winner (README, Ablations).
+  config.model.gen_skips = "both"
   config.model.disc_width = 64
   config.model.disc_layers = 3
   config.model.disc_scales = 3
@@ -100,9 +101,9 @@ def paper_config(variant: dict | None = None):
   config.loss.rec_target = "appearance"
   config.loss.tmp_region = "face"
   config.loss.tmp_on_inter = False
-  # Which samples give D its real X_p: 'all', or 'intra' (a conditioned D never sees a real pair of
-  # two people against a fake pair of one).
-  config.loss.disc_real = "all"
+  # Which samples give D its real X_p: 'all' (the papers), or 'intra' (a conditioned D never sees a
+  # real pair of two people against a fake pair of one): the ablation's winner (README, Ablations).
+  config.loss.disc_real = "intra"
 
   config.optim = ml_collections.ConfigDict()
   config.optim.gen_lr = 1e-4

@@ -78,15 +78,17 @@ def test_unknown_switch_values_name_the_field_and_the_choices(path, value, messa
     train.train_and_evaluate(config, tmp_path)
 
 
-def test_defaults_keep_todays_recipe_and_the_papers_values_are_available():
+def test_defaults_take_the_ablation_winners_and_the_papers_values_are_available():
   for name in ("voxceleb", "synthetic"):
     config = load_config(name, None)
-    assert config.data.inter_expression == "appearance" and config.loss.disc_real == "all"
-    assert config.optim.ema_batch_stats == "train" and config.model.gen_skips == "none"
+    assert config.data.inter_expression == "appearance" and config.loss.disc_real == "intra"
+    assert config.optim.ema_batch_stats == "train" and config.model.gen_skips == "both"
+    assert config.model.emb_downsamples == 4  # P at 1/16 of the frame, the papers' scale
     assert (config.model.rcn_alpha_init, config.model.rcn_beta_init) == (0.8, 0.1)
     train.check_recipe(config)
   papers = load_config("voxceleb", None, **{"data.inter_expression": "expression", "model.disc_conditional": False,
-                                            "loss.tmp_region": "frame"})
+                                            "loss.tmp_region": "frame", "loss.disc_real": "all",
+                                            "model.gen_skips": "none"})
   train.check_recipe(papers)
 
 
