@@ -134,6 +134,8 @@ def main():
   parser.add_argument("--workdir", required=True, help="folder of the runs and the table")
   parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
   parser.add_argument("--seeds", type=int, default=2, help="training seeds per variant (0 .. N-1)")
+  parser.add_argument("--table_only", action="store_true",
+                      help="train nothing: the table of the runs already finished under --workdir")
   parser.add_argument("--seed_list", default=None,
                       help="comma-separated training seeds (e.g. '1'), instead of --seeds; the table still "
                            "takes every seed already trained and evaluated under --workdir")
@@ -157,20 +159,23 @@ def main():
   if not seeds or min(seeds) < 0:
     parser.error(f"--seed_list needs at least one seed >= 0, got {args.seed_list!r}")
 
-  from tfvgan_jax import evaluate, inference, train
+  from tfvgan_jax import evaluate, files, inference, train
   root = pathlib.Path(args.workdir).expanduser()
   results, timings = {}, {}
   for name in names:
     results[name] = []
-    for seed in sorted(set(seeds) | set(finished_seeds(root, name, args))):
+    wanted = set() if args.table_only else set(seeds)
+    for seed in sorted(wanted | set(finished_seeds(root, name, args))):
       config = variant_config(name, seed, args.steps, args.cache_dir)
       workdir = root / name / f"seed{seed}"
       checkpoints = workdir / "checkpoints"
       started = time.perf_counter()
       done = checkpoints.is_dir() and config.train.num_steps in inference.checkpoint_steps(checkpoints)
+      timing_file = workdir / "ablation_timing.json"
       if not done:
         train.train_and_evaluate(config, workdir)
-      trained = time.perf_counter() - started
+        files.write_text(timing_file, json.dumps({"train_s": round(time.perf_counter() - started, 1)}) + "\n")
+      trained = json.loads(timing_file.read_text())["train_s"] if timing_file.is_file() else None
       document = saved_evaluation(workdir, config.train.num_steps, args) if done else None
       if document is None:
         evaluation = evaluate.evaluate_synthetic(workdir, seed=args.eval_seed, num_videos=args.num_videos,
@@ -178,8 +183,8 @@ def main():
         evaluate.write_results(evaluation, workdir / "ground_truth")
         document = evaluation.document
       results[name].append(document)
-      timings[f"{name}/seed{seed}"] = {"train_s": None if done else round(trained, 1),
-                                       "steps": int(config.train.num_steps)}
+      # Training's wall time, kept beside the run (None for runs trained before it was kept).
+      timings[f"{name}/seed{seed}"] = {"train_s": trained, "steps": int(config.train.num_steps)}
       print(f"{name} seed {seed}: {'reused' if done else f'trained in {trained:.0f} s'}; "
             f"self SSIM {document['tasks']['self_reenactment']['ssim']:.3f}", flush=True)
       # The table so far, after every run: an interrupted ablation leaves a readable partial table.
