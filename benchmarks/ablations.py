@@ -162,6 +162,7 @@ def main():
   from tfvgan_jax import evaluate, files, inference, train
   root = pathlib.Path(args.workdir).expanduser()
   results, timings = {}, {}
+  markdown = "(no finished runs)\n"
   for name in names:
     results[name] = []
     wanted = set() if args.table_only else set(seeds)
