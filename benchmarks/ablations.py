@@ -162,7 +162,6 @@ def main():
   from tfvgan_jax import evaluate, files, inference, train
   root = pathlib.Path(args.workdir).expanduser()
   results, timings = {}, {}
-  markdown = "(no finished runs)\n"
   for name in names:
     results[name] = []
     wanted = set() if args.table_only else set(seeds)
@@ -189,8 +188,8 @@ def main():
       print(f"{name} seed {seed}: {'reused' if done else f'trained in {trained:.0f} s'}; "
             f"self SSIM {document['tasks']['self_reenactment']['ssim']:.3f}", flush=True)
       # The table so far, after every run: an interrupted ablation leaves a readable partial table.
-      markdown = write_table(root, results, timings, args)
-  print(markdown)
+      write_table(root, results, timings, args)
+  print(write_table(root, results, timings, args))
   print(f"wrote {root / 'ablations.md'} and {root / 'ablations.json'}")
 
 
