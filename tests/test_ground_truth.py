@@ -35,8 +35,17 @@ def test_self_reenactment_truth_is_the_videos_own_frames(samples, videos):
 
 def test_truth_takes_each_role_from_its_video(model, samples, videos):
   swap, cross, disentangled = samples["swap"], samples["cross_reenactment"], samples["disentangled"]
-  # Swap and cross-identity reenactment ask for the same frame; they differ in the hint only.
-  np.testing.assert_array_equal(swap.truth, cross.truth)
+  # Swap and cross-identity reenactment ask for the same face; the reenactment is pasted into the
+  # source's frame (its hint shows the source's background), so its light and background are A's.
+  a, e, p = videos[1].truth, videos[0].truth, videos[0].truth
+  expected = synthetic.render_frames(model, a.appearance, a.id_coeffs, e.exp_coeffs[1:2], p.cameras[1:2], SIZE)
+  np.testing.assert_array_equal(cross.truth[0], expected[0])
+  np.testing.assert_array_equal(cross.truth_coverage, swap.truth_coverage)
+  assert not np.array_equal(cross.truth[0], swap.truth[0])
+  # Its target-identity frame: P's identity and skin in A's light and background.
+  look = a.appearance._replace(tint=p.appearance.tint)
+  expected = synthetic.render_frames(model, look, p.id_coeffs, e.exp_coeffs[1:2], p.cameras[1:2], SIZE)
+  np.testing.assert_array_equal(cross.identity_reference[0], expected[0])
   # The target-identity frame of a swap (P's identity, E = P) is P's own frame.
   np.testing.assert_array_equal(swap.identity_reference, samples["self_reenactment"].truth)
   assert swap.expression_reference is None

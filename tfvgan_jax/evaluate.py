@@ -705,14 +705,16 @@ def evaluate_synthetic(checkpoint, seed: int = DEFAULT_SYNTHETIC_SEED, num_video
   markdown = synthetic_table(tasks) + (
       f"\n{num_videos} held-out synthetic videos (seed {seed}) x {num_frames} frames per task, {size} px. "
       "Truth: the identity video's shape and skin, the expression video's expression, the appearance video's "
-      "pose, light and background. Margins: MSE of [0, 1] images on the face region, positive = closer to "
+      "pose, and the light and background of the video the output is pasted into (the identity video's in "
+      "reenactment, the appearance video's otherwise). Margins: MSE of [0, 1] images on the face region, positive = closer to "
       "what was asked (in brackets: the share of samples with a positive margin).\n")
   document = {"tasks": tasks, "keys": SYNTHETIC_KEYS, "details": {
       "checkpoint_step": checkpoint.step, "seed": seed, "num_videos": num_videos, "num_frames": num_frames,
       "image_size": size, "face_model": checkpoint.face_model.name,
       "roles": {task.name: {"identity": f"video v+{task.identity_offset}",
                             "expression": f"video v+{task.expression_offset}", "appearance": "video v",
-                            "hint": "X_i (1 - M^)" if task.branch == sampling.INTRA else "X_p (1 - M^)"}
+                            "hint": "X_i (1 - M^)" if task.branch == sampling.INTRA else "X_p (1 - M^)",
+                            "light_and_background": f"video v+{ground_truth.scene_offset(task)}"}
                 for task in ground_truth.TASKS}}}
   return SyntheticEvaluation(tasks, per_sample, markdown, document, outputs)
 

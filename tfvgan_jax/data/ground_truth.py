@@ -16,9 +16,11 @@ frame's texture), X_e and X_p are frames t = 1 .. T of E and P, each sample at t
 
 (video numbers wrap). On intra samples the scene takes X_p's expression (X_e = X_p) and the hint
 from X_i; on inter samples it takes X_e's expression when the scene builder is asked for it
-(`inference.build_scene(..., expression_source='expression')`) and the hint from X_p. The truth is
-always P's background: editing pastes every task's output into the video that drives the timeline
-(P), and reenactment's hint shows A's background only as far as the generator lets it through.
+(`inference.build_scene(..., expression_source='expression')`) and the hint from X_p. The truth's
+background and light are those of the video the hint comes from, which is the one editing pastes
+the output into: P for swaps and disentangled manipulation (the target video), A for reenactment
+(`edit` pastes it into the source's frame, the hint shows the source's background); in
+self-reenactment A is P.
 
 Besides the truth, each sample has the two references of the margins (`TaskSamples`): the frame
 with the target's identity (P's identity and skin, everything else as the truth) and the truth
@@ -55,6 +57,12 @@ TASKS = (
     Task("disentangled", 1, 2, sampling.INTER),
 )
 TASK_NAMES = tuple(task.name for task in TASKS)
+
+
+def scene_offset(task: Task) -> int:
+  """The offset of the video whose background and light the task's truth has: the hint's video,
+  A (X_i) on intra samples, P on inter samples (module docstring)."""
+  return task.identity_offset if task.branch == sampling.INTRA else 0
 # Distinct videos the tasks need: disentangled manipulation takes A, E and P from three videos.
 MIN_VIDEOS = 3
 
@@ -102,21 +110,23 @@ def held_out_videos(model: face3d.MorphableModel, seed: int, num_videos: int, nu
 
 def render_recombined(model: face3d.MorphableModel, identity: synthetic.SyntheticVideo,
                       expression: synthetic.SyntheticVideo, appearance: synthetic.SyntheticVideo, frames,
-                      size: int) -> tuple[np.ndarray, np.ndarray]:
-  """The true recombined frames: A's identity and skin, E's expression, P's pose, light and background.
+                      size: int, scene: Optional[synthetic.SyntheticVideo] = None) -> tuple[np.ndarray, np.ndarray]:
+  """The true recombined frames: A's identity and skin, E's expression, P's pose, and the light and
+  background of `scene` (P's by default).
 
   Args:
     model: the morphable model of the videos (with albedo).
     identity, expression, appearance: the ground truth of A, E and P.
     frames: [T] frame indices into E's expressions and P's cameras.
     size: S.
+    scene: the video whose light and background the frames have (`scene_video`), None for P.
 
   Returns:
     frames [T, S, S, 3] uint8 and their face coverage [T, S, S] float32
     (`synthetic.render_frames_with_coverage`).
   """
   frames = np.asarray(frames)
-  look = appearance.appearance._replace(tint=identity.appearance.tint)
+  look = (appearance if scene is None else scene).appearance._replace(tint=identity.appearance.tint)
   return synthetic.render_frames_with_coverage(model, look, identity.id_coeffs, expression.exp_coeffs[frames],
                                                appearance.cameras[frames], size)
 
@@ -144,16 +154,17 @@ def task_samples(model: face3d.MorphableModel, videos: list[HeldOutVideo], task:
   times = np.arange(1, num_frames + 1)
   for v in range(count):
     a, e, p = (videos[(v + offset) % count] for offset in (task.identity_offset, task.expression_offset, 0))
+    scene = videos[(v + scene_offset(task)) % count].truth
     identity = _frame(a, 0)
     for t in times:
       samples.append({"identity_t": identity, "identity_prev": identity,
                       "appearance_t": _frame(p, t), "appearance_prev": _frame(p, t - 1),
                       "expression_t": _frame(e, t), "expression_prev": _frame(e, t - 1)})
-    truths.append(render_recombined(model, a.truth, e.truth, p.truth, times, size))
+    truths.append(render_recombined(model, a.truth, e.truth, p.truth, times, size, scene))
     if task.identity_offset % count:
-      identity_refs.append(render_recombined(model, p.truth, e.truth, p.truth, times, size))
+      identity_refs.append(render_recombined(model, p.truth, e.truth, p.truth, times, size, scene))
     if task.expression_offset % count:
-      expression_refs.append(render_recombined(model, a.truth, p.truth, p.truth, times, size))
+      expression_refs.append(render_recombined(model, a.truth, p.truth, p.truth, times, size, scene))
   batch = {role: {key: np.stack([np.asarray(sample[role][key]) for sample in samples]) for key in _FIELDS}
            for role in samples[0]}
   batch["branch"] = np.full(len(samples), task.branch, np.int32)
