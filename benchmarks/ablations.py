@@ -1,7 +1,7 @@
 """The recipe ablations at equal compute, measured on the synthetic ground-truth evaluation.
 
     python benchmarks/ablations.py --workdir=/tmp/ablations                      # every variant, 2 seeds
-    python benchmarks/ablations.py --workdir=/tmp/abl --variants=today,inter_expression --seeds=1 --steps=200
+    python benchmarks/ablations.py --workdir=/tmp/abl --variants=before,intra_relative_both --seeds=1 --steps=200
 
 Each variant is the demo config (`configs/synthetic.py`, its size and its steps unless --steps says
 otherwise) with the recipe it had before this ablation chose its defaults (`BASE`, so that every
@@ -36,9 +36,9 @@ import numpy as np
 # fields): every variant starts from it.
 BASE = {"loss.disc_real": "all", "model.emb_downsamples": 2, "model.gen_skips": "none"}
 
-# name -> {config path: value} on top of configs/synthetic.py with BASE; 'today' is BASE alone.
+# name -> {config path: value} on top of configs/synthetic.py with BASE; 'before' is BASE alone (the demo until the ablation chose its defaults).
 VARIANTS = {
-    "today": {},
+    "before": {},
     "inter_expression": {"data.inter_expression": "expression"},
     "disc_unconditional": {"model.disc_conditional": False},
     "disc_real_intra": {"loss.disc_real": "intra"},
