@@ -36,7 +36,8 @@ import numpy as np
 # fields): every variant starts from it.
 BASE = {"loss.disc_real": "all", "model.emb_downsamples": 2, "model.gen_skips": "none"}
 
-# name -> {config path: value} on top of configs/synthetic.py with BASE; 'before' is BASE alone (the demo until the ablation chose its defaults).
+# name -> {config path: value} on top of configs/synthetic.py with BASE; 'before' is BASE alone
+# (the demo until the ablation chose its defaults).
 VARIANTS = {
     "before": {},
     "inter_expression": {"data.inter_expression": "expression"},
