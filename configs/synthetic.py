@@ -4,7 +4,7 @@
 
 The corpus (procedural morphable model, true coefficients and cameras) is rendered into
 `data.synthetic.cache_dir` once, with held-out videos for evaluation. The default fits a 2-core CPU
-in about 12 minutes: 64 px frames, small widths, 1000 steps. Variants:
+in about 15 minutes: 64 px frames, small widths, 1000 steps. Variants:
 
     --config=configs/synthetic.py:res=128     128 px (slower; a GPU run)
     --config=configs/synthetic.py:tiny        the test suite's config: a few steps in seconds
