@@ -5,8 +5,8 @@
 
 Each variant is the demo config (`configs/synthetic.py`, its size and its steps unless --steps says
 otherwise) with the recipe it had before this ablation chose its defaults (`BASE`, so that every
-run keeps its meaning), and then a few fields changed (`VARIANTS`); it is trained once per seed (config.seed and
-config.data.seed), then evaluated by `tfvgan_jax.evaluate.evaluate_synthetic` on held-out synthetic
+run keeps its meaning), and then a few fields changed (`VARIANTS`); it is trained once per seed
+(config.seed and config.data.seed), then evaluated by `tfvgan_jax.evaluate.evaluate_synthetic` on held-out synthetic
 videos (--eval_seed). The table gives, per variant, the mean and the spread (sample standard
 deviation over seeds, '±', blank for one seed) of:
 
@@ -91,7 +91,7 @@ COLUMNS = (
 
 
 def variant_config(name: str, seed: int, steps: int | None, cache_dir: str | None):
-  """The demo config with `VARIANTS[name]` applied, seeded, its evaluation and saves at the end."""
+  """The demo config with `BASE` and `VARIANTS[name]` applied, seeded, its evaluation and saves at the end."""
   from configs import synthetic
   config = synthetic.get_config()
   for path, value in {**BASE, **VARIANTS[name]}.items():
@@ -166,7 +166,7 @@ def main():
   for name in names:
     results[name] = []
     wanted = set() if args.table_only else set(seeds)
-    for seed in sorted(wanted | set(finished_seeds(root, name, args))):
+    for seed in sorted(wanted | set(finished_seeds(root, name))):
       config = variant_config(name, seed, args.steps, args.cache_dir)
       workdir = root / name / f"seed{seed}"
       checkpoints = workdir / "checkpoints"
@@ -208,7 +208,7 @@ def saved_evaluation(workdir: pathlib.Path, steps: int, args) -> dict | None:
   return document if all(details.get(key) == value for key, value in asked.items()) else None
 
 
-def finished_seeds(root: pathlib.Path, name: str, args) -> list[int]:
+def finished_seeds(root: pathlib.Path, name: str) -> list[int]:
   """The seeds of `name` already trained under `root` (a seedN folder with a results.json): the table
   covers them even when this call trains others."""
   seeds = []

@@ -769,35 +769,25 @@ def _build(args: argparse.Namespace, beam_args: list[str]) -> int:
     for folder in (out, out / "prepared", out / "tracks"):
       files.remove_stale_partials(folder)
   target = out / args.name / records.DATASET_VERSION
-  made_parent = not target.parent.exists()
   # The workers write the shards into a staging folder beside the dataset; it is swapped in when
   # complete, so the earlier dataset stays in place until then, and summary.json (written after
   # the swap) always names a whole dataset.
-  staging = epath.Path(records.dataset_staging_dir(target))
-  dataset = DatasetSettings(directory=os.fspath(staging), name=args.name,
-                            metadata=tuple(records.dataset_metadata(model, prep.image_size).items()),
-                            num_shards=args.num_shards)
-  settings = JobSettings(out=os.fspath(out), face_model=args.face_model, detector=os.fspath(paths.detector),
-                         landmarks=os.fspath(paths.landmarks), prep=prep, num_threads=args.num_threads, dataset=dataset,
-                         compilation_cache=args.compilation_cache)
-  print(f"preparing {len(inputs)} videos into {out} ({model.name}, {prep.image_size} px)")
-  keep_staging = False
-  try:
+  with records.staged_dataset(target) as staging:
+    dataset = DatasetSettings(directory=os.fspath(staging), name=args.name,
+                              metadata=tuple(records.dataset_metadata(model, prep.image_size).items()),
+                              num_shards=args.num_shards)
+    settings = JobSettings(out=os.fspath(out), face_model=args.face_model, detector=os.fspath(paths.detector),
+                           landmarks=os.fspath(paths.landmarks), prep=prep, num_threads=args.num_threads,
+                           dataset=dataset, compilation_cache=args.compilation_cache)
+    print(f"preparing {len(inputs)} videos into {out} ({model.name}, {prep.image_size} px)")
     statuses, shards = run_pipeline(inputs, settings, beam_args)
     pipeline_end = time.perf_counter()
     summary = summarize(statuses, pipeline_end - start)
     if summary["written"]:
       finish_dataset(dataset, shards)
-      try:
-        _swap_in(staging, target, dataset, shards)
-      except records.StagedDatasetKept:
-        keep_staging = True  # the only complete copy of the new dataset
-        raise
+      _swap_in(staging, target, dataset, shards)
       summary["dataset"] = os.fspath(target)
       summary["shards"] = len(shards)
-  finally:
-    if not keep_staging:
-      records.remove_staging(staging, target, made_parent)
   summary["seconds"] = round(time.perf_counter() - start, 2)
   # The launching machine's own time after the pipeline (the dataset's metadata and index, the
   # swap, the summary): proportional to the shards and the videos, not to the frames.

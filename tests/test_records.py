@@ -283,7 +283,6 @@ def test_an_object_store_overwrite_keeps_the_old_version_until_the_new_one_is_bu
   def failing_move(sources, destinations):
     raise OSError("quota exceeded")
 
-  monkeypatch.setattr(records, "_rename_each", failing_move)
   monkeypatch.setattr(records.move_into_store, "__defaults__", (failing_move,))
   new = make_examples(model, videos=("new",), frames=3)
   with pytest.raises(records.StagedDatasetKept, match="quota exceeded") as raised:

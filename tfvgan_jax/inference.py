@@ -248,8 +248,8 @@ def abstract_networks(model_config) -> Networks:
 
 def blend(networks: Networks, params: dict, variables: dict, appearance: jax.Array, hint: jax.Array,
           render_image: jax.Array, face_mask: jax.Array, train: bool):
-  """The deep blending network: P = E(X_p, M), Y = G(R, P, M^) (images in [-1, 1]); with
-  `model.gen_skips='hint'`, Y = G(R, P, M^, M).
+  """The deep blending network: P = E(X_p, M), Y = G(R, P, M^) (images in [-1, 1]); with hint
+  skips (`model.gen_skips` 'hint' or 'both'), Y = G(R, P, M^, M).
 
   Returns:
     Y [B, S, S, 3], P, and the updated generator variables (batch-norm statistics).

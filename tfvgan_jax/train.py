@@ -382,8 +382,10 @@ def resolve_data(config, face_model: face3d.MorphableModel, log=logging.info) ->
 def evaluation_tail(data_config, eval_path: str) -> float:
   """The held-out tail to evaluate on: `data.held_out_tail` when the evaluation videos are the
   training videos (then only their tails were never trained on), else 0 (other videos, whole)."""
-  tail = evaluation.evaluation_tail(eval_path, data_config.videos, data_config.get("held_out_tail", 0.0))
-  if not tail and eval_path and files.same_file(eval_path, data_config.videos):
+  if not evaluation.is_training_dataset(eval_path, data_config.videos):
+    return 0.0
+  tail = sampling.check_held_out_tail(data_config.get("held_out_tail", 0.0))
+  if not tail:
     logging.warning("config.eval.videos is the training dataset and config.data.held_out_tail is 0: the evaluation "
                     "measures frames the run trains on")
   return tail

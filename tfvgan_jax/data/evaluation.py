@@ -91,14 +91,19 @@ def evaluation_videos(path, num_videos: int, num_frames: int, model: Optional[fa
   return dataset, videos[:num_videos]
 
 
+def is_training_dataset(eval_path, train_videos) -> bool:
+  """Whether `eval_path` is the training dataset `train_videos`, once both are resolved to their
+  dataset folder (False where either is empty or the training dataset is not on this machine)."""
+  if not eval_path or not train_videos:
+    return False
+  try:
+    return files.same_file(records.open_dataset(eval_path).path, records.open_dataset(train_videos).path)
+  except (OSError, ValueError):
+    return False
+
+
 def evaluation_tail(eval_path, train_videos, held_out_tail) -> float:
   """The held-out tail an evaluation of `eval_path` takes: `held_out_tail` when it is the training
-  dataset `train_videos` (once both are resolved to their dataset folder: only the tails were never
-  trained on), else 0 (other videos, whole; also where the training dataset is not on this machine)."""
-  if not eval_path or not train_videos:
-    return 0.0
-  try:
-    same = files.same_file(records.open_dataset(eval_path).path, records.open_dataset(train_videos).path)
-  except (OSError, ValueError):
-    same = False
-  return sampling.check_held_out_tail(held_out_tail or 0.0) if same else 0.0
+  dataset `train_videos` (`is_training_dataset`: only the tails were never trained on), else 0
+  (other videos, whole)."""
+  return sampling.check_held_out_tail(held_out_tail or 0.0) if is_training_dataset(eval_path, train_videos) else 0.0

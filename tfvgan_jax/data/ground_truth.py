@@ -63,6 +63,8 @@ def scene_offset(task: Task) -> int:
   """The offset of the video whose background and light the task's truth has: the hint's video,
   A (X_i) on intra samples, P on inter samples (module docstring)."""
   return task.identity_offset if task.branch == sampling.INTRA else 0
+
+
 # Distinct videos the tasks need: disentangled manipulation takes A, E and P from three videos.
 MIN_VIDEOS = 3
 
@@ -119,7 +121,7 @@ def render_recombined(model: face3d.MorphableModel, identity: synthetic.Syntheti
     identity, expression, appearance: the ground truth of A, E and P.
     frames: [T] frame indices into E's expressions and P's cameras.
     size: S.
-    scene: the video whose light and background the frames have (`scene_video`), None for P.
+    scene: the video whose light and background the frames have (`scene_offset`), None for P.
 
   Returns:
     frames [T, S, S, 3] uint8 and their face coverage [T, S, S] float32

@@ -52,7 +52,7 @@ import tempfile
 import threading
 import types
 import zipfile
-from typing import Iterable, Mapping, NamedTuple, Optional, Union
+from typing import Iterable, Iterator, Mapping, NamedTuple, Optional, Union
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -275,38 +275,43 @@ def write_dataset(out_dir: PathLike, name: str, examples: Iterable[Mapping], mod
   builder_class = _builder_class(name)
   # Built in a staging folder beside the target and swapped in complete: a failed or killed write
   # leaves the earlier version as it was.
-  made_parent = not target.parent.exists()
-  staging = epath.Path(dataset_staging_dir(target))
-  keep_staging = False
-  try:
+  with staged_dataset(target) as staging:
     built = _build(builder_class, examples, split, metadata, staging, num_shards)
     if local:
       video_index(FrameDataset(built, split))
       files.replace_dir(built, target)
     else:
-      try:
-        move_into_store(built, target)
-      except StagedDatasetKept:
-        keep_staging = True  # the only complete copy of the new dataset
-        raise
+      move_into_store(built, target)
       # The index's fingerprint holds the files' times, which the move changed: built once, here.
       video_index(FrameDataset(target, split))
-  finally:
-    if not keep_staging:
-      remove_staging(staging, target, made_parent)
   return target
 
 
-def dataset_staging_dir(target: PathLike) -> str:
-  """A new empty folder beside dataset folder `target` to build its replacement in: locally
-  `files.staging_dir` (which first cleans up what killed builds left); in an object store a new
-  `.partial-*` prefix beside it."""
-  if not files.is_remote(target):
-    return files.staging_dir(target)
+@contextlib.contextmanager
+def staged_dataset(target: PathLike) -> Iterator[epath.Path]:
+  """A new empty folder beside dataset folder `target` to build its replacement in, removed on
+  leaving (with the dataset's parent folder, if this made it and no dataset is there: a failed
+  first build leaves nothing behind), except after `StagedDatasetKept`, when it holds the only
+  complete copy of the new dataset.
+
+  Locally the folder is `files.staging_dir`'s (which first cleans up what killed builds left); in an
+  object store a new `.partial-*` prefix beside the target.
+  """
   target = epath.Path(target)
-  staging = target.parent / files.partial_name(target.name)
-  staging.mkdir(parents=True, exist_ok=True)
-  return os.fspath(staging)
+  made_parent = not target.parent.exists()
+  if files.is_remote(target):
+    staging = target.parent / files.partial_name(target.name)
+    staging.mkdir(parents=True, exist_ok=True)
+  else:
+    staging = epath.Path(files.staging_dir(target))
+  try:
+    yield staging
+  except StagedDatasetKept:
+    raise
+  except BaseException:
+    _remove_staging(staging, target, made_parent)
+    raise
+  _remove_staging(staging, target, made_parent)
 
 
 class StagedDatasetKept(RuntimeError):
@@ -346,13 +351,13 @@ def move_into_store(staging: PathLike, target: PathLike, rename=_rename_each) ->
         os.fspath(staging)) from error
 
 
-def remove_staging(staging: PathLike, target: PathLike, made_parent: bool) -> None:
-  """Removes a build's staging folder, and the dataset's parent folder if the build made it and no
-  dataset is there (a failed first build leaves nothing behind)."""
-  staging, target = epath.Path(staging), epath.Path(target)
-  if staging.exists():
-    staging.rmtree(missing_ok=True)
-  if made_parent and not target.exists() and not files.is_remote(target):
+def _remove_staging(staging: epath.Path, target: epath.Path, made_parent: bool) -> None:
+  if files.is_remote(target):
+    if staging.exists():
+      staging.rmtree(missing_ok=True)
+    return
+  shutil.rmtree(staging, ignore_errors=True)
+  if made_parent and not target.exists():
     with contextlib.suppress(OSError):
       target.parent.rmdir()
 

@@ -10,7 +10,8 @@ conditional normalization layers of G chosen by name (`norms.NORMS`).
                     those values where a saved config predates the fields).
   attention         whether G has a self-attention block (see `generator.attention_resolution`).
   gen_skips         what G's decoder stages take besides their features (`GEN_SKIPS`): 'none' (the
-                    papers; where a saved config predates the field), or 'hint' (the hint image).
+                    papers; where a saved config predates the field), 'hint' (the hint image),
+                    'encoder' (G's encoder features of R) or 'both'.
   disc_width, disc_layers, disc_scales  D's first width, stride-2 convs per scale, scales.
   spectral_norm     spectral normalization on every conv of D.
   disc_conditional  D sees (Y, X_i) concatenated (False: Y alone, as eq. 8/10 of the papers write D).

@@ -150,7 +150,7 @@ class Generator(nnx.Module):
       render: R [B, H, W, 3] in [-1, 1].
       appearance: P [B, h, w, C_p] from the appearance embedder.
       face_mask: M^ [B, H, W, 1], 1 on the rendered face.
-      hint: M [B, H, W, 3] in [-1, 1]; needed with `skips='hint'`, unused otherwise.
+      hint: M [B, H, W, 3] in [-1, 1]; needed with `skips` 'hint' or 'both', unused otherwise.
 
     Returns:
       Y [B, H, W, 3] in [-1, 1], float32 whatever the convolutions' dtype.
