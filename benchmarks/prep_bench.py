@@ -19,13 +19,13 @@ The process is pinned to --cpus cores (os.sched_setaffinity), so the figures are
                loading (the fit is already compiled by the fit stage), the second is the rate
                of a long job
   workers      `python -m data_prep.build` as a fresh process per run, free to use every core
-               of this machine, with --direct_num_workers=N (multi_processing for N > 1) for each
-               N of --workers, --repeats times each after one untimed run that fills the workers'
+               of this machine, with --direct_num_workers=N for each N of --workers (and for
+               N > 1, each --direct_running_mode of --modes: N processes, or N threads of one
+               process), --repeats times each after one untimed run that fills the workers'
                compilation cache: the median wall time (start-up and the workers' model loading
-               included), and the share of the job that is the
-               launching machine's own work after the pipeline (the summary's
-               seconds_after_pipeline over its seconds). Other work on the machine perturbs these
-               figures; the medians are what to compare.
+               included), and the share of the job that is the launching machine's own work
+               after the pipeline (the summary's seconds_after_pipeline over its seconds). Other
+               work on the machine perturbs these figures; the medians are what to compare.
 """
 
 from __future__ import annotations
@@ -71,6 +71,8 @@ def main():
   parser.add_argument("--max_frames", type=int, default=150, help="frames per video")
   parser.add_argument("--face_model", default="procedural:medium")
   parser.add_argument("--workers", default="1,2", help="Beam worker counts of the 'workers' runs ('' skips them)")
+  parser.add_argument("--modes", default="multi_processing,multi_threading",
+                      help="--direct_running_mode of the runs with more than one worker")
   parser.add_argument("--repeats", type=int, default=3, help="runs per worker count")
   parser.add_argument("--only_workers", action="store_true", help="skip the per-stage and in-process figures")
   args = parser.parse_args()
@@ -166,20 +168,21 @@ def main():
 
 
 def worker_runs(args, videos: str, cores: set) -> None:
-  """The job as a fresh process per run, on every core, at each --workers count."""
-  counts = [int(n) for n in args.workers.split(",") if n]
+  """The job as a fresh process per run, on every core, at each --workers count (and, for more than
+  one worker, each of --modes)."""
+  counts = [(int(n), mode) for n in args.workers.split(",") if n for mode in (args.modes.split(",") if int(n) > 1 else [""])]
   if not counts:
     return
   work = tempfile.mkdtemp(prefix="prep_bench_workers_")
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(pathlib.Path(__file__).resolve().parents[1]),
                                                                   os.environ.get("PYTHONPATH")])))
-  results = {n: [] for n in counts}
+  results = {key: [] for key in counts}
   # One untimed run first: it fills the workers' compilation cache (`--compilation_cache`), which
   # every timed run then finds, whatever its worker count.
   for repeat in [-1, *range(args.repeats)]:
-    for n in counts[:1] if repeat < 0 else counts:  # interleaved: a burst of other work falls on all alike
-      out = os.path.join(work, f"w{n}_{repeat}")
-      flags = [f"--direct_num_workers={n}"] + (["--direct_running_mode=multi_processing"] if n > 1 else [])
+    for n, mode in counts[:1] if repeat < 0 else counts:  # interleaved: a burst of other work falls on all alike
+      out = os.path.join(work, f"w{n}{mode}_{repeat}")
+      flags = [f"--direct_num_workers={n}"] + ([f"--direct_running_mode={mode}"] if mode else [])
       start = time.perf_counter()
       subprocess.run([sys.executable, "-m", "data_prep.build", f"--input={videos}", f"--out={out}",
                       f"--face_model={args.face_model}", f"--size={args.size}", f"--max_frames={args.max_frames}",
@@ -190,13 +193,13 @@ def worker_runs(args, videos: str, cores: set) -> None:
         continue
       with open(os.path.join(out, "summary.json")) as f:
         summary = json.load(f)
-      results[n].append((wall, summary["seconds_after_pipeline"], summary["seconds"], summary["frames"]))
+      results[n, mode].append((wall, summary["seconds_after_pipeline"], summary["seconds"], summary["frames"]))
   print()
-  for n, runs in results.items():
+  for (n, mode), runs in results.items():
     walls = [r[0] for r in runs]
     shares = [r[1] / r[2] for r in runs]
     frames = runs[0][3]
-    print(f"workers={n}    median {statistics.median(walls):6.1f} s  ({frames / statistics.median(walls):6.1f} frames/s"
+    print(f"workers={n}{' ' + mode if mode else ''}    median {statistics.median(walls):6.1f} s  ({frames / statistics.median(walls):6.1f} frames/s"
           f" on {len(cores)} cores; runs {', '.join(f'{w:.1f}' for w in walls)} s)   after the pipeline: median "
           f"{statistics.median(r[1] for r in runs) * 1e3:.0f} ms = {100 * statistics.median(shares):.2f}% of the job")
 

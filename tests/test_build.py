@@ -122,6 +122,19 @@ def test_each_prepared_video_is_read_once_and_the_records_are_the_single_machine
   assert raw_records(frames) == raw_records(records.open_dataset(old))
 
 
+def test_local_worker_threads_write_the_records_of_one_worker(tmp_path, corpus, mediapipe_models):
+  """Two worker threads of one process (the fastest local mode on a small machine, see README)
+  prepare videos concurrently, each with its own detector, landmarker and fits: the records are
+  those of a single worker."""
+  folder, _ = corpus
+  assert run_job(folder, tmp_path / "one", mediapipe_models) == 0
+  assert run_job(folder, tmp_path / "threads", mediapipe_models, "--direct_num_workers=2",
+                 "--direct_running_mode=multi_threading") == 0
+  one, threads = (json.loads((tmp_path / name / build.SUMMARY_FILE).read_text()) for name in ("one", "threads"))
+  assert threads["written"] == one["written"] == 3 and threads["frames"] == one["frames"]
+  assert raw_records(records.open_dataset(threads["dataset"])) == raw_records(records.open_dataset(one["dataset"]))
+
+
 def test_rerun_reuses_finished_videos(tmp_path, corpus, mediapipe_models, monkeypatch):
   folder, _ = corpus
   assert run_job(folder, tmp_path, mediapipe_models) == 0
