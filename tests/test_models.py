@@ -8,6 +8,7 @@ import optax
 import pytest
 from flax import nnx
 
+from tfvgan_jax.models import generator as generator_module
 from tfvgan_jax.models import (
     NORMS,
     AdaptiveInstanceNorm,
@@ -112,6 +113,26 @@ def test_hint_skips_add_the_hint_to_each_decoder_stage():
     skips(render, p, mask)
   with pytest.raises(ValueError, match=r"model.gen_skips='unet'.*'none', 'hint', 'encoder', 'both'"):
     build_models(tiny_config(32, gen_skips='unet'), nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_hint_convs_padded_to_eight_channels_compute_the_same_function(dtype):
+  """The decoder convs that take the hint (odd input channels) run zero-padded to a multiple of 8
+  channels at call time: same parameters and, up to rounding, the same output and gradients as
+  the plain conv of the concatenated inputs."""
+  conv = nnx.Conv(16 + 3, 8, (3, 3), rngs=nnx.Rngs(1), dtype=dtype)
+  x = jax.random.normal(jax.random.key(2), (2, 12, 12, 19))
+  tolerance = 1e-5 if dtype == jnp.float32 else 3e-2
+  np.testing.assert_allclose(np.asarray(generator_module._conv_padded(conv, x), np.float32),
+                             np.asarray(conv(x), np.float32), atol=tolerance, rtol=tolerance)
+  grads = [nnx.grad(lambda c: jnp.sum(f(c, x).astype(jnp.float32) ** 2))(conv)
+           for f in (generator_module._conv_padded, lambda c, v: c(v))]
+  for padded, plain in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
+    assert padded.shape == plain.shape
+    np.testing.assert_allclose(np.asarray(padded, np.float32), np.asarray(plain, np.float32),
+                               atol=tolerance * 50, rtol=tolerance * 5)
+  aligned = nnx.Conv(16, 8, (3, 3), rngs=nnx.Rngs(1))
+  np.testing.assert_array_equal(np.asarray(generator_module._conv_padded(aligned, x[..., :16])), np.asarray(aligned(x[..., :16])))
 
 
 def test_encoder_skips_carry_the_render_past_the_bottleneck():
