@@ -80,11 +80,11 @@ def _conv_padded(conv: nnx.Conv, inputs: jax.Array, multiple: int = 8) -> jax.Ar
   if not pad:
     return conv(inputs)
   inputs = jnp.concatenate([inputs, jnp.zeros(inputs.shape[:-1] + (pad,), inputs.dtype)], axis=-1)
-  kernel = jnp.pad(conv.kernel.value, ((0, 0), (0, 0), (0, pad), (0, 0)))
+  kernel = jnp.pad(conv.kernel[...], ((0, 0), (0, 0), (0, pad), (0, 0)))
   dtype = conv.dtype or inputs.dtype
   out = jax.lax.conv_general_dilated(inputs.astype(dtype), kernel.astype(dtype), (1, 1), "SAME",
                                      dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=conv.precision)
-  return out + conv.bias.value.astype(dtype)
+  return out + conv.bias[...].astype(dtype)
 
 
 def _resize(x: jax.Array, height: int, width: int) -> jax.Array:
