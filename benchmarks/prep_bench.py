@@ -170,17 +170,19 @@ def main():
 def worker_runs(args, videos: str, cores: set) -> None:
   """The job as a fresh process per run, on every core, at each --workers count (and, for more than
   one worker, each of --modes)."""
-  counts = [(int(n), mode) for n in args.workers.split(",") if n for mode in (args.modes.split(",") if int(n) > 1 else [""])]
-  if not counts:
+  # (workers, running mode): one worker runs in the launching process, with no mode.
+  setups = [(int(n), mode) for n in args.workers.split(",") if n
+            for mode in (args.modes.split(",") if int(n) > 1 else [""])]
+  if not setups:
     return
   work = tempfile.mkdtemp(prefix="prep_bench_workers_")
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(pathlib.Path(__file__).resolve().parents[1]),
                                                                   os.environ.get("PYTHONPATH")])))
-  results = {key: [] for key in counts}
+  results = {setup: [] for setup in setups}
   # One untimed run first: it fills the workers' compilation cache (`--compilation_cache`), which
   # every timed run then finds, whatever its worker count.
   for repeat in [-1, *range(args.repeats)]:
-    for n, mode in counts[:1] if repeat < 0 else counts:  # interleaved: a burst of other work falls on all alike
+    for n, mode in setups[:1] if repeat < 0 else setups:  # interleaved: a burst of other work falls on all alike
       out = os.path.join(work, f"w{n}{mode}_{repeat}")
       flags = [f"--direct_num_workers={n}"] + ([f"--direct_running_mode={mode}"] if mode else [])
       start = time.perf_counter()
@@ -199,7 +201,9 @@ def worker_runs(args, videos: str, cores: set) -> None:
     walls = [r[0] for r in runs]
     shares = [r[1] / r[2] for r in runs]
     frames = runs[0][3]
-    print(f"workers={n}{' ' + mode if mode else ''}    median {statistics.median(walls):6.1f} s  ({frames / statistics.median(walls):6.1f} frames/s"
+    name = f"{n} {mode}" if mode else f"{n}"
+    median = statistics.median(walls)
+    print(f"workers={name}    median {median:6.1f} s  ({frames / median:6.1f} frames/s"
           f" on {len(cores)} cores; runs {', '.join(f'{w:.1f}' for w in walls)} s)   after the pipeline: median "
           f"{statistics.median(r[1] for r in runs) * 1e3:.0f} ms = {100 * statistics.median(shares):.2f}% of the job")
 

@@ -132,7 +132,8 @@ def test_hint_convs_padded_to_eight_channels_compute_the_same_function(dtype):
     np.testing.assert_allclose(np.asarray(padded, np.float32), np.asarray(plain, np.float32),
                                atol=tolerance * 50, rtol=tolerance * 5)
   aligned = nnx.Conv(16, 8, (3, 3), rngs=nnx.Rngs(1))
-  np.testing.assert_array_equal(np.asarray(generator_module._conv_padded(aligned, x[..., :16])), np.asarray(aligned(x[..., :16])))
+  np.testing.assert_array_equal(np.asarray(generator_module._conv_padded(aligned, x[..., :16])),
+                                np.asarray(aligned(x[..., :16])))
 
 
 def test_encoder_skips_carry_the_render_past_the_bottleneck():
