@@ -3,6 +3,7 @@
     python benchmarks/train_bench.py                                # paper-sized networks, 128 px, batch 8
     python benchmarks/train_bench.py --sizes=128,256 --batch=24 --dtypes=float32,bfloat16 --peak_tflops=989
     python benchmarks/train_bench.py --config=configs/synthetic.py --sizes=64
+    python benchmarks/train_bench.py --sizes=256 --batch=24 --flops_only   # FLOPs for a device timed elsewhere
 
 The step is the real jitted `train.make_train_step` (rendering, E, G, D forward and backward,
 both Adam updates) on a real batch of the synthetic corpus, placed on a mesh over all devices.
@@ -17,10 +18,16 @@ medians):
 
 The parts overlap (G+E f+b contains G+E fwd) and the whole step fuses across them, so they need
 not add up to the step. Alongside, the input pipeline's throughput at the same size is measured
-in the same run (input/step: how many times faster input is than the step consumes it).
+in the same run, with the config's worker processes (--input_workers changes them), before the
+step is timed (input/step: how many times faster input is than the step consumes it).
 
-FLOPs come from XLA's cost analysis of each compiled program; utilization is reported against
---peak_tflops when given (e.g. 989 for an H100 SXM in bf16 dense). Peak memory is the device's
+Utilization is that of the networks: the FLOPs of G+E f+b, D f+b and the update over the step's
+time less the scene's (the whole step's with --noparts), against --peak_tflops when given (e.g.
+989 for an H100 SXM or H200 in bf16 dense). FLOPs come from XLA's cost analysis of each program
+lowered for one CPU device on abstract arguments, whatever the backend: the count does not depend
+on where the program runs, and the GPU backend's own analysis gives none for a lowered program and
+misses the convolutions of a compiled one (they become cuDNN calls: it counted 293 GFLOP for a
+256 px, batch 24 step of about 20 TFLOP). --flops_only prints the counts without timing anything. Peak memory is the device's
 peak bytes in use where the backend reports it (GPU, TPU), else the process's peak resident set
 size.
 """
@@ -51,8 +58,13 @@ _FACE_MODEL = flags.DEFINE_string("face_model", "procedural:high", "morphable mo
 _PEAK = flags.DEFINE_float("peak_tflops", 0.0, "the device's peak TFLOP/s, for utilization")
 _DATA = flags.DEFINE_string("data", None, "where corpora are cached (default: a temporary folder)")
 _PARTS = flags.DEFINE_bool("parts", True, "also time the step's parts (each is compiled apart)")
+_INPUT_WORKERS = flags.DEFINE_integer("input_workers", -1, "grain worker processes of the input pipeline "
+                                      "(-1: the config's data.num_workers, as training runs it)")
+_FLOPS_ONLY = flags.DEFINE_bool("flops_only", False, "only count each program's FLOPs (lowered for CPU, nothing "
+                                "compiled or run): the figures for utilization on a device measured elsewhere")
 
 PARTS = ("scene", "G+E fwd", "G+E f+b", "D f+b", "update")
+NETWORK_PARTS = ("G+E f+b", "D f+b", "update")  # the networks' work in one step (G+E f+b holds D on Y)
 
 
 def load_config(path: str, size: int, dtype: str):
@@ -63,7 +75,8 @@ def load_config(path: str, size: int, dtype: str):
   config.model.image_size = size
   config.model.dtype = dtype
   config.data.batch_size = _BATCH.value
-  config.data.num_workers = 0
+  if _INPUT_WORKERS.value >= 0:
+    config.data.num_workers = _INPUT_WORKERS.value
   config.face_model = _FACE_MODEL.value
   return config
 
@@ -75,10 +88,28 @@ def peak_memory_bytes() -> tuple[int, str]:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process peak RSS"
 
 
-def flops_of(compiled) -> float:
-  cost = compiled.cost_analysis()
+def flops_of(lowered) -> float:
+  """FLOPs of a lowered program (`jax.stages.Lowered`), counted before backend-specific rewrites."""
+  cost = lowered.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   return float((cost or {}).get("flops", 0.0))
+
+
+def flops_on_cpu(make_functions, args: dict) -> dict:
+  """FLOPs of each program, lowered (not compiled) for one CPU device on abstract arguments.
+
+  make_functions(mesh) gives the programs by name, built for the given mesh; args[name] holds the
+  arguments (arrays on any backend; only their shapes and dtypes are read).
+  """
+  cpu = jax.devices("cpu")[:1]
+  mesh = jax.make_mesh((1, 1), sharding.BATCH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 2, devices=cpu)
+  whole = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+  def abstract(tree):
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=whole), tree)
+
+  functions = make_functions(mesh)
+  return {name: flops_of(jax.jit(functions[name]).lower(*abstract(args[name]))) for name in args}
 
 
 def part_functions(config, networks, mesh, optimizers):
@@ -130,6 +161,33 @@ def timed(fns: dict, args: dict, steps: int) -> dict:
   return {name: float(np.median(t)) for name, t in times.items()}
 
 
+def count_flops(size: int, dtype: str, data_dir: str) -> dict:
+  """FLOPs of the step's network parts at this size and dtype, from abstract state (nothing allocated).
+
+  The scene is left out: its count sums both branches of the rasterizer's overflow `cond` (the
+  rarely taken one redraws with a loop) and the integer and comparison work of rasterization, so it
+  says nothing about the work done (26.5 TFLOP counted for a 128 px, batch 24 scene that runs in 6 ms
+  on an H200).
+  """
+  config = load_config(_CONFIG.value, size, dtype)
+  model = face3d.load_model(config.face_model)
+  videos = synthetic.cached_corpus(data_dir, model, 16, 12, size, seed=0, log=lambda *_: None)
+  config.data.videos = str(videos)
+  batch = inference.step_batch(next(iter(pipeline.training_dataset(config.data, model))))
+  networks = inference.abstract_networks(config.model)
+  optimizers = train.make_optimizers(config.optim)
+  state = jax.eval_shape(functools.partial(train.init_state, config, optimizers), jax.random.key(0))
+  face_model = jax.tree.map(jnp.asarray, model)
+  cpu = jax.devices("cpu")[:1]
+  mesh = jax.make_mesh((1, 1), sharding.BATCH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 2, devices=cpu)
+  parts = part_functions(config, networks, mesh, optimizers)
+  scene = jax.eval_shape(parts["scene"], state, batch, face_model, None, None)
+  grads = (jax.eval_shape(parts["G+E f+b"], state, batch, face_model, scene, None),
+           jax.eval_shape(parts["D f+b"], state, batch, face_model, scene, None))
+  args = {name: (state, batch, face_model, scene, grads) for name in parts if name != "scene"}
+  return flops_on_cpu(lambda cpu_mesh: part_functions(config, networks, cpu_mesh, optimizers), args)
+
+
 def measure(size: int, dtype: str, data_dir: str) -> dict:
   config = load_config(_CONFIG.value, size, dtype)
   model = face3d.load_model(config.face_model)
@@ -138,10 +196,13 @@ def measure(size: int, dtype: str, data_dir: str) -> dict:
   iterator = iter(pipeline.training_dataset(config.data, model))
   mesh = sharding.create_mesh(config.mesh)
   batch = sharding.global_batch(mesh, inference.step_batch(next(iterator)))
+  for _ in range(int(config.data.num_workers)):  # every worker started and delivering
+    next(iterator)
   start = time.perf_counter()
   for _ in range(3 * _STEPS.value):
     next(iterator)
   input_rate = 3 * _STEPS.value * config.data.batch_size / (time.perf_counter() - start)
+  del iterator  # its workers stop: the step is timed without them on the CPU
 
   networks = inference.abstract_networks(config.model)
   optimizers = train.make_optimizers(config.optim)
@@ -164,8 +225,7 @@ def measure(size: int, dtype: str, data_dir: str) -> dict:
   if not parts:
     seconds = timed(compiled, {"step": (state, batch, face_model)}, _STEPS.value)
     memory, memory_kind = peak_memory_bytes()
-    return {"size": size, "dtype": dtype, "seconds": seconds, "compile": compile_seconds,
-            "flops": {"step": flops_of(compiled["step"])}, "input": input_rate,
+    return {"size": size, "dtype": dtype, "seconds": seconds, "compile": compile_seconds, "input": input_rate,
             "images": config.data.batch_size / seconds["step"], "memory": memory, "memory_kind": memory_kind}
   scene = jax.jit(parts["scene"])(state, batch, face_model, None, None)
   gen_grads = jax.jit(parts["G+E f+b"])(state, batch, face_model, scene, None)
@@ -180,9 +240,19 @@ def measure(size: int, dtype: str, data_dir: str) -> dict:
   args["step"] = (state, batch, face_model)
   seconds = timed(compiled, args, _STEPS.value)
   memory, memory_kind = peak_memory_bytes()
-  return {"size": size, "dtype": dtype, "seconds": seconds, "compile": compile_seconds,
-          "flops": {name: flops_of(c) for name, c in compiled.items()}, "input": input_rate,
+  return {"size": size, "dtype": dtype, "seconds": seconds, "compile": compile_seconds, "input": input_rate,
           "images": config.data.batch_size / seconds["step"], "memory": memory, "memory_kind": memory_kind}
+
+
+def network_utilization(flops: dict, seconds: dict) -> tuple[float, float]:
+  """(GFLOP, TFLOP/s) of the networks' share of one step: G+E f+b, D f+b and the update.
+
+  The time is the step's less the scene's when the parts were timed (the networks' share of the
+  step), else the whole step's (a lower bound on the rate).
+  """
+  gflop = sum(flops[c] for c in NETWORK_PARTS) / 1e9
+  busy = seconds["step"] - seconds.get("scene", 0.0)
+  return gflop, gflop / max(busy, 1e-9) / 1e3
 
 
 def main(argv):
@@ -191,24 +261,32 @@ def main(argv):
   print(f"{jax.device_count()} x {device.device_kind} ({device.platform}); config {_CONFIG.value}; "
         f"batch {_BATCH.value}; face model {_FACE_MODEL.value}; medians of {_STEPS.value} interleaved repetitions")
   columns = ("step",) + PARTS
-  print(f"{'px':>4} {'dtype':>8} | " + " ".join(f"{c:>9}" for c in columns) + " | scene % | img/s  input/step | "
-        "compile s | GFLOP/step TFLOP/s  MFU | peak memory")
   with tempfile.TemporaryDirectory() as temporary:
+    if _FLOPS_ONLY.value:
+      for size in map(int, _SIZES.value):
+        for dtype in _DTYPES.value:
+          flops = count_flops(size, dtype, _DATA.value or temporary)
+          print(f"{size:>4} {dtype:>8} | GFLOP " + ", ".join(f"{c} {flops[c] / 1e9:.1f}" for c in flops)
+                + f"; networks {sum(flops[c] for c in NETWORK_PARTS) / 1e9:.1f}", flush=True)
+      return
+    print(f"{'px':>4} {'dtype':>8} | " + " ".join(f"{c:>9}" for c in columns) + " | scene % | img/s  input/step | "
+          "compile s | net GFLOP TFLOP/s  MFU | peak memory")
     for size in map(int, _SIZES.value):
       for dtype in _DTYPES.value:
         r = measure(size, dtype, _DATA.value or temporary)
+        flops = count_flops(size, dtype, _DATA.value or temporary)
         s = r["seconds"]
-        step_flops = r["flops"]["step"]
-        tflops = step_flops / s["step"] / 1e12
+        gflop, tflops = network_utilization(flops, s)
         mfu = f"{100 * tflops / _PEAK.value:4.1f}%" if _PEAK.value else "   -"
         timings = " ".join(f"{1e3 * s[c]:7.1f}ms" if c in s else f"{'-':>9}" for c in columns)
         share = f"{100 * s['scene'] / s['step']:6.1f}%" if "scene" in s else f"{'-':>7}"
         print(f"{size:>4} {dtype:>8} | {timings} | {share} | {r['images']:5.1f} {r['input'] / r['images']:9.1f}x | "
-              f"{r['compile']['step']:9.1f} | {step_flops / 1e9:10.1f} {tflops:7.3f} {mfu} | "
+              f"{r['compile']['step']:9.1f} | {gflop:9.1f} {tflops:7.3f} {mfu} | "
               f"{r['memory'] / 2**30:.2f} GiB {r['memory_kind']}", flush=True)
+        line = "      GFLOP per part: " + ", ".join(f"{c} {flops[c] / 1e9:.1f}" for c in flops)
         if "scene" in s:
-          print("      GFLOP per part: " + ", ".join(f"{c} {r['flops'][c] / 1e9:.1f}" for c in PARTS)
-                + "; compile s per part: " + ", ".join(f"{c} {r['compile'][c]:.0f}" for c in PARTS), flush=True)
+          line += "; compile s per part: " + ", ".join(f"{c} {r['compile'][c]:.0f}" for c in PARTS)
+        print(line, flush=True)
 
 
 if __name__ == "__main__":

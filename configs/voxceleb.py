@@ -85,9 +85,10 @@ def paper_config(variant: dict | None = None):
   config.model.spectral_norm = True
   config.model.disc_conditional = True
   config.model.max_width = 512
-  # Convolutions and matmuls in 'bfloat16' or 'float32'; parameters, optimizer states and
-  # checkpoints are float32 either way (`models.build_models`).
-  config.model.dtype = "float32"
+  # Convolutions and matmuls in 'bfloat16' or 'float32' (the papers'); 'auto' is bfloat16 on GPU and
+  # TPU, float32 on CPU (`models.compute_dtype`). Parameters, optimizer states and checkpoints are
+  # float32 either way.
+  config.model.dtype = "auto"
 
   config.render = ml_collections.ConfigDict()
   config.render.tolerance = 0.5

@@ -349,3 +349,18 @@ def test_bfloat16_keeps_float32_parameters_and_outputs_close_to_float32():
     np.testing.assert_allclose(np.asarray(rounded), np.asarray(exact), atol=0.05 * scale)
   with pytest.raises(ValueError, match='model.dtype'):
     build_models(tiny_config(32, dtype='float16'), nnx.Rngs(0))
+
+
+def test_auto_dtype_is_bfloat16_on_accelerators_and_float32_on_cpu(monkeypatch):
+  """model.dtype='auto': bfloat16 where the backend has bfloat16 matrix units (GPU, TPU), float32 on
+  CPU; the named dtypes are taken as they are, whatever the backend."""
+  import tfvgan_jax.models as models_module
+  config = ml_collections.ConfigDict({'dtype': 'auto'})
+  assert models_module.compute_dtype(config) == jnp.float32  # the tests run on CPU
+  for backend, expected in (('gpu', jnp.bfloat16), ('tpu', jnp.bfloat16), ('cpu', jnp.float32)):
+    monkeypatch.setattr(jax, 'default_backend', lambda backend=backend: backend)
+    assert models_module.compute_dtype(config) == expected
+    assert models_module.compute_dtype(ml_collections.ConfigDict({'dtype': 'float32'})) == jnp.float32
+    assert models_module.compute_dtype(ml_collections.ConfigDict({'dtype': 'bfloat16'})) == jnp.bfloat16
+  with pytest.raises(ValueError, match="'auto'"):
+    models_module.compute_dtype(ml_collections.ConfigDict({'dtype': 'half'}))
