@@ -131,6 +131,10 @@ def paper_config(variant: dict | None = None):
   config.train.keep_checkpoints = 5
   config.train.async_checkpoints = True
   config.train.eval_at_start = True
+  # JAX's persistent compilation cache: 'auto' ($JAX_COMPILATION_CACHE_DIR, else
+  # ~/.cache/tfvgan_jax/jax_cache), '' (off) or a folder. A resumed or repeated run reads the step
+  # from it instead of compiling it again (`tfvgan_jax.compilation`).
+  config.train.compilation_cache = "auto"
 
   config.eval = ml_collections.ConfigDict()
   config.eval.videos = ""

@@ -78,7 +78,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from etils import epath
 
 from data_prep import cli
-from tfvgan_jax import face3d, files
+from tfvgan_jax import compilation, face3d, files
 from tfvgan_jax.data import records
 from tfvgan_jax.prep import clip as clip_lib
 from tfvgan_jax.prep import fit as fit_lib
@@ -176,7 +176,7 @@ class PrepareVideo(beam.DoFn):
     from tfvgan_jax.prep import detect, landmarks  # the LiteRT interpreters live on the worker
     settings = self.settings
     if settings.compilation_cache:
-      use_compilation_cache(settings.compilation_cache)
+      compilation.use_cache(settings.compilation_cache)
     self.detector = detect.FaceDetector(settings.detector, num_threads=settings.num_threads)
     self.landmarker = landmarks.FaceMesh(settings.landmarks, num_threads=settings.num_threads)
     self.model = face3d.load_model(settings.face_model)
@@ -234,25 +234,6 @@ class PrepareVideo(beam.DoFn):
     status = _status_from(arrays, settings.prep.max_frames)
     _write_side_file(target, self.key, path, status)
     return dict(status, prepared=os.fspath(target))
-
-
-def default_compilation_cache() -> str:
-  """JAX's persistent compilation cache of the job's workers: `$JAX_COMPILATION_CACHE_DIR` where
-  set, else ~/.cache/tfvgan_jax/jax_cache."""
-  return os.environ.get("JAX_COMPILATION_CACHE_DIR") or os.path.join(
-      os.path.expanduser("~"), ".cache", "tfvgan_jax", "jax_cache")
-
-
-def use_compilation_cache(folder: str) -> None:
-  """Lets this process keep its compiled fits in `folder` and reuse the ones others kept there.
-
-  Every worker process compiles the fit once per clip-length bucket, several seconds each; with
-  a shared cache only the first process of the first run pays it, which is most of a short job's
-  start-up. A cache the user configured for JAX is left as it is.
-  """
-  import jax
-  if not jax.config.jax_compilation_cache_dir:
-    jax.config.update("jax_compilation_cache_dir", folder)
 
 
 def prepared_name(video_id: str) -> str:
@@ -699,7 +680,7 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
   parser.add_argument("--crop_scale", type=float, default=defaults.crop_scale,
                       help="crop side over face size (%(default)s)")
   parser.add_argument("--num_threads", type=int, default=1, help="LiteRT threads per worker (%(default)s)")
-  parser.add_argument("--compilation_cache", default=default_compilation_cache(),
+  parser.add_argument("--compilation_cache", default=compilation.default_cache_folder(),
                       help="folder of JAX's persistent compilation cache for the workers' fits; '' = off "
                       "(default $JAX_COMPILATION_CACHE_DIR or ~/.cache/tfvgan_jax/jax_cache)")
   parser.add_argument("--num_shards", type=int, default=0,

@@ -64,7 +64,7 @@ import tqdm
 from absl import app, flags, logging
 from etils import epath
 
-from tfvgan_jax import cli, distributed, face3d, files, inference, metrics
+from tfvgan_jax import cli, compilation, distributed, face3d, files, inference, metrics
 from tfvgan_jax.prep import clip as clip_lib
 from tfvgan_jax.prep import composite, detect, landmarks, model_files
 from tfvgan_jax.prep import crop as crop_lib
@@ -915,6 +915,7 @@ _DETECTOR = flags.DEFINE_enum("detector", "short", DETECTORS, "face detector: sh
                               "(the full-range model: small and distant faces) or both")
 _JOBS = flags.DEFINE_string("jobs", None, "many edits in one process: a JSON-lines or CSV file of jobs (task, the "
                             "task's inputs, out); one result line per job, failed jobs reported, the rest done")
+_COMPILATION_CACHE = flags.DEFINE_string("compilation_cache", "auto", compilation.FLAG_HELP)
 
 
 def _inputs(task: str) -> dict:
@@ -974,6 +975,7 @@ def _list_faces() -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  compilation.use_cache(_COMPILATION_CACHE.value)  # before anything compiles
   distributed.require_one_process("python -m tfvgan_jax.edit")
   if _JOBS.value:
     if not _CHECKPOINT.value:

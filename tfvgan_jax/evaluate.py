@@ -90,7 +90,7 @@ from absl import app, flags
 from etils import epath
 from PIL import Image
 
-from tfvgan_jax import cli, distributed, face3d, files, inference, metrics, onnx_models
+from tfvgan_jax import cli, compilation, distributed, face3d, files, inference, metrics, onnx_models
 from tfvgan_jax.data import evaluation as evaluation_data
 from tfvgan_jax.data import ground_truth, records, sampling
 from tfvgan_jax.prep import fit as fit_lib
@@ -740,11 +740,13 @@ _HELD_OUT_TAIL = flags.DEFINE_float("held_out_tail", None, "evaluate on the last
                                     "(default: the run's data.held_out_tail when --videos is its training dataset)")
 _MIN_FACE_SCORE = flags.DEFINE_float("min_face_score", 0.5,
                                      "output frames with a lower Face Mesh face score are left out of E_pose/E_exp")
+_COMPILATION_CACHE = flags.DEFINE_string("compilation_cache", "auto", compilation.FLAG_HELP)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  compilation.use_cache(_COMPILATION_CACHE.value)  # before anything compiles
   if not _CHECKPOINT.value or _SYNTHETIC.value == bool(_VIDEOS.value):
     raise app.UsageError("--checkpoint and one of --videos or --synthetic are required")
   distributed.require_one_process("python -m tfvgan_jax.evaluate")

@@ -41,7 +41,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from PIL import Image
 
-from tfvgan_jax import checkpoints, face3d, files, inference, losses, metrics, sharding
+from tfvgan_jax import checkpoints, compilation, face3d, files, inference, losses, metrics, sharding
 from tfvgan_jax.data import evaluation, pipeline, records, sampling, synthetic
 from tfvgan_jax.inference import Networks, Scene, at_prev, at_t
 from tfvgan_jax.models import GEN_SKIPS, build_models
@@ -407,6 +407,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> TrainState
     checkpoints.CheckpointMismatchError: the workdir's checkpoints belong to another model.
   """
   # ----- Logging -----
+  compilation.use_cache(config.train.get("compilation_cache", "auto"))  # before anything compiles
   workdir = epath.Path(workdir).expanduser()
   workdir.mkdir(parents=True, exist_ok=True)
   is_main = jax.process_index() == 0
