@@ -19,6 +19,8 @@ from typing import NamedTuple, Optional
 
 from absl import app, flags
 
+from tfvgan_jax import compilation
+
 class SharedFlags(NamedTuple):
   """Flags that several commands share (editing, evaluation), defined once so that their modules
   can be imported together (a notebook, the test suite)."""
@@ -26,13 +28,14 @@ class SharedFlags(NamedTuple):
   checkpoint: flags.FlagHolder
   face_model: flags.FlagHolder
   out: flags.FlagHolder
+  compilation_cache: flags.FlagHolder
 
 
 _SHARED: Optional[SharedFlags] = None
 
 
 def shared_flags() -> SharedFlags:
-  """--checkpoint, --face_model and --out, defined on the first call (importing this module defines
+  """--checkpoint, --face_model, --out and --compilation_cache, defined on the first call (importing this module defines
   no flag, so that commands with flags of those names, such as data_prep's, can use it too)."""
   global _SHARED
   if _SHARED is None:
@@ -40,7 +43,8 @@ def shared_flags() -> SharedFlags:
         flags.DEFINE_string("checkpoint", None, "a training --workdir holding checkpoints/"),
         flags.DEFINE_string("face_model", None, "the run's face model, if its path is not readable here"),
         flags.DEFINE_string("out", None, "the output: edit: the mp4 to write; evaluate: the folder of results.md "
-                            "and results.json (default: the checkpoint's workdir)"))
+                            "and results.json (default: the checkpoint's workdir)"),
+        flags.DEFINE_string("compilation_cache", "auto", compilation.FLAG_HELP))
   return _SHARED
 
 

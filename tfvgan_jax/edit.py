@@ -887,7 +887,7 @@ def reenactment_motion(source: Prepared, driving: Prepared, relative: bool):
 # ----- command line -----
 
 _TASK = flags.DEFINE_enum("task", None, TASKS, "swap, reenact or disentangle")
-_CHECKPOINT, _FACE_MODEL, _OUT = cli.shared_flags()
+_CHECKPOINT, _FACE_MODEL, _OUT, _COMPILATION_CACHE = cli.shared_flags()
 _SOURCE = flags.DEFINE_string("source", None, "swap: the identity (picture or video); reenact: identity and background")
 _TARGET = flags.DEFINE_string("target", None, "swap: the video whose face is replaced (everything else is kept)")
 _DRIVING = flags.DEFINE_string("driving", None, "reenact: the video giving pose and expression (and the timeline)")
@@ -915,7 +915,6 @@ _DETECTOR = flags.DEFINE_enum("detector", "short", DETECTORS, "face detector: sh
                               "(the full-range model: small and distant faces) or both")
 _JOBS = flags.DEFINE_string("jobs", None, "many edits in one process: a JSON-lines or CSV file of jobs (task, the "
                             "task's inputs, out); one result line per job, failed jobs reported, the rest done")
-_COMPILATION_CACHE = flags.DEFINE_string("compilation_cache", "auto", compilation.FLAG_HELP)
 
 
 def _inputs(task: str) -> dict:

@@ -722,7 +722,7 @@ def evaluate_synthetic(checkpoint, seed: int = DEFAULT_SYNTHETIC_SEED, num_video
 # ----- command line -----
 
 # --out here: where results.md and results.json go (default: the checkpoint's workdir).
-_CHECKPOINT, _FACE_MODEL, _OUT = cli.shared_flags()
+_CHECKPOINT, _FACE_MODEL, _OUT, _COMPILATION_CACHE = cli.shared_flags()
 _VIDEOS = flags.DEFINE_string("videos", None, "held-out frame records fitted with the checkpoint's face model")
 _SYNTHETIC = flags.DEFINE_bool("synthetic", False, "evaluate every task against the ground truth of held-out "
                                "synthetic videos instead of on --videos")
@@ -740,7 +740,6 @@ _HELD_OUT_TAIL = flags.DEFINE_float("held_out_tail", None, "evaluate on the last
                                     "(default: the run's data.held_out_tail when --videos is its training dataset)")
 _MIN_FACE_SCORE = flags.DEFINE_float("min_face_score", 0.5,
                                      "output frames with a lower Face Mesh face score are left out of E_pose/E_exp")
-_COMPILATION_CACHE = flags.DEFINE_string("compilation_cache", "auto", compilation.FLAG_HELP)
 
 
 def main(argv):
