@@ -19,7 +19,11 @@ deviation over seeds, '±', blank for one seed) of:
 
 A finished run (its last checkpoint present) is evaluated again without retraining, so an
 interrupted ablation resumes. DIR/ablations.md and DIR/ablations.json hold the table and every
-run's full results.
+run's full results. Another held-out set (--num_videos, --num_frames, --eval_seed) is evaluated
+into ground_truth_v{V}_f{F}_s{S}/ and tabled in ablations_v{V}_f{F}_s{S}.md beside the default's:
+
+    python benchmarks/ablations.py --workdir=DIR --table_only --variants=before,intra_relative_both \
+        --num_videos=32                        # the finished runs on four times the held-out videos
 """
 
 from __future__ import annotations
@@ -181,7 +185,7 @@ def main():
       if document is None:
         evaluation = evaluate.evaluate_synthetic(workdir, seed=args.eval_seed, num_videos=args.num_videos,
                                                  num_frames=args.num_frames)
-        evaluate.write_results(evaluation, workdir / "ground_truth")
+        evaluate.write_results(evaluation, results_folder(workdir, args))
         document = evaluation.document
       results[name].append(document)
       # Training's wall time, kept beside the run (None for runs trained before it was kept).
@@ -191,13 +195,26 @@ def main():
       # The table so far, after every run: an interrupted ablation leaves a readable partial table.
       write_table(root, results, timings, args)
   print(write_table(root, results, timings, args))
-  print(f"wrote {root / 'ablations.md'} and {root / 'ablations.json'}")
+  print(f"wrote {root / f'ablations{held_out_suffix(args)}.md'} and {root / f'ablations{held_out_suffix(args)}.json'}")
+
+
+def held_out_suffix(args) -> str:
+  """'' for the default held-out set (seed 1000, 8 videos x 8 frames), else '_v{videos}_f{frames}_s{seed}':
+  the evaluations and tables of another set are kept beside the default's, not over them."""
+  if (args.eval_seed, args.num_videos, args.num_frames) == (1000, 8, 8):
+    return ""
+  return f"_v{args.num_videos}_f{args.num_frames}_s{args.eval_seed}"
+
+
+def results_folder(workdir: pathlib.Path, args) -> pathlib.Path:
+  """Where a run's evaluation on the asked held-out set is kept (ground_truth/ for the default)."""
+  return workdir / f"ground_truth{held_out_suffix(args)}"
 
 
 def saved_evaluation(workdir: pathlib.Path, steps: int, args) -> dict | None:
-  """The run's ground_truth/results.json when it evaluated the final checkpoint on the same held-out
-  videos (seed, count, frames) as asked now, else None (evaluate again)."""
-  path = workdir / "ground_truth" / "results.json"
+  """The run's results.json when it evaluated the final checkpoint on the same held-out videos
+  (seed, count, frames) as asked now, else None (evaluate again)."""
+  path = results_folder(workdir, args) / "results.json"
   try:
     document = json.loads(path.read_text())
     details = document["details"]
@@ -209,7 +226,7 @@ def saved_evaluation(workdir: pathlib.Path, steps: int, args) -> dict | None:
 
 
 def finished_seeds(root: pathlib.Path, name: str) -> list[int]:
-  """The seeds of `name` already trained under `root` (a seedN folder with a results.json): the table
+  """The seeds of `name` already trained under `root` (a seedN folder with an evaluation): the table
   covers them even when this call trains others."""
   seeds = []
   for folder in (root / name).glob("seed*"):
@@ -226,8 +243,8 @@ def write_table(root: pathlib.Path, results: dict, timings: dict, args) -> str:
   markdown += (f"\nMean ± sample standard deviation over {'/'.join(map(str, seeds))} seed(s) per variant; "
                f"{args.num_videos} held-out videos (seed {args.eval_seed}) x {args.num_frames} frames per task.\n")
   os.makedirs(root, exist_ok=True)
-  files.write_text(root / "ablations.md", markdown)
-  files.write_text(root / "ablations.json",
+  files.write_text(root / f"ablations{held_out_suffix(args)}.md", markdown)
+  files.write_text(root / f"ablations{held_out_suffix(args)}.json",
                    json.dumps({"variants": {name: VARIANTS[name] for name in results}, "runs": results,
                                "timings": timings}, indent=2) + "\n")
   return markdown

@@ -160,3 +160,27 @@ def test_every_ablation_variant_is_a_valid_demo_config():
       ablations.variant_config("broken", seed=0, steps=None, cache_dir=None)
     finally:
       del ablations.VARIANTS["broken"]
+
+
+def test_an_ablation_on_another_held_out_set_keeps_the_default_evaluation(tmp_path):
+  """Evaluating finished runs on more held-out videos writes beside the default's results, and each
+  set reads back only its own."""
+  import argparse
+  import importlib.util
+  import json
+  spec = importlib.util.spec_from_file_location("ablations", ROOT / "benchmarks" / "ablations.py")
+  ablations = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(ablations)
+  default = argparse.Namespace(eval_seed=1000, num_videos=8, num_frames=8)
+  more = argparse.Namespace(eval_seed=1000, num_videos=32, num_frames=8)
+  assert ablations.results_folder(tmp_path, default) == tmp_path / "ground_truth"
+  assert ablations.results_folder(tmp_path, more) == tmp_path / "ground_truth_v32_f8_s1000"
+  for args in (default, more):
+    folder = ablations.results_folder(tmp_path, args)
+    folder.mkdir()
+    details = {"checkpoint_step": 10, "seed": args.eval_seed, "num_videos": args.num_videos,
+               "num_frames": args.num_frames}
+    (folder / "results.json").write_text(json.dumps({"details": details}))
+  for args in (default, more):
+    assert ablations.saved_evaluation(tmp_path, 10, args)["details"]["num_videos"] == args.num_videos
+  assert ablations.saved_evaluation(tmp_path, 20, more) is None  # another checkpoint: evaluate again
