@@ -166,7 +166,7 @@ def count_flops(size: int, dtype: str, data_dir: str) -> dict:
 
   The scene is left out: its count sums both branches of the rasterizer's overflow `cond` (the
   rarely taken one redraws with a loop) and the integer and comparison work of rasterization, so it
-  says nothing about the work done (26.5 TFLOP counted for a 128 px, batch 24 scene that runs in 6 ms
+  says nothing about the work done (26.5 TFLOP counted for a 256 px, batch 24 scene that runs in 6 ms
   on an H200).
   """
   config = load_config(_CONFIG.value, size, dtype)
