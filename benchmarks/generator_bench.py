@@ -46,6 +46,11 @@ def parse_vary(text: str) -> tuple[str, list]:
   return field, [value(v) for v in values.split(",")]
 
 
+def objective(generator, embedder, render, appearance, hint, mask):
+  """mean(Y^2) of Y = G(R, E(X_p, M), M^, M): the step's E and G forward, whose gradient is timed."""
+  return (generator(render, embedder(appearance, hint), mask, hint) ** 2).mean()
+
+
 def step_ms(model_config, field: str, value, batch: int, repeats: int) -> tuple[float, float]:
   """(best mean ms of the step, its FLOPs)."""
   import jax
@@ -67,7 +72,7 @@ def step_ms(model_config, field: str, value, batch: int, repeats: int) -> tuple[
   @nnx.jit
   def step(generator, embedder):
     def loss(generator, embedder):
-      return jnp.mean(generator(render, embedder(appearance, hint), mask, hint) ** 2)
+      return objective(generator, embedder, render, appearance, hint, mask)
     return nnx.grad(loss, argnums=(0, 1))(generator, embedder)
 
   jax.block_until_ready(step(models.generator, models.embedder))
@@ -102,8 +107,7 @@ def flops_on_cpu(model_config, batch: int) -> float:
 
     def step(state_g, state_e, render, appearance, hint, mask):
       def loss(state_g, state_e):
-        g, e = nnx.merge(graph_g, state_g), nnx.merge(graph_e, state_e)
-        return jnp.mean(g(render, e(appearance, hint), mask, hint) ** 2)
+        return objective(nnx.merge(graph_g, state_g), nnx.merge(graph_e, state_e), render, appearance, hint, mask)
       return jax.grad(loss, argnums=(0, 1))(state_g, state_e)
 
     cost = jax.jit(step).trace(state_g, state_e, image, image, image, mask).lower(

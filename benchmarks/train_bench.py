@@ -27,9 +27,9 @@ time less the scene's (the whole step's with --noparts), against --peak_tflops w
 lowered for one CPU device on abstract arguments, whatever the backend: the count does not depend
 on where the program runs, and the GPU backend's own analysis gives none for a lowered program and
 misses the convolutions of a compiled one (they become cuDNN calls: it counted 293 GFLOP for a
-256 px, batch 24 step of about 20 TFLOP). --flops_only prints the counts without timing anything. Peak memory is the device's
-peak bytes in use where the backend reports it (GPU, TPU), else the process's peak resident set
-size.
+256 px, batch 24 step of about 20 TFLOP). --flops_only prints the counts without timing anything.
+Peak memory is the device's peak bytes in use where the backend reports it (GPU, TPU), else the
+process's peak resident set size.
 """
 
 from __future__ import annotations
@@ -95,23 +95,6 @@ def flops_of(lowered) -> float:
   return float((cost or {}).get("flops", 0.0))
 
 
-def flops_on_cpu(make_functions, args: dict) -> dict:
-  """FLOPs of each program, lowered (not compiled) for one CPU device on abstract arguments.
-
-  make_functions(mesh) gives the programs by name, built for the given mesh; args[name] holds the
-  arguments (arrays on any backend; only their shapes and dtypes are read).
-  """
-  cpu = jax.devices("cpu")[:1]
-  mesh = jax.make_mesh((1, 1), sharding.BATCH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 2, devices=cpu)
-  whole = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-
-  def abstract(tree):
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=whole), tree)
-
-  functions = make_functions(mesh)
-  return {name: flops_of(jax.jit(functions[name]).lower(*abstract(args[name]))) for name in args}
-
-
 def part_functions(config, networks, mesh, optimizers):
   """The parts of the step as functions of (state, batch, face_model, scene, grads)."""
   tolerance = float(config.render.tolerance)
@@ -161,38 +144,53 @@ def timed(fns: dict, args: dict, steps: int) -> dict:
   return {name: float(np.median(t)) for name, t in times.items()}
 
 
-def count_flops(size: int, dtype: str, data_dir: str) -> dict:
-  """FLOPs of the step's network parts at this size and dtype, from abstract state (nothing allocated).
+def network_flops(config, networks, optimizers, state, batch, face_model) -> dict:
+  """FLOPs of the step's parts but the scene, lowered (not compiled) for one CPU device.
 
-  The scene is left out: its count sums both branches of the rasterizer's overflow `cond` (the
-  rarely taken one redraws with a loop) and the integer and comparison work of rasterization, so it
-  says nothing about the work done (26.5 TFLOP counted for a 256 px, batch 24 scene that runs in 6 ms
-  on an H200).
+  Only the shapes and dtypes of state, batch and face_model are read (arrays on any backend, or
+  `jax.eval_shape` results). The scene is left out: its count sums both branches of the
+  rasterizer's overflow `cond` (the rarely taken one redraws with a loop) and the integer and
+  comparison work of rasterization, so it says nothing about the work done (26.5 TFLOP counted for a
+  256 px, batch 24 scene that runs in 6 ms on an H200).
   """
-  config = load_config(_CONFIG.value, size, dtype)
-  model = face3d.load_model(config.face_model)
-  videos = synthetic.cached_corpus(data_dir, model, 16, 12, size, seed=0, log=lambda *_: None)
-  config.data.videos = str(videos)
-  batch = inference.step_batch(next(iter(pipeline.training_dataset(config.data, model))))
-  networks = inference.abstract_networks(config.model)
-  optimizers = train.make_optimizers(config.optim)
-  state = jax.eval_shape(functools.partial(train.init_state, config, optimizers), jax.random.key(0))
-  face_model = jax.tree.map(jnp.asarray, model)
-  cpu = jax.devices("cpu")[:1]
-  mesh = jax.make_mesh((1, 1), sharding.BATCH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 2, devices=cpu)
+  mesh = jax.make_mesh((1, 1), sharding.BATCH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 2,
+                       devices=jax.devices("cpu")[:1])
+  whole = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+  def abstract(tree):
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=whole), tree)
+
   parts = part_functions(config, networks, mesh, optimizers)
+  state, batch, face_model = abstract((state, batch, face_model))
   scene = jax.eval_shape(parts["scene"], state, batch, face_model, None, None)
   grads = (jax.eval_shape(parts["G+E f+b"], state, batch, face_model, scene, None),
            jax.eval_shape(parts["D f+b"], state, batch, face_model, scene, None))
-  args = {name: (state, batch, face_model, scene, grads) for name in parts if name != "scene"}
-  return flops_on_cpu(lambda cpu_mesh: part_functions(config, networks, cpu_mesh, optimizers), args)
+  args = abstract((state, batch, face_model, scene, grads))
+  return {name: flops_of(jax.jit(fn).lower(*args)) for name, fn in parts.items() if name != "scene"}
 
 
-def measure(size: int, dtype: str, data_dir: str) -> dict:
+def corpus_config(size: int, dtype: str, data_dir: str):
+  """(config, face model) of one row: the config at this size and dtype, reading the cached corpus."""
   config = load_config(_CONFIG.value, size, dtype)
   model = face3d.load_model(config.face_model)
   videos = synthetic.cached_corpus(data_dir, model, 16, 12, size, seed=0, log=lambda *_: None)
   config.data.videos = str(videos)
+  return config, model
+
+
+def count_flops(size: int, dtype: str, data_dir: str) -> dict:
+  """`network_flops` at this size and dtype from abstract state (nothing allocated, nothing run)."""
+  config, model = corpus_config(size, dtype, data_dir)
+  config.data.num_workers = 0  # one batch's shapes are all it reads
+  batch = inference.step_batch(next(iter(pipeline.training_dataset(config.data, model))))
+  optimizers = train.make_optimizers(config.optim)
+  state = jax.eval_shape(functools.partial(train.init_state, config, optimizers), jax.random.key(0))
+  return network_flops(config, inference.abstract_networks(config.model), optimizers, state, batch,
+                       jax.tree.map(jnp.asarray, model))
+
+
+def measure(size: int, dtype: str, data_dir: str) -> dict:
+  config, model = corpus_config(size, dtype, data_dir)
   iterator = iter(pipeline.training_dataset(config.data, model))
   mesh = sharding.create_mesh(config.mesh)
   batch = sharding.global_batch(mesh, inference.step_batch(next(iterator)))
@@ -222,11 +220,13 @@ def measure(size: int, dtype: str, data_dir: str) -> dict:
   compile_seconds = {"step": time.perf_counter() - start}
 
   parts = part_functions(config, networks, mesh, optimizers) if _PARTS.value else {}
+  flops = network_flops(config, networks, optimizers, state, batch, face_model)
   if not parts:
     seconds = timed(compiled, {"step": (state, batch, face_model)}, _STEPS.value)
     memory, memory_kind = peak_memory_bytes()
-    return {"size": size, "dtype": dtype, "seconds": seconds, "compile": compile_seconds, "input": input_rate,
-            "images": config.data.batch_size / seconds["step"], "memory": memory, "memory_kind": memory_kind}
+    return {"size": size, "dtype": dtype, "seconds": seconds, "compile": compile_seconds, "flops": flops,
+            "input": input_rate, "images": config.data.batch_size / seconds["step"], "memory": memory,
+            "memory_kind": memory_kind}
   scene = jax.jit(parts["scene"])(state, batch, face_model, None, None)
   gen_grads = jax.jit(parts["G+E f+b"])(state, batch, face_model, scene, None)
   disc_grads = jax.jit(parts["D f+b"])(state, batch, face_model, scene, None)
@@ -240,8 +240,9 @@ def measure(size: int, dtype: str, data_dir: str) -> dict:
   args["step"] = (state, batch, face_model)
   seconds = timed(compiled, args, _STEPS.value)
   memory, memory_kind = peak_memory_bytes()
-  return {"size": size, "dtype": dtype, "seconds": seconds, "compile": compile_seconds, "input": input_rate,
-          "images": config.data.batch_size / seconds["step"], "memory": memory, "memory_kind": memory_kind}
+  return {"size": size, "dtype": dtype, "seconds": seconds, "compile": compile_seconds, "flops": flops,
+          "input": input_rate, "images": config.data.batch_size / seconds["step"], "memory": memory,
+          "memory_kind": memory_kind}
 
 
 def network_utilization(flops: dict, seconds: dict) -> tuple[float, float]:
@@ -274,8 +275,7 @@ def main(argv):
     for size in map(int, _SIZES.value):
       for dtype in _DTYPES.value:
         r = measure(size, dtype, _DATA.value or temporary)
-        flops = count_flops(size, dtype, _DATA.value or temporary)
-        s = r["seconds"]
+        s, flops = r["seconds"], r["flops"]
         gflop, tflops = network_utilization(flops, s)
         mfu = f"{100 * tflops / _PEAK.value:4.1f}%" if _PEAK.value else "   -"
         timings = " ".join(f"{1e3 * s[c]:7.1f}ms" if c in s else f"{'-':>9}" for c in columns)

@@ -35,8 +35,9 @@ _SHARED: Optional[SharedFlags] = None
 
 
 def shared_flags() -> SharedFlags:
-  """--checkpoint, --face_model, --out and --compilation_cache, defined on the first call (importing this module defines
-  no flag, so that commands with flags of those names, such as data_prep's, can use it too)."""
+  """--checkpoint, --face_model, --out and --compilation_cache, defined on the first call (importing
+  this module defines no flag, so that commands with flags of those names, such as data_prep's, can
+  use it too)."""
   global _SHARED
   if _SHARED is None:
     _SHARED = SharedFlags(

@@ -11,7 +11,7 @@ setting is one string:
 
 A cache the user configured for JAX (`jax.config.jax_compilation_cache_dir`) is left as it is. JAX
 decides whether to use a cache at the process's first compilation: set it before anything is
-compiled (the command-line entry points do).
+compiled (`train.train_and_evaluate` and the edit and evaluate commands do).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from __future__ import annotations
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from tfvgan_jax import cli, compilation, distributed, train
+from tfvgan_jax import cli, distributed, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "training config file", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "where checkpoints, TensorBoard logs and image grids go")
@@ -21,7 +21,6 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   config = _CONFIG.value
-  compilation.use_cache(config.train.get("compilation_cache", "auto"))
   if config.distributed:
     # JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID, or cluster detection (SLURM,
     # TPU pods, Kubernetes); must run before anything touches the devices.
