@@ -5,12 +5,14 @@ files, a faceless video and a too-short one, and, where present, the shared real
 """
 
 import collections
+import itertools
 import json
 import os
 import shutil
 import struct
 import subprocess
 import sys
+import threading
 import zlib
 
 import ml_collections
@@ -122,14 +124,29 @@ def test_each_prepared_video_is_read_once_and_the_records_are_the_single_machine
   assert raw_records(frames) == raw_records(records.open_dataset(old))
 
 
-def test_local_worker_threads_write_the_records_of_one_worker(tmp_path, corpus, mediapipe_models):
+def test_local_worker_threads_write_the_records_of_one_worker(tmp_path, corpus, mediapipe_models, monkeypatch):
   """Two worker threads of one process (the fastest local mode on a small machine, see README)
   prepare videos concurrently, each with its own detector, landmarker and fits: the records are
-  those of a single worker."""
+  those of a single worker. Each worker prepares one of the groups of about equal frames that
+  `balanced_groups` makes from the videos' headers."""
   folder, _ = corpus
   assert run_job(folder, tmp_path / "one", mediapipe_models) == 0
+  workers = collections.defaultdict(set)
+  process = build.PrepareVideo.process
+
+  def recorded(self, element):
+    workers[threading.get_ident()].add(element[0])
+    yield from process(self, element)
+
+  monkeypatch.setattr(build.PrepareVideo, "process", recorded)
   assert run_job(folder, tmp_path / "threads", mediapipe_models, "--direct_num_workers=2",
                  "--direct_running_mode=multi_threading") == 0
+  monkeypatch.undo()
+  inputs = build.find_inputs(f"{folder}/**/*.mp4")
+  costs = [build.video_cost(path, 0) for path in inputs]
+  assert costs == [0, 0, FRAMES, FRAMES, FRAMES, 3, 6]  # corrupt, empty, people/*, short, wall
+  expected = sorted(sorted(inputs[i] for i in group) for group in build.balanced_groups(costs, 2))
+  assert sorted(sorted(paths) for paths in workers.values()) == expected
   one, threads = (json.loads((tmp_path / name / build.SUMMARY_FILE).read_text()) for name in ("one", "threads"))
   assert threads["written"] == one["written"] == 3 and threads["frames"] == one["frames"]
   assert raw_records(records.open_dataset(threads["dataset"])) == raw_records(records.open_dataset(one["dataset"]))
@@ -173,6 +190,33 @@ def test_job_errors_name_the_problem(tmp_path, mediapipe_models, capsys):
   assert build.main([f"--input={tmp_path}/*.mp4", f"--out={tmp_path}/out", "--face_model=procedural:low",
                      f"--detector={tmp_path}/missing.tflite", f"--landmarks={mediapipe_models.landmarks}"]) == 1
   assert "missing.tflite" in capsys.readouterr().err
+
+
+def test_balanced_groups_split_the_cost_evenly_within_grahams_bound():
+  """Against a brute-force best split of random costs: every item in exactly one group, no empty
+  group, and the largest group's cost at most (4/3 - 1/(3 m)) of the best split's largest."""
+  rng = np.random.default_rng(0)
+  for _ in range(200):
+    items, count = int(rng.integers(1, 9)), int(rng.integers(1, 4))
+    costs = rng.integers(0, 500, items).astype(float).tolist()
+    groups = build.balanced_groups(costs, count)
+    assert sorted(i for group in groups for i in group) == list(range(items))
+    assert len(groups) == min(count, items) and all(groups)
+    best = min(max(sum(c for c, g in zip(costs, assign) if g == k) for k in range(count))
+               for assign in itertools.product(range(count), repeat=items))
+    largest = max(sum(costs[i] for i in group) for group in groups)
+    assert largest <= (4 / 3 - 1 / (3 * count)) * best + 1e-9, (costs, count, groups)
+  assert build.balanced_groups([5.0] * 7, 3) == [[0, 3, 6], [1, 4], [2, 5]]  # equal costs: counts within one
+  with pytest.raises(ValueError, match="count must be >= 1"):
+    build.balanced_groups([1.0], 0)
+
+
+def test_video_cost_reads_the_header_and_caps_at_max_frames(corpus):
+  folder, _ = corpus
+  assert build.video_cost(str(folder / "people" / "person0.mp4"), 0) == FRAMES
+  assert build.video_cost(str(folder / "people" / "person0.mp4"), 5) == 5
+  assert build.video_cost(str(folder / "corrupt.mp4"), 0) == 0  # the worker reports it
+  assert build.video_cost("gs://bucket/clip.mp4", 0) == 1  # not opened from the launching machine
 
 
 def test_video_ids_are_paths_below_the_common_folder():
