@@ -125,7 +125,13 @@ def main():
   parser.add_argument("--batch_size", type=int, default=None, help="default the config's (:cpu 8, GPU 16)")
   parser.add_argument("--cpu", type=int, default=1, help="1: configs/clips.py:cpu (batch 8), 0: the GPU sizes")
   parser.add_argument("--stability", action="store_true", help="also run benchmarks/edit_stability.py")
+  parser.add_argument("--arms", default=",".join(ARMS),
+                      help="which runs to train and measure now (e.g. 'scratch' while the demo still trains; "
+                           "a later run with both reuses it)")
   args = parser.parse_args()
+  arms = [arm for arm in args.arms.split(",") if arm]
+  if not arms or set(arms) - set(ARMS):
+    parser.error(f"--arms={args.arms}: name some of {', '.join(ARMS)}")
   import glob
   clips = sorted(glob.glob(args.clips))
   if len(clips) < 3:
@@ -144,15 +150,18 @@ def main():
 
   runs, timings = {}, {}
   for seed in range(args.seeds):
-    for arm in ARMS:
+    for arm in arms:
       name = f"{arm}/seed{seed}"
       workdir = root / arm / f"seed{seed}"
       config = arm_config(arm, args, videos, demo, seed)
       done = (workdir / "checkpoints").is_dir() and args.steps in inference.checkpoint_steps(workdir / "checkpoints")
       started = time.perf_counter()
+      timing = workdir / "train_seconds.txt"  # kept for a later run of this script that reuses the run
       if not done:
         train.train_and_evaluate(config, workdir)
-        timings[name] = round(time.perf_counter() - started, 1)
+        timing.write_text(f"{time.perf_counter() - started:.1f}\n")
+      if timing.is_file():
+        timings[name] = float(timing.read_text())
       result = evaluate.evaluate_checkpoint(workdir, videos, num_videos=0, num_frames=args.num_frames,
                                             pairs_of_videos="all")
       evaluate.write_results(result, workdir / "held_out")
@@ -171,7 +180,7 @@ def main():
             f"{runs[name]['swap_identity_margin_positive_fraction']}", flush=True)
 
   reach = {}
-  for seed in range(args.seeds):
+  for seed in range(args.seeds if set(arms) == set(ARMS) else 0):
     scratch, tuned = runs[f"scratch/seed{seed}"], runs[f"finetune/seed{seed}"]
     final = scratch["curve"].get(args.steps, scratch["ssim"])
     reach[f"seed{seed}"] = {"scratch_final_ssim": final, "finetune_steps_to_reach": steps_to_reach(tuned["curve"], final)}
@@ -185,7 +194,7 @@ def main():
 
   lines = [f"| arm | held-out SSIM | E_tmp x1e3 | swap: closer to source (share) | swap margin | train s |",
            "|---|---:|---:|---:|---:|---:|"]
-  for arm in ARMS:
+  for arm in arms:
     lines.append(f"| {arm} | {cell(arm, 'ssim')} | {cell(arm, 'e_tmp', 1e3)} | "
                  f"{cell(arm, 'swap_identity_margin_positive_fraction')} | {cell(arm, 'swap_identity_margin')} | "
                  f"{cell(arm, 'train_s')} |")
@@ -195,7 +204,7 @@ def main():
       f"\n\n{len(clips)} clips, {args.size} px, {args.steps} steps, {args.seeds} seed(s); demo {demo} (step {step}). "
       "Evaluated on the last 20% of every clip (never trained on).\n")
 
-  if args.stability:
+  if args.stability and "finetune" in arms:
     tuned = root / "finetune" / "seed0"
     stability = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "edit_stability.py"),
                                 f"--checkpoint={tuned}"], capture_output=True, text=True, cwd=ROOT)

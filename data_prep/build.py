@@ -153,6 +153,7 @@ class JobSettings:
   num_threads: int = 1
   dataset: Optional[DatasetSettings] = None
   compilation_cache: str = ""
+  model_hash: str = ""  # the face model's `face3d.content_hash`, if the launching machine knows it
 
   def prepared_key(self, model_hash: str) -> str:
     """Digest of everything a prepared video depends on besides its track."""
@@ -291,15 +292,9 @@ def _write_side_file(target: epath.Path, key: str, source_path: str, status: dic
     files.write_text(side, text)
 
 
-def _reusable_status(target: epath.Path, key: str, source_path: str, max_frames: int) -> Optional[dict]:
-  """The status of `target` if it was prepared from `source_path` with settings `key`, else None.
-
-  Read from its side file and the file's size, never from the .npz's JPEG bytes. A prepared file
-  without a side file (one made before side files existed, or a job killed between the two
-  writes) has its small arrays read instead, and its side file written.
-  """
-  if not target.exists():
-    return None
+def _side_file_status(target: epath.Path, key: str, source_path: str) -> Optional[dict]:
+  """The status in `target`'s side file if it describes `target` as prepared from `source_path` with
+  settings `key`, else None (no side file, another key or source, a .npz of another size)."""
   side = _side_file(target)
   try:
     stored = json.loads(side.read_text())
@@ -309,7 +304,21 @@ def _reusable_status(target: epath.Path, key: str, source_path: str, max_frames:
       return None  # not the file the side file describes
     return dict(stored["status"], prepared=os.fspath(target))
   except (OSError, ValueError, KeyError, TypeError):
-    pass
+    return None
+
+
+def _reusable_status(target: epath.Path, key: str, source_path: str, max_frames: int) -> Optional[dict]:
+  """The status of `target` if it was prepared from `source_path` with settings `key`, else None.
+
+  Read from its side file and the file's size, never from the .npz's JPEG bytes. A prepared file
+  without a side file (one made before side files existed, or a job killed between the two
+  writes) has its small arrays read instead, and its side file written.
+  """
+  if not target.exists():
+    return None
+  status = _side_file_status(target, key, source_path)
+  if status is not None:
+    return status
   try:
     with target.open("rb") as f, np.load(f, allow_pickle=False) as lazy:
       stored = {name: lazy[name] for name in _STATUS_ARRAYS if name in lazy.files}
@@ -549,6 +558,20 @@ def video_cost(path: str, max_frames: int) -> float:
   return float(min(frames, max_frames) if max_frames else frames)
 
 
+def video_costs(inputs: list[str], ids: dict[str, str], settings: JobSettings) -> list[float]:
+  """`video_cost` of each input, but 0 for one an earlier run prepared with the same settings and
+  face model (`settings.model_hash`): its worker only reads the side file."""
+  key = settings.prepared_key(settings.model_hash) if settings.model_hash else None
+  prepared = epath.Path(settings.out) / "prepared"
+
+  def cost(path: str) -> float:
+    if key and _side_file_status(prepared / f"{prepared_name(ids[path])}.npz", key, path) is not None:
+      return 0.0
+    return video_cost(path, settings.prep.max_frames)
+
+  return [cost(path) for path in inputs]
+
+
 def local_workers(options: PipelineOptions) -> int:
   """The number of local workers the FnApiRunner (`local_runner`) spreads each stage over: 1 when
   another runner runs the job, or when the workers would not run in parallel (`in_memory`)."""
@@ -568,14 +591,13 @@ def _videos(pipeline, inputs: list[str], ids: dict[str, str], settings: JobSetti
   before it starts, as many elements each; with videos of unequal lengths one worker then often
   runs long after the other is idle (six shared clips of 175-448 frames on two workers: 12 s against
   7.5 s). So with several local workers the videos are first put into one group a worker, of about
-  equal frames (`balanced_groups`, from each video's header), one key each, so each worker receives
-  one group whole.
+  equal frames (`balanced_groups`, from each video's header; 0 for one an earlier run prepared with
+  the same settings), one key each, so each worker receives one group whole.
   """
   elements = [(path, ids[path]) for path in inputs]
   if workers <= 1 or len(inputs) <= 1:
     return pipeline | "Videos" >> beam.Create(elements) | "Spread" >> beam.Reshuffle()
-  costs = [video_cost(path, settings.prep.max_frames) for path in inputs]
-  groups = balanced_groups(costs, workers)
+  groups = balanced_groups(video_costs(inputs, ids, settings), workers)
   return (pipeline
           | "Videos" >> beam.Create([(number, [elements[i] for i in group]) for number, group in enumerate(groups)])
           | "Spread" >> beam.GroupByKey()
@@ -823,7 +845,8 @@ def _build(args: argparse.Namespace, beam_args: list[str]) -> int:
                               num_shards=args.num_shards)
     settings = JobSettings(out=os.fspath(out), face_model=args.face_model, detector=os.fspath(paths.detector),
                            landmarks=os.fspath(paths.landmarks), prep=prep, num_threads=args.num_threads,
-                           dataset=dataset, compilation_cache=args.compilation_cache)
+                           dataset=dataset, compilation_cache=args.compilation_cache,
+                           model_hash=face3d.content_hash(model))
     print(f"preparing {len(inputs)} videos into {out} ({model.name}, {prep.image_size} px)")
     statuses, shards = run_pipeline(inputs, settings, beam_args)
     pipeline_end = time.perf_counter()

@@ -5,6 +5,7 @@ files, a faceless video and a too-short one, and, where present, the shared real
 """
 
 import collections
+import dataclasses
 import itertools
 import json
 import os
@@ -124,7 +125,7 @@ def test_each_prepared_video_is_read_once_and_the_records_are_the_single_machine
   assert raw_records(frames) == raw_records(records.open_dataset(old))
 
 
-def test_local_worker_threads_write_the_records_of_one_worker(tmp_path, corpus, mediapipe_models, monkeypatch):
+def test_local_worker_threads_write_the_records_of_one_worker(tmp_path, corpus, model, mediapipe_models, monkeypatch):
   """Two worker threads of one process (the fastest local mode on a small machine, see README)
   prepare videos concurrently, each with its own detector, landmarker and fits: the records are
   those of a single worker. Each worker prepares one of the groups of about equal frames that
@@ -143,10 +144,16 @@ def test_local_worker_threads_write_the_records_of_one_worker(tmp_path, corpus, 
                  "--direct_running_mode=multi_threading") == 0
   monkeypatch.undo()
   inputs = build.find_inputs(f"{folder}/**/*.mp4")
-  costs = [build.video_cost(path, 0) for path in inputs]
+  ids = build.video_ids(inputs)
+  settings = build.JobSettings(out=str(tmp_path / "fresh"), face_model="procedural:low", detector="", landmarks="",
+                               prep=clip.PrepSettings(image_size=SIZE), model_hash=face3d.content_hash(model))
+  costs = build.video_costs(inputs, ids, settings)
   assert costs == [0, 0, FRAMES, FRAMES, FRAMES, 3, 6]  # corrupt, empty, people/*, short, wall
   expected = sorted(sorted(inputs[i] for i in group) for group in build.balanced_groups(costs, 2))
   assert sorted(sorted(paths) for paths in workers.values()) == expected
+  # Videos an earlier run prepared with the same settings cost nothing.
+  rerun = build.video_costs(inputs, ids, dataclasses.replace(settings, out=str(tmp_path / "one")))
+  assert rerun == [0, 0, 0, 0, 0, 3, 6]  # short and wall were skipped, so not prepared
   one, threads = (json.loads((tmp_path / name / build.SUMMARY_FILE).read_text()) for name in ("one", "threads"))
   assert threads["written"] == one["written"] == 3 and threads["frames"] == one["frames"]
   assert raw_records(records.open_dataset(threads["dataset"])) == raw_records(records.open_dataset(one["dataset"]))
