@@ -82,6 +82,15 @@ VARIANTS = {
                                     "loss.weights.tmp": 0.0},
     "intra_relative_both_tmp_off": {"loss.disc_real": "intra", "model.emb_downsamples": 4, "model.gen_skips": "both",
                                     "loss.weights.tmp": 0.0},
+    # The defaults with X_e from a third video (the papers' eq. 2: disentangled manipulation is
+    # trained), and with L_app blind to the face (on inter samples the papers' L_app pulls Y's face,
+    # expression included, toward X_p's own), each alone and together.
+    "both_inter_expression": {"loss.disc_real": "intra", "model.emb_downsamples": 4, "model.gen_skips": "both",
+                              "data.inter_expression": "expression"},
+    "both_app_background": {"loss.disc_real": "intra", "model.emb_downsamples": 4, "model.gen_skips": "both",
+                            "loss.app_region": "background"},
+    "both_inter_app_background": {"loss.disc_real": "intra", "model.emb_downsamples": 4, "model.gen_skips": "both",
+                                  "data.inter_expression": "expression", "loss.app_region": "background"},
 }
 # (label, task, key, scale) of the table's columns.
 COLUMNS = (

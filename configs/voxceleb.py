@@ -102,6 +102,10 @@ def paper_config(variant: dict | None = None):
   config.loss.rec_target = "appearance"
   config.loss.tmp_region = "face"
   config.loss.tmp_on_inter = False
+  # What E sees in L_app: 'frame' (the papers: E(Y) against E(X_p), faces included) or 'background'
+  # (both with the face region blanked, so that on inter samples L_app does not pull Y's face,
+  # expression included, toward X_p's own).
+  config.loss.app_region = "frame"
   # Which samples give D its real X_p: 'all' (the papers), or 'intra' (a conditioned D never sees a
   # real pair of two people against a fake pair of one): the ablation's winner (README, Ablations).
   config.loss.disc_real = "intra"

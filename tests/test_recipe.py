@@ -68,6 +68,7 @@ def test_rcn_initial_weights_come_from_the_config_and_are_logged(monkeypatch):
     ("data.inter_expression", "third", r"config\.data\.inter_expression='third'.*\['appearance', 'expression'\]"),
     ("loss.disc_real", "inter", r"config\.loss\.disc_real='inter'.*\['all', 'intra'\]"),
     ("loss.tmp_region", "hair", r"config\.loss\.tmp_region='hair'.*\['face', 'frame'\]"),
+    ("loss.app_region", "face", r"config\.loss\.app_region='face'.*\['frame', 'background'\]"),
     ("optim.ema_batch_stats", "recompute", r"config\.optim\.ema_batch_stats='recompute'.*\['train', 'average'\]"),
     ("model.gen_skips", "unet", r"config\.model\.gen_skips='unet'.*\['none', 'hint', 'encoder', 'both'\]"),
     ("model.rcn_alpha_init", 1.0, r"config\.model\.rcn_alpha_init=1\.0: must lie strictly between 0 and 1"),
@@ -78,11 +79,49 @@ def test_unknown_switch_values_name_the_field_and_the_choices(path, value, messa
     train.train_and_evaluate(config, tmp_path)
 
 
+def test_background_appearance_loss_is_blind_to_the_face():
+  """L_app through the tiny config's E: with 'background' its gradient is zero on the face M^ and
+  not elsewhere, and with no face it is the papers' 'frame'; 'frame' compares E(Y, M) with P and
+  reaches the face."""
+  config = load_config("synthetic", "tiny")
+  models = build_models(config.model, nnx.Rngs(0))
+  _, e_params, e_vars = nnx.split(models.embedder, nnx.Param, ...)
+  networks = inference.abstract_networks(config.model)
+  params, variables = {"embedder": e_params}, {"embedder": e_vars}
+  size = config.model.image_size
+  rng = np.random.default_rng(0)
+  output, appearance, hint = (jnp.asarray(rng.uniform(-1, 1, (2, size, size, 3)), jnp.float32) for _ in range(3))
+  face = np.zeros((2, size, size, 1), np.float32)
+  face[:, size // 4:3 * size // 4, size // 4:3 * size // 4] = 1.0
+
+  def term(y, region, face_mask):
+    scene = inference.Scene(*([None] * len(inference.Scene._fields)))._replace(
+        appearance=appearance, hint=hint, face_mask=jnp.asarray(face_mask))
+    code = inference.embed(networks, params, variables, appearance, hint)
+    return train.appearance_term(networks, params, variables, y, code, scene, region)
+
+  on_face = face[..., 0] > 0
+  background = np.abs(np.asarray(jax.grad(term)(output, "background", face))).sum(-1)
+  assert np.all(background[on_face] == 0) and np.all(background[~on_face].reshape(2, -1).max(1) > 0)
+  frame = np.abs(np.asarray(jax.grad(term)(output, "frame", face))).sum(-1)
+  assert np.all(frame[on_face].reshape(2, -1).max(1) > 0)
+  expected = jnp.mean(jnp.abs(inference.embed(networks, params, variables, output, hint)
+                              - inference.embed(networks, params, variables, appearance, hint)))
+  np.testing.assert_allclose(term(output, "frame", face), expected, rtol=1e-6)
+  no_face = np.zeros_like(face)
+  np.testing.assert_allclose(term(output, "background", no_face), term(output, "frame", no_face), rtol=1e-6)
+  masked = np.asarray(losses.appearance_loss_image(output, face, "background"))
+  np.testing.assert_array_equal(masked, np.where(face > 0, 0.0, np.asarray(output)))
+  with pytest.raises(ValueError, match="unknown appearance loss region 'face'"):
+    losses.appearance_loss_image(output, face, "face")
+
+
 def test_defaults_take_the_ablation_winners_and_the_papers_values_are_available():
   for name in ("voxceleb", "synthetic"):
     config = load_config(name, None)
     assert config.data.inter_expression == "appearance" and config.loss.disc_real == "intra"
     assert config.optim.ema_batch_stats == "train" and config.model.gen_skips == "both"
+    assert config.loss.app_region == "frame"  # the papers' L_app until an ablation says otherwise
     assert config.model.emb_downsamples == 4  # P at 1/16 of the frame, the papers' scale
     assert (config.model.rcn_alpha_init, config.model.rcn_beta_init) == (0.8, 0.1)
     train.check_recipe(config)

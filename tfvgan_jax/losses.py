@@ -20,6 +20,7 @@ from tfvgan_jax.render import warping_error_per_sample
 
 REC_TARGETS = ("appearance", "identity")
 TMP_REGIONS = ("face", "frame")
+APP_REGIONS = ("frame", "background")
 
 
 def weighted_mean(values: jax.Array, sample_weight: jax.Array | None = None) -> jax.Array:
@@ -194,6 +195,28 @@ def appearance_loss(embedding_of_output: jax.Array, embedding_of_appearance: jax
     [] float32.
   """
   return weighted_mean(appearance_loss_per_sample(embedding_of_output, embedding_of_appearance), sample_weight)
+
+
+def appearance_loss_image(image: jax.Array, face_mask: jax.Array, region: str) -> jax.Array:
+  """What E sees of an image in L_app (eq. 8), chosen by `loss.app_region`.
+
+  'frame' (the papers): the whole image. E(Y) is then pulled toward E(X_p) on the face too, which
+  on an inter-video sample holds X_p's own expression and face, not the ones asked for.
+  'background': the image with the face region M^ set to 0 (grey in [-1, 1]), in both E(Y) and
+  E(X_p): L_app keeps the background, hair and pose of X_p and says nothing about the face, which
+  the rendered face R and L_rec constrain.
+
+  Args:
+    image: Y or X_p [B, H, W, C] in [-1, 1].
+    face_mask: M^ [B, H, W] or [B, H, W, 1], bool or float in [0, 1] (1 on the face).
+    region: one of `APP_REGIONS`.
+  """
+  if region == "frame":
+    return image
+  if region == "background":
+    mask = jnp.reshape(jnp.asarray(face_mask, image.dtype), image.shape[:3] + (1,))
+    return image * (1 - mask)
+  raise ValueError(f"unknown appearance loss region {region!r}; expected one of {list(APP_REGIONS)}")
 
 
 def reconstruction_target(x_identity: jax.Array, x_appearance: jax.Array, rec_target: str) -> jax.Array:

@@ -72,6 +72,7 @@ RECIPE_CHOICES = {
     "data.inter_expression": inference.EXPRESSION_SOURCES,
     "loss.disc_real": losses.DISC_REAL,
     "loss.tmp_region": losses.TMP_REGIONS,
+    "loss.app_region": losses.APP_REGIONS,
     "loss.rec_target": losses.REC_TARGETS,
     "optim.ema_batch_stats": inference.EMA_BATCH_STATS,
     "model.gen_skips": GEN_SKIPS,
@@ -194,13 +195,29 @@ def loss_weights(loss_config) -> dict[str, float]:
   return {name: float(weight) for name, weight in loss_config.weights.items() if float(weight) != 0.0}
 
 
+def appearance_term(networks: Networks, params: dict, variables: dict, output: jax.Array, code: jax.Array,
+                    scene: Scene, region: str) -> jax.Array:
+  """L_app (eq. 8) of G's output Y through a frozen copy of E (stop-gradient on E's parameters and
+  on the target: E learns only from what G makes of P, so L_app cannot be lowered by collapsing
+  the embedding).
+
+  'frame' (the papers) compares E(Y, M) with P = E(X_p, M) (`code`); 'background' compares both with
+  their face region blanked, E(Y (1 - M^), M) against E(X_p (1 - M^), M)
+  (`losses.appearance_loss_image`).
+  """
+  frozen = jax.lax.stop_gradient(params)
+  seen = lambda image: losses.appearance_loss_image(image, scene.face_mask, region)  # noqa: E731
+  target = code if region == "frame" else inference.embed(networks, frozen, variables, seen(scene.appearance),
+                                                          scene.hint)
+  return losses.appearance_loss(inference.embed(networks, frozen, variables, seen(output), scene.hint),
+                                jax.lax.stop_gradient(target))
+
+
 def generator_objective(params, state: TrainState, networks: Networks, scene: Scene, loss_config,
                         conditional: bool):
   """The G+E objective (eq. 18) and its unweighted terms.
 
-  L_app compares E(Y, M) with E(X_p, M) = P through a frozen copy of E (stop-gradient on E's
-  parameters and on P): E learns only from what G makes of P, so L_app cannot be lowered by
-  collapsing the embedding.
+  L_app is `appearance_term`.
 
   Returns:
     total [], and (Y [2B, S, S, 3], G's updated variables, {term: []}).
@@ -216,9 +233,7 @@ def generator_objective(params, state: TrainState, networks: Networks, scene: Sc
   if "adv" in weights:
     terms["adv"] = generator_adversarial([logits for _, logits in fake])
   if "app" in weights:
-    frozen = jax.lax.stop_gradient(params)
-    terms["app"] = losses.appearance_loss(inference.embed(networks, frozen, state.variables, output, scene.hint),
-                                          jax.lax.stop_gradient(code))
+    terms["app"] = appearance_term(networks, params, state.variables, output, code, scene, loss_config.app_region)
   if "rec" in weights:
     target = losses.reconstruction_target(scene.identity, scene.appearance, loss_config.rec_target)
     terms["rec"] = losses.reconstruction_loss(output, target, intra)
