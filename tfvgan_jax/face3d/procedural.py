@@ -30,7 +30,6 @@ import functools
 from typing import NamedTuple
 
 import numpy as np
-from scipy import interpolate, spatial
 
 from tfvgan_jax.face3d.model import MorphableModel
 
@@ -116,6 +115,7 @@ def _flat(dx, dy, sx, sy):
 def _even_curve(knots):
   """y(x) through (|x|, y) knots, mirrored into an even function (shape-preserving, no overshoot)."""
   k = np.asarray(knots, np.float64)
+  from scipy import interpolate  # imported where used: a process that loads a model file never needs scipy
   return interpolate.PchipInterpolator(np.concatenate([-k[:0:-1, 0], k[:, 0]]),
                                        np.concatenate([k[:0:-1, 1], k[:, 1]]))
 
@@ -152,6 +152,7 @@ def _eye_t(x, y):
 @functools.lru_cache(maxsize=None)
 def _brow_curve():
   k = np.asarray(_BROW, np.float64)
+  from scipy import interpolate
   return interpolate.PchipInterpolator(k[:, 0], k[:, 1])
 
 
@@ -168,6 +169,7 @@ def _outline_radius():
   pts = np.asarray(_OUTLINE, np.float64)
   theta = np.arctan2(pts[:, 0], pts[:, 1] - _CENTRE_Y)
   radius = np.hypot(pts[:, 0], pts[:, 1] - _CENTRE_Y)
+  from scipy import interpolate
   return interpolate.CubicSpline(np.concatenate([-theta[:0:-1], theta]), np.concatenate([radius[:0:-1], radius]),
                                  bc_type="periodic")
 
@@ -399,6 +401,7 @@ def _place_points(h0):
   features, rows = _feature_points(h0)
   # Lattice points keep clear of the feature lines, not just of their points: sample the segments.
   between = [a[:-1] + f * (a[1:] - a[:-1]) for a in rows if len(a) > 1 for f in (0.25, 0.5, 0.75)]
+  from scipy import spatial
   clearance = spatial.cKDTree(_to_chart(np.concatenate([features.xy] + between)))
   feature_chart = _to_chart(features.xy)
 
@@ -463,6 +466,7 @@ def _mesh(target):
       break
     h0 *= np.sqrt(triangles / target)
   chart = placed.chart
+  from scipy import spatial
   tri = spatial.Delaunay(np.concatenate([chart, placed.ring])).simplices.astype(np.int64)
   tri = tri[np.all(tri < len(chart), axis=1)]
   a, b, c = (chart[tri[:, k]] for k in range(3))
@@ -492,6 +496,7 @@ def _nose_profile():
   y = [-0.50, -0.45, -0.40, -0.34, -0.27, -0.20, -0.08, 0.10, 0.25, 0.42]
   height = [0.0, 0.01, 0.09, 0.20, 0.25, 0.21, 0.14, 0.07, 0.02, 0.0]
   width = [0.11, 0.11, 0.11, 0.11, 0.105, 0.10, 0.085, 0.07, 0.055, 0.05]
+  from scipy import interpolate
   return interpolate.PchipInterpolator(y, height), interpolate.PchipInterpolator(y, width)
 
 
