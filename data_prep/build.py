@@ -424,11 +424,16 @@ def local_runner(options: PipelineOptions):
   time (and leaves a temporary folder behind when it cannot); the FnApiRunner is what it falls back
   to, and takes the same `--direct_num_workers` and `--direct_running_mode`.
   """
-  name = options.view_as(StandardOptions).runner
-  if name is None or name in ("DirectRunner", "direct", "SwitchingDirectRunner"):
+  if _names_local_runner(options):
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
     return FnApiRunner()
   return None
+
+
+def _names_local_runner(options: PipelineOptions) -> bool:
+  """Whether `local_runner` runs `options` (no runner named, or the DirectRunner)."""
+  name = options.view_as(StandardOptions).runner
+  return name is None or name in ("DirectRunner", "direct", "SwitchingDirectRunner")
 
 
 # Bytes a record holds besides its JPEG (coefficients, landmarks, strings, the proto's framing): an
@@ -575,7 +580,7 @@ def video_costs(inputs: list[str], ids: dict[str, str], settings: JobSettings) -
 def local_workers(options: PipelineOptions) -> int:
   """The number of local workers the FnApiRunner (`local_runner`) spreads each stage over: 1 when
   another runner runs the job, or when the workers would not run in parallel (`in_memory`)."""
-  if local_runner(options) is None:
+  if not _names_local_runner(options):
     return 1
   direct = options.view_as(DirectOptions)
   if direct.direct_running_mode not in ("multi_processing", "multi_threading"):
@@ -839,14 +844,14 @@ def _build(args: argparse.Namespace, beam_args: list[str]) -> int:
   # The workers write the shards into a staging folder beside the dataset; it is swapped in when
   # complete, so the earlier dataset stays in place until then, and summary.json (written after
   # the swap) always names a whole dataset.
+  metadata = records.dataset_metadata(model, prep.image_size)
   with records.staged_dataset(target) as staging:
-    dataset = DatasetSettings(directory=os.fspath(staging), name=args.name,
-                              metadata=tuple(records.dataset_metadata(model, prep.image_size).items()),
+    dataset = DatasetSettings(directory=os.fspath(staging), name=args.name, metadata=tuple(metadata.items()),
                               num_shards=args.num_shards)
     settings = JobSettings(out=os.fspath(out), face_model=args.face_model, detector=os.fspath(paths.detector),
                            landmarks=os.fspath(paths.landmarks), prep=prep, num_threads=args.num_threads,
                            dataset=dataset, compilation_cache=args.compilation_cache,
-                           model_hash=face3d.content_hash(model))
+                           model_hash=metadata["model_hash"])
     print(f"preparing {len(inputs)} videos into {out} ({model.name}, {prep.image_size} px)")
     statuses, shards = run_pipeline(inputs, settings, beam_args)
     pipeline_end = time.perf_counter()
