@@ -92,6 +92,13 @@ def arm_config(arm: str, args, videos: str, demo: str | None, seed: int):
     config.face_model = base["face_model"]
     for key, value in base["model"].items():  # the demo's networks, for both arms: equal compute
       config.model[key] = value
+  for override in args.set or ():
+    key, _, value = override.partition("=")
+    section, _, field = key.partition(".")
+    if not value or section not in config or field not in config[section]:
+      raise SystemExit(f"--set={override}: give FIELD=VALUE with a field of the clips config, e.g. model.gen_output=blend")
+    config[section][field] = type(config[section][field])(value) if not isinstance(config[section][field], bool) \
+        else value.lower() in ("1", "true", "yes")
   if arm == "finetune":
     config.init_from = demo
   return config
@@ -125,6 +132,9 @@ def main():
   parser.add_argument("--batch_size", type=int, default=None, help="default the config's (:cpu 8, GPU 16)")
   parser.add_argument("--cpu", type=int, default=1, help="1: configs/clips.py:cpu (batch 8), 0: the GPU sizes")
   parser.add_argument("--stability", action="store_true", help="also run benchmarks/edit_stability.py")
+  parser.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                      help="a config field for both arms, after the demo's networks (e.g. model.gen_output=blend; "
+                           "the fine-tuned arm then needs a demo of the same shapes); repeatable")
   parser.add_argument("--arms", default=",".join(ARMS),
                       help="which runs to train and measure now (e.g. 'scratch' while the demo still trains; "
                            "a later run with both reuses it)")
@@ -202,7 +212,8 @@ def main():
       f"{seed}: the fine-tuned run reached the scratch run's final SSIM {r['scratch_final_ssim']:.3f} at step "
       f"{r['finetune_steps_to_reach']}" for seed, r in reach.items()) + (
       f"\n\n{len(clips)} clips, {args.size} px, {args.steps} steps, {args.seeds} seed(s); demo {demo} (step {step}). "
-      "Evaluated on the last 20% of every clip (never trained on).\n")
+      "Evaluated on the last 20% of every clip (never trained on)." +
+      (f" Config set: {', '.join(args.set)}." if args.set else "") + "\n")
 
   if args.stability and "finetune" in arms:
     tuned = root / "finetune" / "seed0"

@@ -79,6 +79,9 @@ def paper_config(variant: dict | None = None):
   # 'hint' (the hint image at each stage: background and hair at full resolution), 'encoder' (U-Net
   # skips from G's encoder of R), or 'both': the ablation's winner (README, Ablations).
   config.model.gen_skips = "both"
+  # What G outputs (`models.generator.GEN_OUTPUTS`): 'image' (the papers: every pixel drawn by G) or
+  # 'blend' (an image and a mask over the scene's render and hint, `generator.blend_with_render`).
+  config.model.gen_output = "image"
   config.model.disc_width = 64
   config.model.disc_layers = 3
   config.model.disc_scales = 3

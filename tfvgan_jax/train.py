@@ -44,7 +44,7 @@ from PIL import Image
 from tfvgan_jax import checkpoints, compilation, face3d, files, inference, losses, metrics, sharding
 from tfvgan_jax.data import evaluation, pipeline, records, sampling, synthetic
 from tfvgan_jax.inference import Networks, Scene, at_prev, at_t
-from tfvgan_jax.models import GEN_SKIPS, build_models
+from tfvgan_jax.models import GEN_OUTPUTS, GEN_SKIPS, build_models
 from tfvgan_jax.summaries import Summaries
 
 
@@ -76,6 +76,7 @@ RECIPE_CHOICES = {
     "loss.rec_target": losses.REC_TARGETS,
     "optim.ema_batch_stats": inference.EMA_BATCH_STATS,
     "model.gen_skips": GEN_SKIPS,
+    "model.gen_output": GEN_OUTPUTS,
 }
 
 

@@ -12,6 +12,9 @@ conditional normalization layers of G chosen by name (`norms.NORMS`).
   gen_skips         what G's decoder stages take besides their features (`GEN_SKIPS`): 'none' (the
                     papers; where a saved config predates the field), 'hint' (the hint image),
                     'encoder' (G's encoder features of R) or 'both'.
+  gen_output        what G outputs (`GEN_OUTPUTS`): 'image' (the papers; where a saved config
+                    predates the field) or 'blend' (an image and a mask over the scene's R + M,
+                    `generator.blend_with_render`).
   disc_width, disc_layers, disc_scales  D's first width, stride-2 convs per scale, scales.
   spectral_norm     spectral normalization on every conv of D.
   disc_conditional  D sees (Y, X_i) concatenated (False: Y alone, as eq. 8/10 of the papers write D).
@@ -36,7 +39,7 @@ from flax import nnx
 
 from tfvgan_jax.models.discriminator import MultiScaleDiscriminator, PatchDiscriminator, SpectralNormConv
 from tfvgan_jax.models.embedder import AppearanceEmbedder
-from tfvgan_jax.models.generator import GEN_SKIPS, Generator, ResidualBlock, SelfAttention, attention_resolution
+from tfvgan_jax.models.generator import GEN_OUTPUTS, GEN_SKIPS, Generator, ResidualBlock, SelfAttention, attention_resolution
 from tfvgan_jax.models.norms import (
     NORMS,
     AdaptiveInstanceNorm,
@@ -99,6 +102,7 @@ def _build_models(config, rngs: nnx.Rngs) -> Models:
                      "beta_init": float(config.get("rcn_beta_init", 0.1))} if config.norm == "rcn" else None),
       # Configs older than the field (in earlier checkpoints) have the papers' generator.
       skips=config.get("gen_skips", "none"),
+      output=config.get("gen_output", "image"),
       rngs=rngs,
       dtype=dtype,
   )
@@ -120,6 +124,7 @@ __all__ = [
     'AdaptiveInstanceNorm',
     'AppearanceEmbedder',
     'DTYPES',
+    'GEN_OUTPUTS',
     'GEN_SKIPS',
     'Generator',
     'InstanceNorm',

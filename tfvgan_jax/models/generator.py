@@ -66,6 +66,32 @@ class ResidualBlock(nnx.Module):
 #   'both'     the two together.
 GEN_SKIPS = ('none', 'hint', 'encoder', 'both')
 
+# What G's output is (`model.gen_output`):
+#   'image'    the papers: Y = tanh(head), every pixel drawn by G;
+#   'blend'    G draws an image and a mask, and Y = alpha * image + (1 - alpha) * (R + M)
+#              (`blend_with_render`): where alpha is 0, Y is the render's face and the hint's
+#              background pixel for pixel, so what the scene already has sharp (the frame the edit
+#              keeps, the face textured from X_i) needs no pass through G's convolutions; G draws
+#              what the scene lacks (the seam, the inside of the mouth, occluded skin, light).
+GEN_OUTPUTS = ('image', 'blend')
+
+
+def blend_with_render(image: jax.Array, alpha: jax.Array, render: jax.Array, hint: jax.Array) -> jax.Array:
+  """Y = alpha * image + (1 - alpha) * (R + M), G's output with `model.gen_output='blend'`.
+
+  Not in the papers (their G draws every pixel, `GEN_OUTPUTS`' 'image'): an attention mask over a
+  base image, as GANimation's (Pumarola et al. 2018) over its input. The base image is the scene
+  itself: R is 0 off the rendered face and the hint M = X (1 - M^) is 0 on it, so R + M is the
+  recombined face pasted into the kept frame (0, mid-grey, where R has no texture).
+
+  Args:
+    image: G's image [B, H, W, 3] in [-1, 1].
+    alpha: [B, H, W, 1] in [0, 1], G's mask: 1 takes G's image, 0 the scene's pixel.
+    render: R [B, H, W, 3] in [-1, 1], 0 off the face.
+    hint: M [B, H, W, 3] in [-1, 1], 0 on the face.
+  """
+  return alpha * image + (1.0 - alpha) * (render + hint)
+
 
 def _conv_padded(conv: nnx.Conv, inputs: jax.Array, multiple: int = 8) -> jax.Array:
   """conv(inputs) (stride 1, SAME padding) with the input channels zero-padded to a multiple of 8
@@ -106,7 +132,8 @@ class Generator(nnx.Module):
   With `skips` (`GEN_SKIPS`) 'hint' or 'both', the hint image resized to each decoder stage is
   concatenated to the input of that stage's conv and of the output conv: Y = G(R, P, M^, M); with
   'encoder' or 'both', the encoder's feature map of the stage's resolution is concatenated to the
-  stage conv's input.
+  stage conv's input. With `output` 'blend' (`GEN_OUTPUTS`), the head draws an image and a mask
+  alpha, and Y = `blend_with_render`(image, alpha, R, M).
   Convolutions and matmuls run in `dtype` (parameters stay float32); normalization statistics, the
   softmax and the output in float32.
   """
@@ -124,6 +151,7 @@ class Generator(nnx.Module):
       max_width: int = 512,
       norm_options: dict | None = None,
       skips: str = 'none',
+      output: str = 'image',
       rngs: nnx.Rngs,
       dtype=jnp.float32,
   ):
@@ -131,7 +159,10 @@ class Generator(nnx.Module):
       raise ValueError(f"image_size {image_size} is not divisible by 2^{downsamples}")
     if skips not in GEN_SKIPS:
       raise ValueError(f"model.gen_skips={skips!r}: unknown value; expected one of {list(GEN_SKIPS)}")
+    if output not in GEN_OUTPUTS:
+      raise ValueError(f"model.gen_output={output!r}: unknown value; expected one of {list(GEN_OUTPUTS)}")
     self.skips = skips
+    self.output = output
     self.hint_skips, self.encoder_skips = skips in ('hint', 'both'), skips in ('encoder', 'both')
     extra = 3 if self.hint_skips else 0
     widths = stage_widths(width, downsamples, max_width)
@@ -152,7 +183,8 @@ class Generator(nnx.Module):
         make_norm(norm, decoder_widths[i + 1], appearance_features, rngs=rngs, dtype=dtype, **(norm_options or {}))
         for i in range(downsamples)
     ])
-    self.head = nnx.Conv(widths[0] + extra, 3, (7, 7), rngs=rngs, dtype=dtype)
+    # With output 'blend', the head's fourth channel is the logit of alpha (`blend_with_render`).
+    self.head = nnx.Conv(widths[0] + extra, 4 if output == 'blend' else 3, (7, 7), rngs=rngs, dtype=dtype)
     # Index into decoder_widths of the feature map that gets attention: 0 is the bottleneck, i the
     # output of decoder stage i.
     self.attention_stage = None
@@ -172,13 +204,16 @@ class Generator(nnx.Module):
       render: R [B, H, W, 3] in [-1, 1].
       appearance: P [B, h, w, C_p] from the appearance embedder.
       face_mask: M^ [B, H, W, 1], 1 on the rendered face.
-      hint: M [B, H, W, 3] in [-1, 1]; needed with `skips` 'hint' or 'both', unused otherwise.
+      hint: M [B, H, W, 3] in [-1, 1]; needed with `skips` 'hint' or 'both' or `output` 'blend',
+        unused otherwise.
 
     Returns:
       Y [B, H, W, 3] in [-1, 1], float32 whatever the convolutions' dtype.
     """
     if self.hint_skips and hint is None:
       raise ValueError(f"a generator with hint skips (model.gen_skips={self.skips!r}) needs the hint image")
+    if self.output == 'blend' and hint is None:
+      raise ValueError("a generator that blends with the scene (model.gen_output='blend') needs the hint image")
 
     def conv_with_hint(conv, features):
       if not self.hint_skips:
@@ -207,4 +242,8 @@ class Generator(nnx.Module):
       x = jax.nn.relu(x.astype(self.dtype))
       if self.attention_stage == stage:
         x = self.attention(x)
-    return jnp.tanh(conv_with_hint(self.head, x).astype(jnp.float32))
+    out = conv_with_hint(self.head, x).astype(jnp.float32)
+    if self.output == 'image':
+      return jnp.tanh(out)
+    return blend_with_render(jnp.tanh(out[..., :3]), jax.nn.sigmoid(out[..., 3:]),
+                             render.astype(jnp.float32), hint.astype(jnp.float32))
