@@ -85,6 +85,11 @@ def test_reported_numbers_match_a_recomputation_on_the_outputs(result):
   assert reenact["output"].shape == (VIDEOS * FRAMES, 32, 32, 3)
   np.testing.assert_allclose(result.rows[evaluate.REENACTMENT]["ssim"],
                              float(metrics.ssim(reenact["output"], reenact["appearance"])), rtol=1e-5, atol=1e-6)
+  # The reference of no model: each X_i against its X_p, as the notes under the table say.
+  reference = float(metrics.ssim(reenact["identity"], reenact["appearance"]))
+  np.testing.assert_allclose(result.document["details"]["rows"][evaluate.REENACTMENT]["ssim_identity_frame"],
+                             reference, rtol=1e-5, atol=1e-6)
+  assert f"the identity frame itself, no model, scores {reference:.3f}" in result.markdown
   has_flow = reenact["flow_pixels"] > 0
   np.testing.assert_allclose(result.rows[evaluate.REENACTMENT]["e_tmp"], np.mean(reenact["temporal_error"][has_flow]),
                              rtol=1e-6)

@@ -35,6 +35,8 @@ video. The metrics, over all samples of a row (UniFaceGAN §IV-A, TFVGAN §4):
 
   SSIM     Y against X_p, which is the ground truth of self-driving reenactment only
            (`metrics.ssim_per_sample` on [0, 1] images, 11 x 11 Gaussian window); '-' for swaps.
+           Beside it, results.json's details give `ssim_identity_frame`, the SSIM of X_i itself
+           against X_p (`identity_frame_ssim`): what an output that changes nothing scores.
   E_tmp    reenactment: `metrics.temporal_warping_error_per_sample` of Y(t) and Y(t-1) along the
            recombined mesh's 3D flow, averaged over the samples with a valid flow pixel;
            swapping: `metrics.temporal_error_optical_flow` (OpenCV Farneback flow, pixels whose
@@ -483,6 +485,8 @@ def evaluate_checkpoint(checkpoint, videos, num_videos: int = 8, num_frames: int
     row["e_tmp"] = temporal_3d if method == REENACTMENT else optical_flow_temporal_error(output_videos)
     row_details = {"samples": len(result["output"]), "e_tmp_3d_flow": temporal_3d,
                    "e_tmp_flow": "3d_mesh" if method == REENACTMENT else "opencv_farneback"}
+    if method == REENACTMENT:
+      row_details["ssim_identity_frame"] = identity_frame_ssim(result)
     row["e_pose"] = row["e_exp"] = None
     if landmarker is not None:
       drivers = batch["expression_t"]
@@ -505,7 +509,8 @@ def evaluate_checkpoint(checkpoint, videos, num_videos: int = 8, num_frames: int
     details[method] = row_details
 
   markdown, table_json = metrics.results_table(rows, columns=COLUMNS)
-  markdown += results_notes(num_videos, num_frames, inception, face_recognition, landmarker)
+  markdown += results_notes(num_videos, num_frames, inception, face_recognition, landmarker,
+                            details[REENACTMENT]["ssim_identity_frame"])
   document = json.loads(table_json)
   document["details"] = {
       "checkpoint_step": checkpoint.step, "videos": os.fspath(dataset.path), "held_out_tail": tail,
@@ -516,9 +521,20 @@ def evaluate_checkpoint(checkpoint, videos, num_videos: int = 8, num_frames: int
   return Evaluation(rows, markdown, document, outputs)
 
 
-def results_notes(num_videos: int, num_frames: int, inception, face_recognition, landmarker) -> str:
+def identity_frame_ssim(reenactment: dict) -> float:
+  """The reenactment SSIM of no model at all: X_i (the video's identity frame) itself against each
+  X_p. On real clips a still camera keeps most of a crop the same from frame to frame, so this
+  reference is high (0.81 on the shared clips' held-out tails) and a model's SSIM reads against it."""
+  return float(np.mean(metrics.ssim_per_sample(jnp.asarray(reenactment["identity"]),
+                                               jnp.asarray(reenactment["appearance"]))))
+
+
+def results_notes(num_videos: int, num_frames: int, inception, face_recognition, landmarker,
+                  ssim_identity_frame: Optional[float] = None) -> str:
   """The lines below the table: what was measured on what, and why a column may be '-'."""
-  lines = [f"{num_videos} held-out videos x {num_frames} frames. SSIM: self-driving reenactment only. "
+  lines = [f"{num_videos} held-out videos x {num_frames} frames. SSIM: self-driving reenactment only"
+           + (f" (the identity frame itself, no model, scores {ssim_identity_frame:.3f})"
+              if ssim_identity_frame is not None else "") + ". "
            "E_tmp: reenactment with the mesh's 3D flow, swapping with OpenCV (Farneback) flow.",
            "E_pose: degrees (pitch, yaw, roll); E_exp: inter-ocular distances (68 Face Mesh points)."]
   if landmarker is not None:
