@@ -203,7 +203,7 @@ def main():
     values = np.asarray(values, float) * scale
     return f"{values.mean():.3f}" + (f" ± {values.std(ddof=1):.3f}" if len(values) > 1 else "")
 
-  lines = [f"| arm | held-out SSIM | E_tmp x1e3 | swap: closer to source (share) | swap margin | train s |",
+  lines = ["| arm | held-out SSIM | E_tmp x1e3 | swap: closer to source (share) | swap margin | train s |",
            "|---|---:|---:|---:|---:|---:|"]
   for arm in arms:
     lines.append(f"| {arm} | {cell(arm, 'ssim')} | {cell(arm, 'e_tmp', 1e3)} | "
