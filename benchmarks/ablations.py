@@ -91,10 +91,10 @@ VARIANTS = {
                             "loss.app_region": "background"},
     "both_inter_app_background": {"loss.disc_real": "intra", "model.emb_downsamples": 4, "model.gen_skips": "both",
                                   "data.inter_expression": "expression", "loss.app_region": "background"},
-    # The defaults with G's output blended over the scene's R + M (`model.gen_output='blend'`): what
-    # the scene has sharp (the kept frame, the textured face) passes through without G's convolutions.
-    "both_blend": {"loss.disc_real": "intra", "model.emb_downsamples": 4, "model.gen_skips": "both",
-                   "model.gen_output": "blend"},
+    # The defaults with G's output a correction of the scene's R + M (`model.gen_output='residual'`):
+    # what the scene has sharp (the kept frame, the textured face) needs no pass through G's convolutions.
+    "both_residual": {"loss.disc_real": "intra", "model.emb_downsamples": 4, "model.gen_skips": "both",
+                      "model.gen_output": "residual"},
 }
 # (label, task, key, scale) of the table's columns.
 COLUMNS = (

@@ -96,7 +96,7 @@ def arm_config(arm: str, args, videos: str, demo: str | None, seed: int):
     key, _, value = override.partition("=")
     section, _, field = key.partition(".")
     if not value or section not in config or field not in config[section]:
-      raise SystemExit(f"--set={override}: give FIELD=VALUE with a field of the clips config, e.g. model.gen_output=blend")
+      raise SystemExit(f"--set={override}: give FIELD=VALUE with a field of the clips config, e.g. model.gen_output=residual")
     config[section][field] = type(config[section][field])(value) if not isinstance(config[section][field], bool) \
         else value.lower() in ("1", "true", "yes")
   if arm == "finetune":
@@ -133,7 +133,7 @@ def main():
   parser.add_argument("--cpu", type=int, default=1, help="1: configs/clips.py:cpu (batch 8), 0: the GPU sizes")
   parser.add_argument("--stability", action="store_true", help="also run benchmarks/edit_stability.py")
   parser.add_argument("--set", action="append", metavar="FIELD=VALUE",
-                      help="a config field for both arms, after the demo's networks (e.g. model.gen_output=blend; "
+                      help="a config field for both arms, after the demo's networks (e.g. model.gen_output=residual; "
                            "the fine-tuned arm then needs a demo of the same shapes); repeatable")
   parser.add_argument("--arms", default=",".join(ARMS),
                       help="which runs to train and measure now (e.g. 'scratch' while the demo still trains; "

@@ -80,7 +80,7 @@ def paper_config(variant: dict | None = None):
   # skips from G's encoder of R), or 'both': the ablation's winner (README, Ablations).
   config.model.gen_skips = "both"
   # What G outputs (`models.generator.GEN_OUTPUTS`): 'image' (the papers: every pixel drawn by G) or
-  # 'blend' (an image and a mask over the scene's render and hint, `generator.blend_with_render`).
+  # 'residual' (a correction of the scene's render and hint, `generator.residual_over_scene`).
   config.model.gen_output = "image"
   config.model.disc_width = 64
   config.model.disc_layers = 3

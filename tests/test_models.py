@@ -115,46 +115,45 @@ def test_hint_skips_add_the_hint_to_each_decoder_stage():
     build_models(tiny_config(32, gen_skips='unet'), nnx.Rngs(0))
 
 
-def test_blend_with_render_by_hand():
-  """Y = alpha G + (1 - alpha)(R + M), worked by hand on one pixel of each kind."""
-  image = jnp.full((1, 1, 3, 3), 0.5)
-  alpha = jnp.array([0.0, 1.0, 0.25]).reshape(1, 1, 3, 1)
+def test_residual_over_scene_by_hand():
+  """Y = tanh(artanh(R + M) + correction), worked by hand on one pixel of each kind."""
   # Pixel 0: on the face (R textured, M 0); pixel 1: off the face (R 0, M the kept frame);
-  # pixel 2: on the face where R has no texture (both 0).
-  render = jnp.array([[0.2, -0.4, 0.6], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]).reshape(1, 1, 3, 3)
-  hint = jnp.array([[0.0, 0.0, 0.0], [-0.8, 0.1, 0.3], [0.0, 0.0, 0.0]]).reshape(1, 1, 3, 3)
-  y = np.asarray(generator_module.blend_with_render(image, alpha, render, hint))[0, 0]
-  np.testing.assert_allclose(y[0], [0.2, -0.4, 0.6])
-  np.testing.assert_allclose(y[1], [0.5, 0.5, 0.5])
-  np.testing.assert_allclose(y[2], [0.125, 0.125, 0.125])
+  # pixel 2: on the face where R has no texture (both 0); pixel 3: a white pixel of the frame.
+  render = jnp.array([[0.2, -0.4, 0.6], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]).reshape(1, 1, 4, 3)
+  hint = jnp.array([[0.0, 0.0, 0.0], [-0.8, 0.1, 0.3], [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]).reshape(1, 1, 4, 3)
+  none = np.asarray(generator_module.residual_over_scene(jnp.zeros((1, 1, 4, 3)), render, hint))[0, 0]
+  np.testing.assert_allclose(none[:3], [[0.2, -0.4, 0.6], [-0.8, 0.1, 0.3], [0.0, 0.0, 0.0]], atol=1e-6)
+  np.testing.assert_allclose(none[3], 1.0 - 1e-3, atol=1e-6)
+  correction = jnp.full((1, 1, 4, 3), 0.5)
+  y = np.asarray(generator_module.residual_over_scene(correction, render, hint))[0, 0]
+  np.testing.assert_allclose(y[2], np.tanh(0.5), rtol=1e-6)
+  np.testing.assert_allclose(y[0], np.tanh(np.arctanh([0.2, -0.4, 0.6]) + 0.5), rtol=1e-5)
+  # Every pixel passes gradient back to the correction, the white one included.
+  grad = jax.grad(lambda c: jnp.sum(generator_module.residual_over_scene(c, render, hint)))(correction)
+  assert np.all(np.asarray(grad) > 1e-4)
 
 
-def test_blend_output_draws_an_image_and_a_mask_over_the_scene():
+def test_residual_output_corrects_the_scene():
   plain = build_models(tiny_config(32, gen_skips='both'), nnx.Rngs(0)).generator
-  blending = build_models(tiny_config(32, gen_skips='both', gen_output='blend'), nnx.Rngs(0)).generator
-  # One more output channel of the 7x7 head (4 + 3 hint channels in): alpha's logit.
-  assert count_params(blending) - count_params(plain) == 49 * (4 + 3) + 1
+  residual = build_models(tiny_config(32, gen_skips='both', gen_output='residual'), nnx.Rngs(0)).generator
+  assert count_params(residual) == count_params(plain)  # the same head, read another way
   render, _, hint, mask = inputs(32)
-  render = render * mask  # R is 0 off the face, M 0 on it.
-  hint = hint * (1 - mask)
+  render = render * mask * 0.9  # R is 0 off the face, M 0 on it.
+  hint = hint * (1 - mask) * 0.9
   p = jnp.ones((2, 8, 8, 16))
   run = nnx.jit(lambda g, r, q, m, h: g(r, q, m, h))
-  y = np.asarray(run(blending, render, p, mask, hint))
-  assert y.shape == (2, 32, 32, 3) and np.all(np.abs(y) <= 1.0)
-  # alpha's logit held far below 0: Y is the scene's R + M exactly; far above: G's own image.
-  for bias, expected in ((-40.0, np.asarray(render + hint)), (40.0, None)):
-    blending.head.bias[...] = blending.head.bias[...].at[3].set(bias)
-    y = np.asarray(run(blending, render, p, mask, hint))
-    if expected is not None:
-      np.testing.assert_allclose(y, expected, atol=1e-6)
-    else:
-      assert np.abs(y - np.asarray(render + hint)).max() > 0.1 and np.all(np.abs(y) < 1.0)
-  # Blending needs the hint even where G's decoder takes none.
-  alone = build_models(tiny_config(32, gen_output='blend'), nnx.Rngs(0)).generator
-  with pytest.raises(ValueError, match=r"gen_output='blend'.*needs the hint image"):
+  y = np.asarray(run(residual, render, p, mask, hint))
+  assert y.shape == (2, 32, 32, 3) and np.all(np.abs(y) < 1.0)
+  # A head of 0 returns the scene R + M; the papers' output from the same head is tanh(0) = 0.
+  residual.head.kernel[...] = jnp.zeros_like(residual.head.kernel[...])
+  residual.head.bias[...] = jnp.zeros_like(residual.head.bias[...])
+  np.testing.assert_allclose(np.asarray(run(residual, render, p, mask, hint)), np.asarray(render + hint), atol=1e-5)
+  # Correcting the scene needs the hint even where G's decoder takes none.
+  alone = build_models(tiny_config(32, gen_output='residual'), nnx.Rngs(0)).generator
+  with pytest.raises(ValueError, match=r"gen_output='residual'.*needs the hint image"):
     alone(render, p, mask)
-  with pytest.raises(ValueError, match=r"model.gen_output='residual'.*'image', 'blend'"):
-    build_models(tiny_config(32, gen_output='residual'), nnx.Rngs(0))
+  with pytest.raises(ValueError, match=r"model.gen_output='blend'.*'image', 'residual'"):
+    build_models(tiny_config(32, gen_output='blend'), nnx.Rngs(0))
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])

@@ -71,7 +71,7 @@ def test_rcn_initial_weights_come_from_the_config_and_are_logged(monkeypatch):
     ("loss.app_region", "face", r"config\.loss\.app_region='face'.*\['frame', 'background'\]"),
     ("optim.ema_batch_stats", "recompute", r"config\.optim\.ema_batch_stats='recompute'.*\['train', 'average'\]"),
     ("model.gen_skips", "unet", r"config\.model\.gen_skips='unet'.*\['none', 'hint', 'encoder', 'both'\]"),
-    ("model.gen_output", "residual", r"config\.model\.gen_output='residual'.*\['image', 'blend'\]"),
+    ("model.gen_output", "blend", r"config\.model\.gen_output='blend'.*\['image', 'residual'\]"),
     ("model.rcn_alpha_init", 1.0, r"config\.model\.rcn_alpha_init=1\.0: must lie strictly between 0 and 1"),
 ])
 def test_unknown_switch_values_name_the_field_and_the_choices(path, value, message, tmp_path):

@@ -13,8 +13,8 @@ conditional normalization layers of G chosen by name (`norms.NORMS`).
                     papers; where a saved config predates the field), 'hint' (the hint image),
                     'encoder' (G's encoder features of R) or 'both'.
   gen_output        what G outputs (`GEN_OUTPUTS`): 'image' (the papers; where a saved config
-                    predates the field) or 'blend' (an image and a mask over the scene's R + M,
-                    `generator.blend_with_render`).
+                    predates the field) or 'residual' (a correction of the scene R + M,
+                    `generator.residual_over_scene`).
   disc_width, disc_layers, disc_scales  D's first width, stride-2 convs per scale, scales.
   spectral_norm     spectral normalization on every conv of D.
   disc_conditional  D sees (Y, X_i) concatenated (False: Y alone, as eq. 8/10 of the papers write D).
