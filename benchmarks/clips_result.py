@@ -179,6 +179,7 @@ def main():
       runs[name] = {
           "ssim": result.rows[evaluate.REENACTMENT]["ssim"],
           "ssim_identity_frame": result.document["details"]["rows"][evaluate.REENACTMENT]["ssim_identity_frame"],
+          "ssim_scene": result.document["details"]["rows"][evaluate.REENACTMENT]["ssim_scene"],
           "e_tmp": result.rows[evaluate.REENACTMENT]["e_tmp"],
           "swap_e_tmp": result.rows[evaluate.SWAPPING]["e_tmp"],
           "swap_identity_margin_positive_fraction": swap.get("fitted_identity_margin_positive_fraction"),
@@ -213,8 +214,9 @@ def main():
       f"{seed}: the fine-tuned run reached the scratch run's final SSIM {r['scratch_final_ssim']:.3f} at step "
       f"{r['finetune_steps_to_reach']}" for seed, r in reach.items()) + (
       f"\n\n{len(clips)} clips, {args.size} px, {args.steps} steps, {args.seeds} seed(s); demo {demo} (step {step}). "
-      "Evaluated on the last 20% of every clip (never trained on); the identity frame itself (no model) scores "
-      f"SSIM {next(iter(runs.values()))['ssim_identity_frame']:.3f} there." +
+      "Evaluated on the last 20% of every clip (never trained on). Without a model, the identity frame itself "
+      f"scores SSIM {next(iter(runs.values()))['ssim_identity_frame']:.3f} there, and the scene R + M that G takes "
+      f"{next(iter(runs.values()))['ssim_scene']:.3f}." +
       (f" Config set: {', '.join(args.set)}." if args.set else "") + "\n")
 
   if args.stability and "finetune" in arms:

@@ -35,8 +35,10 @@ video. The metrics, over all samples of a row (UniFaceGAN §IV-A, TFVGAN §4):
 
   SSIM     Y against X_p, which is the ground truth of self-driving reenactment only
            (`metrics.ssim_per_sample` on [0, 1] images, 11 x 11 Gaussian window); '-' for swaps.
-           Beside it, results.json's details give `ssim_identity_frame`, the SSIM of X_i itself
-           against X_p (`identity_frame_ssim`): what an output that changes nothing scores.
+           Beside it, results.json's details give two references without a model:
+           `ssim_identity_frame`, X_i itself against X_p (`identity_frame_ssim`: an output that
+           changes nothing), and `ssim_scene`, the scene R + M that G takes (`scene_ssim`: the
+           recombined face pasted into the kept frame).
   E_tmp    reenactment: `metrics.temporal_warping_error_per_sample` of Y(t) and Y(t-1) along the
            recombined mesh's 3D flow, averaged over the samples with a valid flow pixel;
            swapping: `metrics.temporal_error_optical_flow` (OpenCV Farneback flow, pixels whose
@@ -487,6 +489,7 @@ def evaluate_checkpoint(checkpoint, videos, num_videos: int = 8, num_frames: int
                    "e_tmp_flow": "3d_mesh" if method == REENACTMENT else "opencv_farneback"}
     if method == REENACTMENT:
       row_details["ssim_identity_frame"] = identity_frame_ssim(result)
+      row_details["ssim_scene"] = scene_ssim(result)
     row["e_pose"] = row["e_exp"] = None
     if landmarker is not None:
       drivers = batch["expression_t"]
@@ -510,7 +513,7 @@ def evaluate_checkpoint(checkpoint, videos, num_videos: int = 8, num_frames: int
 
   markdown, table_json = metrics.results_table(rows, columns=COLUMNS)
   markdown += results_notes(num_videos, num_frames, inception, face_recognition, landmarker,
-                            details[REENACTMENT]["ssim_identity_frame"])
+                            details[REENACTMENT]["ssim_identity_frame"], details[REENACTMENT]["ssim_scene"])
   document = json.loads(table_json)
   document["details"] = {
       "checkpoint_step": checkpoint.step, "videos": os.fspath(dataset.path), "held_out_tail": tail,
@@ -529,12 +532,22 @@ def identity_frame_ssim(reenactment: dict) -> float:
                                                jnp.asarray(reenactment["appearance"]))))
 
 
+def scene_ssim(reenactment: dict) -> float:
+  """The reenactment SSIM of the scene without G: R + M, the recombined face textured from X_i
+  pasted into the kept frame (what `models.generator.residual_over_scene` corrects), against X_p.
+  `evaluation_outputs` gives R and M in [0, 1] (0.5 where they are 0), so R + M is R + M - 0.5 there."""
+  scene = jnp.clip(jnp.asarray(reenactment["render"]) + jnp.asarray(reenactment["hint"]) - 0.5, 0.0, 1.0)
+  return float(np.mean(metrics.ssim_per_sample(scene, jnp.asarray(reenactment["appearance"]))))
+
+
 def results_notes(num_videos: int, num_frames: int, inception, face_recognition, landmarker,
-                  ssim_identity_frame: Optional[float] = None) -> str:
+                  ssim_identity_frame: Optional[float] = None, ssim_scene: Optional[float] = None) -> str:
   """The lines below the table: what was measured on what, and why a column may be '-'."""
+  references = [f"the identity frame itself scores {ssim_identity_frame:.3f}" if ssim_identity_frame is not None else "",
+                f"the scene R + M without G {ssim_scene:.3f}" if ssim_scene is not None else ""]
+  references = "; ".join(r for r in references if r)
   lines = [f"{num_videos} held-out videos x {num_frames} frames. SSIM: self-driving reenactment only"
-           + (f" (the identity frame itself, no model, scores {ssim_identity_frame:.3f})"
-              if ssim_identity_frame is not None else "") + ". "
+           + (f" (no model: {references})" if references else "") + ". "
            "E_tmp: reenactment with the mesh's 3D flow, swapping with OpenCV (Farneback) flow.",
            "E_pose: degrees (pitch, yaw, roll); E_exp: inter-ocular distances (68 Face Mesh points)."]
   if landmarker is not None:
