@@ -185,6 +185,7 @@ def main():
           "swap_identity_margin_positive_fraction": swap.get("fitted_identity_margin_positive_fraction"),
           "swap_identity_margin": swap.get("fitted_identity_margin"),
           "swap_identity_videos": swap.get("fitted_identity_videos"),
+          "swap_inner_identity_margin_positive_fraction": swap.get("fitted_inner_identity_margin_positive_fraction"),
           "curve": eval_curve(workdir),
           "train_s": timings.get(name),
       }
@@ -204,12 +205,13 @@ def main():
     values = np.asarray(values, float) * scale
     return f"{values.mean():.3f}" + (f" ± {values.std(ddof=1):.3f}" if len(values) > 1 else "")
 
-  lines = ["| arm | held-out SSIM | E_tmp x1e3 | swap: closer to source (share) | swap margin | train s |",
-           "|---|---:|---:|---:|---:|---:|"]
+  lines = ["| arm | held-out SSIM | E_tmp x1e3 | swap: closer to source (share) | swap margin | "
+           "inner face: closer to source | train s |",
+           "|---|---:|---:|---:|---:|---:|---:|"]
   for arm in arms:
     lines.append(f"| {arm} | {cell(arm, 'ssim')} | {cell(arm, 'e_tmp', 1e3)} | "
                  f"{cell(arm, 'swap_identity_margin_positive_fraction')} | {cell(arm, 'swap_identity_margin')} | "
-                 f"{cell(arm, 'train_s')} |")
+                 f"{cell(arm, 'swap_inner_identity_margin_positive_fraction')} | {cell(arm, 'train_s')} |")
   markdown = "\n".join(lines) + "\n\n" + "\n".join(
       f"{seed}: the fine-tuned run reached the scratch run's final SSIM {r['scratch_final_ssim']:.3f} at step "
       f"{r['finetune_steps_to_reach']}" for seed, r in reach.items()) + (

@@ -148,8 +148,9 @@ def test_landmark_metrics_are_numbers_when_face_mesh_is_present(result, mediapip
     assert details["landmark_frames"] == VIDEOS * FRAMES
     assert details["fitted_identity_videos"] == VIDEOS and -1 <= details["fitted_identity_cosine_source"] <= 1
   swap, reenact = (result.document["details"]["rows"][m] for m in (evaluate.SWAPPING, evaluate.REENACTMENT))
-  assert np.isfinite(swap["fitted_identity_margin"]) and 0 <= swap["fitted_identity_margin_positive_fraction"] <= 1
-  assert reenact["fitted_identity_margin"] is None
+  for prefix in ("fitted_identity", "fitted_inner_identity"):
+    assert np.isfinite(swap[f"{prefix}_margin"]) and 0 <= swap[f"{prefix}_margin_positive_fraction"] <= 1
+    assert reenact[f"{prefix}_margin"] is None and reenact[f"{prefix}_videos"] == VIDEOS
 
 
 def test_fitted_identity_measures_by_hand():
@@ -201,10 +202,14 @@ def test_landmark_errors_on_rendered_faces_with_known_cameras(mediapipe_models):
       clip_points.append(np.asarray(face3d.project(vertices, face3d.Camera.from_vector(truth.cameras[half])))[..., :2])
       clip_cameras.append(truth.cameras[half])
     halves.append(evaluate.landmark_errors(np.stack(clips), np.stack(clip_points), np.stack(clip_cameras), model,
-                                           mesh).id_coeffs)
-  measures = metrics.fitted_identity_per_sample(halves[0], halves[1], halves[1][::-1])
-  assert np.all(measures["margin"] > 0)
-  assert np.all(measures["cosine_source"] > measures["cosine_target"])
+                                           mesh))
+  # ... with all 68 points and with the inner face's alone (no jaw line).
+  for field in ("id_coeffs", "inner_id_coeffs"):
+    first, second = (getattr(half, field) for half in halves)
+    measures = metrics.fitted_identity_per_sample(first, second, second[::-1])
+    assert np.all(measures["margin"] > 0), field
+    assert np.all(measures["cosine_source"] > measures["cosine_target"]), field
+  assert not np.allclose(halves[0].id_coeffs, halves[0].inner_id_coeffs)
 
 
 def test_command_line_without_onnx_or_face_mesh_reports_dashes(run, result, tmp_path, monkeypatch, capsys):

@@ -120,6 +120,7 @@ class LandmarkErrors(NamedTuple):
     points: [V, T, 68, 2] the outputs' iBUG-68 Face Mesh points in crop pixels.
     used: [V, T] bool, the frames that entered both errors (face score >= the threshold).
     id_coeffs: [V, K_id] the identity fitted to each output video's landmarks (NaN where not fitted).
+    inner_id_coeffs: [V, K_id] the same fitted to the inner face's landmarks only (`INNER_FACE`).
   """
 
   e_pose: Optional[np.ndarray]
@@ -128,6 +129,13 @@ class LandmarkErrors(NamedTuple):
   points: np.ndarray
   used: np.ndarray
   id_coeffs: np.ndarray
+  inner_id_coeffs: np.ndarray
+
+
+# The iBUG-68 points of the inner face (brows, nose, eyes, mouth: 17-67), without the jaw line (0-16).
+# A swap pastes the source's inner face into the target's head, whose outline stays the target's
+# where the source's face is narrower, so an identity fitted to all 68 points sees mostly the target.
+INNER_FACE = np.arange(17, 68)
 
 
 class Evaluation(NamedTuple):
@@ -316,6 +324,9 @@ def landmark_errors(videos: np.ndarray, driver_points: np.ndarray, driver_camera
   cameras = np.full((num_videos, num_frames, face3d.CAMERA_SIZE), np.nan, np.float32)
   used = np.zeros((num_videos, num_frames), bool)
   id_coeffs = np.full((num_videos, model.num_id), np.nan, np.float32)
+  inner_id_coeffs = id_coeffs.copy()
+  inner_weights = np.zeros(68, np.float32)
+  inner_weights[INNER_FACE] = 1.0
   for v in range(num_videos):
     for t in range(num_frames):
       found = landmarker(videos[v, t], face_region(size, driver_points[v, t]))
@@ -324,14 +335,16 @@ def landmark_errors(videos: np.ndarray, driver_points: np.ndarray, driver_camera
     if used[v].any():
       fit = fit_lib.fit_clip(model, points[v], valid=used[v])
       cameras[v], id_coeffs[v] = fit.cameras, fit.id_coeffs
+      inner_id_coeffs[v] = fit_lib.fit_clip(model, points[v], valid=used[v], point_weights=inner_weights).id_coeffs
   if not used.any():
-    return LandmarkErrors(None, None, cameras, points, used, id_coeffs)
+    return LandmarkErrors(None, None, cameras, points, used, id_coeffs, inner_id_coeffs)
   e_pose = np.asarray(metrics.pose_error_per_angle(cameras[used], np.asarray(driver_cameras)[used]))
   e_exp = float(metrics.expression_error(points[used], np.asarray(driver_points)[used], normalize="inter_ocular"))
-  return LandmarkErrors(e_pose, e_exp, cameras, points, used, id_coeffs)
+  return LandmarkErrors(e_pose, e_exp, cameras, points, used, id_coeffs, inner_id_coeffs)
 
 
-def fitted_identity(fitted: np.ndarray, source: np.ndarray, target: np.ndarray, swapped: bool) -> dict:
+def fitted_identity(fitted: np.ndarray, source: np.ndarray, target: np.ndarray, swapped: bool,
+                    prefix: str = "fitted_identity") -> dict:
   """The identity measure without a recognition network (`metrics.fitted_identity_per_sample`),
   averaged over the videos fitted on both sides. The margin (and its positive share) only for
   swaps: in self-driving reenactment the source is the target.
@@ -342,21 +355,23 @@ def fitted_identity(fitted: np.ndarray, source: np.ndarray, target: np.ndarray, 
       input videos (not the records' coefficients: a fit from Face Mesh's points and a fit from
       other landmarks differ by more than two people do, so only fits of one pipeline compare).
     swapped: whether source and target are different people.
+    prefix: of the keys ('fitted_inner_identity' for the fits of `INNER_FACE`).
 
   Returns:
     {'fitted_identity_cosine_source', 'fitted_identity_cosine_target', 'fitted_identity_margin',
-     'fitted_identity_margin_positive_fraction', 'fitted_identity_videos'} (None where not measured).
+     'fitted_identity_margin_positive_fraction', 'fitted_identity_videos'} (None where not measured),
+    with `prefix` in place of 'fitted_identity'.
   """
   measures = metrics.fitted_identity_per_sample(fitted, source, target)
   found = np.all(np.isfinite(fitted), axis=-1) & np.all(np.isfinite(source), axis=-1) & np.all(
       np.isfinite(target), axis=-1)
   mean = lambda values: float(np.mean(values[found])) if found.any() else None  # noqa: E731
   margin = mean(measures["margin"]) if swapped else None
-  return {"fitted_identity_cosine_source": mean(measures["cosine_source"]),
-          "fitted_identity_cosine_target": mean(measures["cosine_target"]),
-          "fitted_identity_margin": margin,
-          "fitted_identity_margin_positive_fraction": mean(measures["margin"] > 0) if margin is not None else None,
-          "fitted_identity_videos": int(found.sum())}
+  return {f"{prefix}_cosine_source": mean(measures["cosine_source"]),
+          f"{prefix}_cosine_target": mean(measures["cosine_target"]),
+          f"{prefix}_margin": margin,
+          f"{prefix}_margin_positive_fraction": mean(measures["margin"] > 0) if margin is not None else None,
+          f"{prefix}_videos": int(found.sum())}
 
 
 def feature_metrics(outputs: np.ndarray, identities: np.ndarray, inception, face_recognition) -> dict:
@@ -474,9 +489,9 @@ def evaluate_checkpoint(checkpoint, videos, num_videos: int = 8, num_frames: int
   if landmarker is not None:  # the input videos' identities, fitted as the outputs' are
     shape = (num_videos, num_frames)
     drivers = reenactment["appearance_t"]
-    input_ids = landmark_errors(drivers["image"].reshape(*shape, *drivers["image"].shape[1:]),
-                                drivers["landmarks"].reshape(*shape, 68, 2), drivers["camera"].reshape(*shape, -1),
-                                checkpoint.face_model, landmarker, min_face_score).id_coeffs
+    inputs = landmark_errors(drivers["image"].reshape(*shape, *drivers["image"].shape[1:]),
+                             drivers["landmarks"].reshape(*shape, 68, 2), drivers["camera"].reshape(*shape, -1),
+                             checkpoint.face_model, landmarker, min_face_score)
   for method, batch in batches.items():
     result = generate_outputs(generate, checkpoint, batch, model, batch_size)
     count = len(result["output"]) // num_frames  # output videos: V, or the swaps' P pairs
@@ -500,8 +515,11 @@ def evaluate_checkpoint(checkpoint, videos, num_videos: int = 8, num_frames: int
       row["e_pose"], row["e_exp"] = errors.e_pose, errors.e_exp
       row_details.update(landmark_frames=int(errors.used.sum()), frames_without_face=int((~errors.used).sum()))
       swapped = method == SWAPPING
-      source_ids, target_ids = (input_ids[pairs[:, 1]], input_ids[pairs[:, 0]]) if swapped else (input_ids, input_ids)
-      row_details.update(fitted_identity(errors.id_coeffs, source_ids, target_ids, swapped))
+      for prefix, fitted, input_ids in (("fitted_identity", errors.id_coeffs, inputs.id_coeffs),
+                                        ("fitted_inner_identity", errors.inner_id_coeffs, inputs.inner_id_coeffs)):
+        source_ids, target_ids = ((input_ids[pairs[:, 1]], input_ids[pairs[:, 0]]) if swapped
+                                  else (input_ids, input_ids))
+        row_details.update(fitted_identity(fitted, source_ids, target_ids, swapped, prefix))
       if not errors.used.all():
         warnings.warn(f"{method}: Face Mesh found no face (score < {min_face_score}) in {int((~errors.used).sum())} "
                       f"of {errors.used.size} output frames; E_pose and E_exp leave them out", stacklevel=2)
