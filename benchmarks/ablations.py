@@ -207,6 +207,10 @@ def main():
             f"self SSIM {document['tasks']['self_reenactment']['ssim']:.3f}", flush=True)
       # The table so far, after every run: an interrupted ablation leaves a readable partial table.
       write_table(root, results, timings, args)
+  # The table lists every variant evaluated on this held-out set, not only those asked now: a
+  # call for one variant no longer writes a table without the others.
+  results.update(evaluated_elsewhere(root, set(results), args))
+  results = {name: results[name] for name in VARIANTS if name in results}
   print(write_table(root, results, timings, args))
   print(f"wrote {root / f'ablations{held_out_suffix(args)}.md'} and {root / f'ablations{held_out_suffix(args)}.json'}")
 
@@ -246,6 +250,23 @@ def finished_seeds(root: pathlib.Path, name: str) -> list[int]:
     if folder.name[4:].isdigit() and (folder / "ground_truth" / "results.json").is_file():
       seeds.append(int(folder.name[4:]))
   return seeds
+
+
+def evaluated_elsewhere(root: pathlib.Path, asked: set, args) -> dict:
+  """{variant: [results.json documents]} of the variants not in `asked` whose finished runs under
+  `root` were evaluated on the held-out set of `args` (`saved_evaluation`)."""
+  found = {}
+  for name in VARIANTS:
+    if name in asked or not (root / name).is_dir():
+      continue
+    for folder in sorted((root / name).glob("seed*")):
+      if not folder.name[4:].isdigit():
+        continue
+      steps = variant_config(name, int(folder.name[4:]), args.steps, args.cache_dir).train.num_steps
+      document = saved_evaluation(folder, steps, args)
+      if document is not None:
+        found.setdefault(name, []).append(document)
+  return found
 
 
 def write_table(root: pathlib.Path, results: dict, timings: dict, args) -> str:

@@ -224,3 +224,27 @@ def test_an_ablation_on_another_held_out_set_keeps_the_default_evaluation(tmp_pa
   for args in (default, more):
     assert ablations.saved_evaluation(tmp_path, 10, args)["details"]["num_videos"] == args.num_videos
   assert ablations.saved_evaluation(tmp_path, 20, more) is None  # another checkpoint: evaluate again
+
+
+def test_an_ablation_table_keeps_the_variants_evaluated_before(tmp_path):
+  """A call for some variants writes a table that still lists the others evaluated on the same
+  held-out set (their saved results), and none evaluated on another set."""
+  import argparse
+  import importlib.util
+  import json
+  spec = importlib.util.spec_from_file_location("ablations", ROOT / "benchmarks" / "ablations.py")
+  ablations = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(ablations)
+  more = argparse.Namespace(eval_seed=1000, num_videos=32, num_frames=8, steps=None, cache_dir=None)
+  default = argparse.Namespace(**{**vars(more), "num_videos": 8})
+  steps = ablations.variant_config("before", 0, None, None).train.num_steps
+  for name, seed, args in (("before", 0, more), ("before", 1, more), ("tmp_off", 0, default),
+                           ("intra_relative_both", 0, more)):
+    folder = ablations.results_folder(tmp_path / name / f"seed{seed}", args)
+    folder.mkdir(parents=True)
+    details = {"checkpoint_step": steps, "seed": args.eval_seed, "num_videos": args.num_videos,
+               "num_frames": args.num_frames, "marker": f"{name}/{seed}"}
+    (folder / "results.json").write_text(json.dumps({"details": details}))
+  found = ablations.evaluated_elsewhere(tmp_path, {"intra_relative_both"}, more)
+  assert {name: [d["details"]["marker"] for d in docs] for name, docs in found.items()} == {
+      "before": ["before/0", "before/1"]}
