@@ -183,7 +183,7 @@ def main():
   for name in names:
     results[name] = []
     wanted = set() if args.table_only else set(seeds)
-    for seed in sorted(wanted | set(finished_seeds(root, name))):
+    for seed in sorted(wanted | set(finished_seeds(root, name, args))):
       config = variant_config(name, seed, args.steps, args.cache_dir)
       workdir = root / name / f"seed{seed}"
       checkpoints = workdir / "checkpoints"
@@ -242,12 +242,14 @@ def saved_evaluation(workdir: pathlib.Path, steps: int, args) -> dict | None:
   return document if all(details.get(key) == value for key, value in asked.items()) else None
 
 
-def finished_seeds(root: pathlib.Path, name: str) -> list[int]:
-  """The seeds of `name` already trained under `root` (a seedN folder with an evaluation): the table
-  covers them even when this call trains others."""
+def finished_seeds(root: pathlib.Path, name: str, args=None) -> list[int]:
+  """The seeds of `name` already trained under `root` (a seedN folder with an evaluation on the
+  default held-out set, or on that of `args`): the table covers them even when this call trains
+  others."""
   seeds = []
   for folder in (root / name).glob("seed*"):
-    if folder.name[4:].isdigit() and (folder / "ground_truth" / "results.json").is_file():
+    evaluated = [folder / "ground_truth"] + ([results_folder(folder, args)] if args is not None else [])
+    if folder.name[4:].isdigit() and any((where / "results.json").is_file() for where in evaluated):
       seeds.append(int(folder.name[4:]))
   return seeds
 

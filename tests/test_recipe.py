@@ -248,3 +248,7 @@ def test_an_ablation_table_keeps_the_variants_evaluated_before(tmp_path):
   found = ablations.evaluated_elsewhere(tmp_path, {"intra_relative_both"}, more)
   assert {name: [d["details"]["marker"] for d in docs] for name, docs in found.items()} == {
       "before": ["before/0", "before/1"]}
+  # Runs evaluated on that set alone count as finished for it (--table_only lists them), not for another.
+  assert sorted(ablations.finished_seeds(tmp_path, "before", more)) == [0, 1]
+  assert ablations.finished_seeds(tmp_path, "before", default) == []
+  assert ablations.finished_seeds(tmp_path, "tmp_off", default) == [0]
