@@ -247,6 +247,15 @@ def test_init_from_refuses_another_model_naming_both(tmp_path, cache_dir):
   assert "image size 32 px there, 64 px here" in message
   with pytest.raises(checkpoints.CheckpointMismatchError, match="has no run record"):
     checkpoints.check_init_source("src/1", None, other, ("generator",))
+  # A generator whose head is read another way (model.gen_output) has the same shapes: named, and
+  # refused for G only; a record from before the field is the papers' 'image'.
+  assert saved["generator_output"] == "image"
+  residual = dict(saved, generator_output="residual")
+  with pytest.raises(checkpoints.CheckpointMismatchError, match=r"generator output 'image' there, 'residual' here"):
+    checkpoints.check_init_source("src/1", saved, residual, ("embedder", "generator"))
+  checkpoints.check_init_source("src/1", saved, residual, ("embedder", "discriminator"))
+  checkpoints.check_init_source("src/1", {k: v for k, v in saved.items() if k != "generator_output"}, saved,
+                                ("generator",))
   with pytest.raises(inference.CheckpointError, match="nowhere: no such folder"):
     checkpoints.initialize_from(tmp_path / "nowhere", fresh, shardings, record, ("generator",))
 

@@ -240,6 +240,11 @@ def check_init_source(step_dir, saved_record: Optional[dict], record: dict, netw
                     f"{record['face_model_name']!r} ({record['face_model']}) here")
   if saved_record.get("image_size") != record["image_size"]:
     problems.append(f"image size {saved_record.get('image_size')} px there, {record['image_size']} px here")
+  # Records from before the field were all of the papers' generator.
+  outputs = saved_record.get("generator_output", "image"), record.get("generator_output", "image")
+  if "generator" in networks and outputs[0] != outputs[1]:
+    problems.append(f"generator output {outputs[0]!r} there, {outputs[1]!r} here (model.gen_output: the same "
+                    f"parameter shapes, another meaning of G's head)")
   prefixes = _shape_prefixes(networks)
   old = {key: shape for key, shape in saved_record.get("parameter_shapes", {}).items() if key.startswith(prefixes)}
   new = {key: shape for key, shape in record["parameter_shapes"].items() if key.startswith(prefixes)}

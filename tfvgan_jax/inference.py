@@ -373,10 +373,11 @@ RUN_RECORD = "run"
 
 def run_record(config, face_model: face3d.MorphableModel, networks_shapes: dict) -> dict:
   """The facts a checkpoint keeps about its run: the face model's name and content hash, the
-  image size and the shapes of every network parameter (`parameter_shapes`)."""
+  image size, what G's head means (`model.gen_output`: the same shapes read as an image or as a
+  correction of the scene) and the shapes of every network parameter (`parameter_shapes`)."""
   return {"face_model": str(config.face_model), "face_model_name": face_model.name,
           "face_model_hash": face3d.content_hash(face_model), "image_size": int(config.model.image_size),
-          "parameter_shapes": networks_shapes}
+          "generator_output": str(config.model.get("gen_output", "image")), "parameter_shapes": networks_shapes}
 
 
 def parameter_shapes(tree) -> dict:
