@@ -509,12 +509,19 @@ def depth_at(fragments: Fragments, screen_vertices: jax.Array, triangles: jax.Ar
   Returns:
     [...] depth, -inf where the point is outside the image or on background.
   """
-  height, width = fragments.triangle_id.shape
   col = jnp.floor(points_xy[..., 0]).astype(jnp.int32)
   row = jnp.floor(points_xy[..., 1]).astype(jnp.int32)
-  inside = (col >= 0) & (col < width) & (row >= 0) & (row < height) & jnp.all(jnp.isfinite(points_xy), -1)
+  return _depth_in_pixel(fragments, screen_vertices, triangles, row, col, points_xy[..., 0], points_xy[..., 1],
+                         jnp.all(jnp.isfinite(points_xy), -1))
+
+
+def _depth_in_pixel(fragments: Fragments, screen_vertices, triangles, row, col, x, y, finite) -> jax.Array:
+  """The plane of the triangle visible in pixel (row, col), evaluated at the point (x, y): -inf
+  where the pixel is outside the image or background, or where `finite` is False."""
+  height, width = fragments.triangle_id.shape
+  inside = finite & (col >= 0) & (col < width) & (row >= 0) & (row < height)
   tri = fragments.triangle_id[jnp.clip(row, 0, height - 1), jnp.clip(col, 0, width - 1)]
-  _, depth = _plane_at(screen_vertices, triangles, tri, points_xy[..., 0], points_xy[..., 1], inside & (tri >= 0))
+  _, depth = _plane_at(screen_vertices, triangles, tri, x, y, inside & (tri >= 0))
   return depth
 
 
@@ -546,7 +553,6 @@ def visible(fragments: Fragments, screen_vertices: jax.Array, triangles: jax.Arr
   Returns:
     [...] bool; False outside the image and where none of the four pixels is covered.
   """
-  height, width = fragments.triangle_id.shape
   x, y = points[..., 0], points[..., 1]
   finite = jnp.isfinite(x) & jnp.isfinite(y)
   # The top-left of the 2 x 2 pixels whose centres (integer + 0.5) surround the point.
@@ -555,9 +561,6 @@ def visible(fragments: Fragments, screen_vertices: jax.Array, triangles: jax.Arr
   farthest = jnp.full(x.shape, jnp.inf, points.dtype)
   for row_step in (0, 1):
     for col_step in (0, 1):
-      row, col = top + row_step, left + col_step
-      inside = finite & (col >= 0) & (col < width) & (row >= 0) & (row < height)
-      tri = fragments.triangle_id[jnp.clip(row, 0, height - 1), jnp.clip(col, 0, width - 1)]
-      _, depth = _plane_at(screen_vertices, triangles, tri, x, y, inside & (tri >= 0))
+      depth = _depth_in_pixel(fragments, screen_vertices, triangles, top + row_step, left + col_step, x, y, finite)
       farthest = jnp.minimum(farthest, jnp.where(jnp.isfinite(depth), depth, jnp.inf))
   return jnp.isfinite(farthest) & (points[..., 2] >= farthest - tolerance)
