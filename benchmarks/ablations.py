@@ -247,11 +247,17 @@ def finished_seeds(root: pathlib.Path, name: str, args=None) -> list[int]:
   default held-out set, or on that of `args`): the table covers them even when this call trains
   others."""
   seeds = []
-  for folder in (root / name).glob("seed*"):
+  for seed, folder in seed_folders(root, name):
     evaluated = [folder / "ground_truth"] + ([results_folder(folder, args)] if args is not None else [])
-    if folder.name[4:].isdigit() and any((where / "results.json").is_file() for where in evaluated):
-      seeds.append(int(folder.name[4:]))
+    if any((where / "results.json").is_file() for where in evaluated):
+      seeds.append(seed)
   return seeds
+
+
+def seed_folders(root: pathlib.Path, name: str) -> list[tuple[int, pathlib.Path]]:
+  """(seed, folder) of each seedN folder of variant `name` under `root`, by seed."""
+  folders = [(int(folder.name[4:]), folder) for folder in (root / name).glob("seed*") if folder.name[4:].isdigit()]
+  return sorted(folders)
 
 
 def evaluated_elsewhere(root: pathlib.Path, asked: set, args) -> dict:
@@ -259,12 +265,10 @@ def evaluated_elsewhere(root: pathlib.Path, asked: set, args) -> dict:
   `root` were evaluated on the held-out set of `args` (`saved_evaluation`)."""
   found = {}
   for name in VARIANTS:
-    if name in asked or not (root / name).is_dir():
+    if name in asked:
       continue
-    for folder in sorted((root / name).glob("seed*")):
-      if not folder.name[4:].isdigit():
-        continue
-      steps = variant_config(name, int(folder.name[4:]), args.steps, args.cache_dir).train.num_steps
+    for seed, folder in seed_folders(root, name):
+      steps = variant_config(name, seed, args.steps, args.cache_dir).train.num_steps
       document = saved_evaluation(folder, steps, args)
       if document is not None:
         found.setdefault(name, []).append(document)
