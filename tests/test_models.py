@@ -144,10 +144,15 @@ def test_residual_output_corrects_the_scene():
   run = nnx.jit(lambda g, r, q, m, h: g(r, q, m, h))
   y = np.asarray(run(residual, render, p, mask, hint))
   assert y.shape == (2, 32, 32, 3) and np.all(np.abs(y) < 1.0)
-  # A head of 0 returns the scene R + M; the papers' output from the same head is tanh(0) = 0.
-  residual.head.kernel[...] = jnp.zeros_like(residual.head.kernel[...])
-  residual.head.bias[...] = jnp.zeros_like(residual.head.bias[...])
-  np.testing.assert_allclose(np.asarray(run(residual, render, p, mask, hint)), np.asarray(render + hint), atol=1e-5)
+  # The head starts at 0, so a fresh G returns the scene R + M pixel for pixel; the papers' head
+  # keeps its random init.
+  np.testing.assert_allclose(y, np.asarray(render + hint), atol=1e-5)
+  assert not np.any(np.asarray(residual.head.kernel[...])) and np.any(np.asarray(plain.head.kernel[...]))
+  # The zero head still learns: its gradient is not 0, and once it moves, so does Y.
+  grads = nnx.grad(lambda g: jnp.sum(jnp.square(g(render, p, mask, hint) - 0.3)))(residual)
+  assert np.abs(np.asarray(grads.head.kernel[...])).max() > 1e-3
+  residual.head.kernel[...] = residual.head.kernel[...] - 0.1 * grads.head.kernel[...]
+  assert np.abs(np.asarray(run(residual, render, p, mask, hint)) - y).max() > 1e-3
   # Correcting the scene needs the hint even where G's decoder takes none.
   alone = build_models(tiny_config(32, gen_output='residual'), nnx.Rngs(0)).generator
   with pytest.raises(ValueError, match=r"gen_output='residual'.*needs the hint image"):

@@ -139,7 +139,7 @@ class Generator(nnx.Module):
   concatenated to the input of that stage's conv and of the output conv: Y = G(R, P, M^, M); with
   'encoder' or 'both', the encoder's feature map of the stage's resolution is concatenated to the
   stage conv's input. With `output` 'residual' (`GEN_OUTPUTS`), the head draws a correction of
-  the scene R + M (`residual_over_scene`).
+  the scene R + M (`residual_over_scene`) and starts at 0, so a fresh G returns the scene.
   Convolutions and matmuls run in `dtype` (parameters stay float32); normalization statistics, the
   softmax and the output in float32.
   """
@@ -189,7 +189,11 @@ class Generator(nnx.Module):
         make_norm(norm, decoder_widths[i + 1], appearance_features, rngs=rngs, dtype=dtype, **(norm_options or {}))
         for i in range(downsamples)
     ])
-    self.head = nnx.Conv(widths[0] + extra, 3, (7, 7), rngs=rngs, dtype=dtype)
+    # A residual head starts at 0 (a zero-initialised last layer, as in Fixup and ControlNet), so a
+    # fresh G returns the scene itself and training starts from R + M instead of from noise added to
+    # it: on the shared clips at 128 px, held-out SSIM 0.245 at step 0 with the default init.
+    head_init = {'kernel_init': nnx.initializers.zeros_init()} if output == 'residual' else {}
+    self.head = nnx.Conv(widths[0] + extra, 3, (7, 7), rngs=rngs, dtype=dtype, **head_init)
     # Index into decoder_widths of the feature map that gets attention: 0 is the bottleneck, i the
     # output of decoder stage i.
     self.attention_stage = None
