@@ -186,6 +186,8 @@ def main():
           "swap_identity_margin": swap.get("fitted_identity_margin"),
           "swap_identity_videos": swap.get("fitted_identity_videos"),
           "swap_inner_identity_margin_positive_fraction": swap.get("fitted_inner_identity_margin_positive_fraction"),
+          "swap_shape_transfer": swap.get("landmark_identity_transfer"),
+          "swap_shape_transfer_scene": swap.get("scene_landmark_identity_transfer"),
           "curve": eval_curve(workdir),
           "train_s": timings.get(name),
       }
@@ -206,19 +208,22 @@ def main():
     return f"{values.mean():.3f}" + (f" ± {values.std(ddof=1):.3f}" if len(values) > 1 else "")
 
   lines = ["| arm | held-out SSIM | E_tmp x1e3 | swap: closer to source (share) | swap margin | "
-           "inner face: closer to source | train s |",
-           "|---|---:|---:|---:|---:|---:|---:|"]
+           "inner face: closer to source | shape transfer (scene) | train s |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|"]
   for arm in arms:
     lines.append(f"| {arm} | {cell(arm, 'ssim')} | {cell(arm, 'e_tmp', 1e3)} | "
                  f"{cell(arm, 'swap_identity_margin_positive_fraction')} | {cell(arm, 'swap_identity_margin')} | "
-                 f"{cell(arm, 'swap_inner_identity_margin_positive_fraction')} | {cell(arm, 'train_s')} |")
+                 f"{cell(arm, 'swap_inner_identity_margin_positive_fraction')} | "
+                 f"{cell(arm, 'swap_shape_transfer')} ({cell(arm, 'swap_shape_transfer_scene')}) | {cell(arm, 'train_s')} |")
   markdown = "\n".join(lines) + "\n\n" + "\n".join(
       f"{seed}: the fine-tuned run reached the scratch run's final SSIM {r['scratch_final_ssim']:.3f} at step "
       f"{r['finetune_steps_to_reach']}" for seed, r in reach.items()) + (
       f"\n\n{len(clips)} clips, {args.size} px, {args.steps} steps, {args.seeds} seed(s); demo {demo} (step {step}). "
       "Evaluated on the last 20% of every clip (never trained on). Without a model, the identity frame itself "
       f"scores SSIM {next(iter(runs.values()))['ssim_identity_frame']:.3f} there, and the scene R + M that G takes "
-      f"{next(iter(runs.values()))['ssim_scene']:.3f}." +
+      f"{next(iter(runs.values()))['ssim_scene']:.3f}. Shape transfer: the share of the shape change from the "
+      "target to the source that a swap's inner-face landmarks carry, in the target's own poses (0: the target "
+      "unchanged), for the output and, in brackets, for the scene R + M without G." +
       (f" Config set: {', '.join(args.set)}." if args.set else "") + "\n")
 
   if args.stability and "finetune" in arms:

@@ -151,6 +151,12 @@ def test_landmark_metrics_are_numbers_when_face_mesh_is_present(result, mediapip
   for prefix in ("fitted_identity", "fitted_inner_identity"):
     assert np.isfinite(swap[f"{prefix}_margin"]) and 0 <= swap[f"{prefix}_margin_positive_fraction"] <= 1
     assert reenact[f"{prefix}_margin"] is None and reenact[f"{prefix}_videos"] == VIDEOS
+  # Swaps in the target's own poses, for the outputs and for the scene R + M without G.
+  for prefix in ("landmark_identity", "scene_landmark_identity"):
+    assert swap[f"{prefix}_videos"] == VIDEOS and 0 <= swap[f"{prefix}_margin_positive_fraction"] <= 1
+    assert np.isfinite(swap[f"{prefix}_transfer"]) and np.isfinite(swap[f"{prefix}_margin"])
+  assert 0 <= swap["scene_fitted_identity_margin_positive_fraction"] <= 1
+  assert "landmark_identity_transfer" not in reenact
 
 
 def test_fitted_identity_measures_by_hand():
@@ -161,6 +167,69 @@ def test_fitted_identity_measures_by_hand():
   np.testing.assert_allclose(measures["margin"], [np.sqrt(10) - 1, 3 - 1])
   np.testing.assert_allclose(measures["cosine_source"], [1, 1])
   np.testing.assert_allclose(measures["cosine_target"], [0, 1])
+
+
+def test_landmark_identity_measures_by_hand():
+  """margin = mean |Y - L| - mean |Y - (L + shift)| over inter-ocular distances; transfer =
+  <Y - L, shift> / |shift|^2, on a hand-made target whose eye corners are 10 px apart."""
+  target = np.zeros((1, 2, 68, 2))
+  target[:, :, 45, 0] = 10.0  # inter-ocular distance 10 (points 36 and 45)
+  shift = np.zeros_like(target)
+  shift[:, :, 50] = [3.0, 4.0]  # one point moves 5 px
+  valid = np.ones((1, 2), bool)
+  for fraction, margin in ((1.0, 5 / 68 / 10), (0.0, -5 / 68 / 10), (0.5, 0.0)):
+    measures = metrics.landmark_identity_per_sample(target + fraction * shift, target, shift, valid)
+    np.testing.assert_allclose(measures["margin"], [margin], atol=1e-12)
+    np.testing.assert_allclose(measures["transfer"], [fraction], atol=1e-12)
+  # A subset of points: the mean runs over it only; an undetected frame is left out, and a
+  # sample without a detected frame is NaN.
+  output = target + shift
+  output[:, 1] += 100.0  # a frame the detector missed
+  measures = metrics.landmark_identity_per_sample(output, target, shift, [[True, False]], subset=[50, 51])
+  np.testing.assert_allclose(measures["margin"], [5 / 2 / 10])
+  np.testing.assert_allclose(measures["transfer"], [1.0])
+  assert np.isnan(metrics.landmark_identity_per_sample(output, target, shift, [[False, False]])["margin"][0])
+  with pytest.raises(ValueError, match="iBUG-68"):
+    metrics.landmark_identity_per_sample(target[:, :, :5], target[:, :, :5], shift[:, :, :5], valid)
+
+
+def test_landmark_identity_sees_a_swap_that_the_fitted_measure_confuses_with_pose(mediapipe_models):
+  """A perfect swap (person B's shape rendered in A's poses and expressions) against A's own video:
+  the measure in A's poses puts the swap nearer B and A's video nearer A, with B's identity fitted
+  to B's own video of other poses."""
+  model = face3d.load_model("procedural:low")
+  mesh = landmarks.FaceMesh(mediapipe_models.landmarks)
+
+  def video(identity_seed, motion_seed):
+    identity, motion = (synthetic.sample_video(model, seed, 6, 128) for seed in (identity_seed, motion_seed))
+    frames = synthetic.render_frames(model, motion.appearance, identity.id_coeffs, motion.exp_coeffs,
+                                     motion.cameras, 128)
+    vertices = face3d.vertices(model, identity.id_coeffs, motion.exp_coeffs)[:, np.asarray(model.landmarks)]
+    points = np.asarray(face3d.project(vertices, face3d.Camera.from_vector(motion.cameras)))[..., :2]
+    return frames, points, motion.cameras
+
+  target, swap, source = video(3, 3), video(4, 3), video(4, 4)
+  inputs = evaluate.landmark_errors(*(np.stack(a) for a in zip(target, source)), model, mesh)
+  outputs = evaluate.landmark_errors(*(np.stack(a) for a in zip(swap, target)), model, mesh)
+  assert inputs.used.all() and outputs.used.all()
+  targets, sources = np.array([0]), np.array([1])
+  target_rows = evaluate._videos_rows(inputs, targets)
+  shift = evaluate.expected_identity_shift(model, inputs.id_coeffs[sources], inputs.id_coeffs[targets],
+                                           target_rows.exp_coeffs, target_rows.cameras)
+  # The shift from the fitted identities points the true way (the model's own points), though the
+  # fits recover only part of it (the fitter's prior pulls identity toward the mean).
+  truth = swap[1] - target[1]
+  assert np.sum(shift[0] * truth) > 0.3 * np.sum(truth ** 2)
+  # Face Mesh's points move only part of the way the model's points do (its detections lean to an
+  # average face): a perfect swap carries about 0.6 of the shift, true or fitted, and the target's
+  # own video 0; the margin is positive for the swap only.
+  output_rows = evaluate._videos_rows(outputs, np.array([0]))
+  for expected, floor in ((truth[None], 0.5), (shift, 0.5)):
+    swapped = evaluate.landmark_identity(output_rows, target_rows, expected)
+    unchanged = evaluate.landmark_identity(evaluate._videos_rows(inputs, targets), target_rows, expected)
+    assert swapped["landmark_identity_transfer"] > floor and unchanged["landmark_identity_transfer"] == 0.0
+    assert unchanged["landmark_identity_margin"] < 0 <= swapped["landmark_identity_margin"]
+    assert swapped["landmark_identity_videos"] == 1 and swapped["landmark_identity_margin_positive_fraction"] == 1.0
 
 
 def test_landmark_errors_on_rendered_faces_with_known_cameras(mediapipe_models):

@@ -121,6 +121,7 @@ class LandmarkErrors(NamedTuple):
     used: [V, T] bool, the frames that entered both errors (face score >= the threshold).
     id_coeffs: [V, K_id] the identity fitted to each output video's landmarks (NaN where not fitted).
     inner_id_coeffs: [V, K_id] the same fitted to the inner face's landmarks only (`INNER_FACE`).
+    exp_coeffs: [V, T, K_exp] the expressions of the all-points fit (NaN where not fitted).
   """
 
   e_pose: Optional[np.ndarray]
@@ -130,6 +131,7 @@ class LandmarkErrors(NamedTuple):
   used: np.ndarray
   id_coeffs: np.ndarray
   inner_id_coeffs: np.ndarray
+  exp_coeffs: np.ndarray
 
 
 # The iBUG-68 points of the inner face (brows, nose, eyes, mouth: 17-67), without the jaw line (0-16).
@@ -325,6 +327,7 @@ def landmark_errors(videos: np.ndarray, driver_points: np.ndarray, driver_camera
   used = np.zeros((num_videos, num_frames), bool)
   id_coeffs = np.full((num_videos, model.num_id), np.nan, np.float32)
   inner_id_coeffs = id_coeffs.copy()
+  exp_coeffs = np.full((num_videos, num_frames, model.num_exp), np.nan, np.float32)
   inner_weights = np.zeros(68, np.float32)
   inner_weights[INNER_FACE] = 1.0
   for v in range(num_videos):
@@ -334,13 +337,13 @@ def landmark_errors(videos: np.ndarray, driver_points: np.ndarray, driver_camera
       used[v, t] = found.score >= min_face_score
     if used[v].any():
       fit = fit_lib.fit_clip(model, points[v], valid=used[v])
-      cameras[v], id_coeffs[v] = fit.cameras, fit.id_coeffs
+      cameras[v], id_coeffs[v], exp_coeffs[v] = fit.cameras, fit.id_coeffs, fit.exp_coeffs
       inner_id_coeffs[v] = fit_lib.fit_clip(model, points[v], valid=used[v], point_weights=inner_weights).id_coeffs
   if not used.any():
-    return LandmarkErrors(None, None, cameras, points, used, id_coeffs, inner_id_coeffs)
+    return LandmarkErrors(None, None, cameras, points, used, id_coeffs, inner_id_coeffs, exp_coeffs)
   e_pose = np.asarray(metrics.pose_error_per_angle(cameras[used], np.asarray(driver_cameras)[used]))
   e_exp = float(metrics.expression_error(points[used], np.asarray(driver_points)[used], normalize="inter_ocular"))
-  return LandmarkErrors(e_pose, e_exp, cameras, points, used, id_coeffs, inner_id_coeffs)
+  return LandmarkErrors(e_pose, e_exp, cameras, points, used, id_coeffs, inner_id_coeffs, exp_coeffs)
 
 
 def fitted_identity(fitted: np.ndarray, source: np.ndarray, target: np.ndarray, swapped: bool,
@@ -372,6 +375,85 @@ def fitted_identity(fitted: np.ndarray, source: np.ndarray, target: np.ndarray, 
           f"{prefix}_margin": margin,
           f"{prefix}_margin_positive_fraction": mean(measures["margin"] > 0) if margin is not None else None,
           f"{prefix}_videos": int(found.sum())}
+
+
+def expected_identity_shift(model: face3d.MorphableModel, source_ids: np.ndarray, target_ids: np.ndarray,
+                            target_exp: np.ndarray, target_cameras: np.ndarray) -> np.ndarray:
+  """[N, T, 68, 2] pixels: where a swap should move the target's iBUG-68 points in each frame, the
+  model's points with the source's identity minus with the target's, both in the target frame's
+  fitted expression and camera (`metrics.landmark_identity_per_sample`'s shift_t).
+
+  Args:
+    model: the morphable model the identities, expressions and cameras were fitted with.
+    source_ids, target_ids: [N, K_id]; target_exp: [N, T, K_exp]; target_cameras: [N, T, 6].
+  """
+  landmarks = np.asarray(model.landmarks)
+  basis = fit_lib.LandmarkBasis(*(jnp.asarray(np.asarray(a)[landmarks], jnp.float32)
+                                  for a in (model.mean, model.id_basis, model.exp_basis)))
+  project = jax.jit(jax.vmap(lambda i, e, c: fit_lib.reproject(basis, i, e, c)))
+  args = [jnp.asarray(np.nan_to_num(np.asarray(a, np.float32))) for a in (target_exp, target_cameras)]
+  return np.asarray(project(jnp.asarray(np.nan_to_num(source_ids)), *args)
+                    - project(jnp.asarray(np.nan_to_num(target_ids)), *args))
+
+
+def landmark_identity(output: LandmarkErrors, target: LandmarkErrors, expected_shift: np.ndarray,
+                      prefix: str = "landmark_identity") -> dict:
+  """The swaps' identity measure in the target's own poses (`metrics.landmark_identity_per_sample`)
+  on the inner face (`INNER_FACE`: the paste keeps the target's outline where the source's face is
+  narrower), averaged over the swaps with a detected frame.
+
+  Args:
+    output: the swaps' `landmark_errors`; target: the target videos' (row n: swap n's target).
+    expected_shift: `expected_identity_shift` of the swaps.
+    prefix: of the keys.
+
+  Returns:
+    {prefix + '_margin', '_margin_positive_fraction', '_transfer', '_videos'} (None where not measured).
+  """
+  valid = output.used & target.used & np.all(np.isfinite(expected_shift), axis=(-2, -1))
+  measures = metrics.landmark_identity_per_sample(output.points, target.points, expected_shift, valid, INNER_FACE)
+  found = np.isfinite(measures["margin"]) & np.isfinite(measures["transfer"])
+  mean = lambda values: float(np.mean(values[found])) if found.any() else None  # noqa: E731
+  return {f"{prefix}_margin": mean(measures["margin"]),
+          f"{prefix}_margin_positive_fraction": mean(measures["margin"] > 0),
+          f"{prefix}_transfer": mean(measures["transfer"]), f"{prefix}_videos": int(found.sum())}
+
+
+def _videos_rows(errors: LandmarkErrors, rows: np.ndarray) -> LandmarkErrors:
+  """The per-video fields of `errors` at `rows` (E_pose and E_exp, over all videos, kept)."""
+  return errors._replace(**{field: getattr(errors, field)[rows] for field in
+                            ("cameras", "points", "used", "id_coeffs", "inner_id_coeffs", "exp_coeffs")})
+
+
+def swap_identity_references(output: LandmarkErrors, inputs: LandmarkErrors, pairs: np.ndarray, result: dict,
+                             drivers: dict, model: face3d.MorphableModel, landmarker,
+                             min_face_score: float) -> dict:
+  """The swaps' identity in the target's own poses (`landmark_identity`), for the outputs and, as
+  the reference of a face that carries the source's shape by construction, for the scene R + M
+  (the source's fitted shape rendered in the target's pose and pasted, without G); the fitted
+  measure (`fitted_identity`) of the scene too, which says how far that measure can go.
+
+  Args:
+    output: the swaps' `landmark_errors`; inputs: the input videos' (row v: video v).
+    pairs: [N, 2] (target, source) video of each swap.
+    result: the swaps' `generate_outputs` (its 'render' and 'hint' make the scene).
+    drivers: the swap batch's expression_t (its landmarks and cameras locate the faces).
+  """
+  targets, sources = pairs[:, 0], pairs[:, 1]
+  target_rows = _videos_rows(inputs, targets)
+  shift = expected_identity_shift(model, inputs.id_coeffs[sources], inputs.id_coeffs[targets],
+                                  target_rows.exp_coeffs, target_rows.cameras)
+  count, num_frames = output.used.shape
+  scene = np.clip(np.asarray(result["render"]) + np.asarray(result["hint"]) - 0.5, 0.0, 1.0)
+  scene = landmark_errors(to_uint8(scene).reshape(count, num_frames, *scene.shape[1:]),
+                          drivers["landmarks"].reshape(count, num_frames, 68, 2),
+                          drivers["camera"].reshape(count, num_frames, -1), model, landmarker, min_face_score)
+  details = {**landmark_identity(output, target_rows, shift),
+             **landmark_identity(scene, target_rows, shift, prefix="scene_landmark_identity")}
+  for prefix, fitted, input_ids in (("scene_fitted_identity", scene.id_coeffs, inputs.id_coeffs),
+                                    ("scene_fitted_inner_identity", scene.inner_id_coeffs, inputs.inner_id_coeffs)):
+    details.update(fitted_identity(fitted, input_ids[sources], input_ids[targets], True, prefix))
+  return details
 
 
 def feature_metrics(outputs: np.ndarray, identities: np.ndarray, inception, face_recognition) -> dict:
@@ -520,6 +602,9 @@ def evaluate_checkpoint(checkpoint, videos, num_videos: int = 8, num_frames: int
         source_ids, target_ids = ((input_ids[pairs[:, 1]], input_ids[pairs[:, 0]]) if swapped
                                   else (input_ids, input_ids))
         row_details.update(fitted_identity(fitted, source_ids, target_ids, swapped, prefix))
+      if swapped:
+        row_details.update(swap_identity_references(errors, inputs, pairs, result, drivers, checkpoint.face_model,
+                                                    landmarker, min_face_score))
       if not errors.used.all():
         warnings.warn(f"{method}: Face Mesh found no face (score < {min_face_score}) in {int((~errors.used).sum())} "
                       f"of {errors.used.size} output frames; E_pose and E_exp leave them out", stacklevel=2)
@@ -571,7 +656,10 @@ def results_notes(num_videos: int, num_frames: int, inception, face_recognition,
   if landmarker is not None:
     lines.append("Identity by fitting (results.json details, fitted_identity_*): the output video's fitted identity "
                  "coefficients against the source's and the target's; it sees face shape from 68 landmarks, not skin "
-                 "or texture.")
+                 "or texture. Swaps also in the target's own poses (landmark_identity_*: the share of the shape change "
+                 "from the target to the source that the output's inner-face points carry, 'transfer'), beside the "
+                 "same for the scene R + M without G (scene_*), which carries the source's fitted shape by "
+                 "construction.")
   missing = [name for name, present in (("FID (--inception)", inception), ("E_id (--face_recognition)",
                                                                          face_recognition),
                                         ("E_pose / E_exp (Face Mesh model)", landmarker)) if present is None]
