@@ -95,6 +95,11 @@ VARIANTS = {
     # what the scene has sharp (the kept frame, the textured face) needs no pass through G's convolutions.
     "both_residual": {"loss.disc_real": "intra", "model.emb_downsamples": 4, "model.gen_skips": "both",
                       "model.gen_output": "residual"},
+    # ... with L_app blind to the face: on inter samples the frame's L_app asks E(Y) for X_p's face,
+    # which a residual G met with saturated high-frequency patches on the swapped face.
+    "both_residual_app_background": {"loss.disc_real": "intra", "model.emb_downsamples": 4,
+                                     "model.gen_skips": "both", "model.gen_output": "residual",
+                                     "loss.app_region": "background"},
 }
 # (label, task, key, scale) of the table's columns.
 COLUMNS = (
