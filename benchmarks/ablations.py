@@ -100,6 +100,11 @@ VARIANTS = {
     "both_residual_app_background": {"loss.disc_real": "intra", "model.emb_downsamples": 4,
                                      "model.gen_skips": "both", "model.gen_output": "residual",
                                      "loss.app_region": "background"},
+    # ... which moved the patches to the background's border, where E now compares Y with X_p: L_app
+    # through E (trained alongside G, cheap to fool) is what they answer. The residual G without it:
+    # the scene already carries X_p's background, hair and pose.
+    "both_residual_app_off": {"loss.disc_real": "intra", "model.emb_downsamples": 4, "model.gen_skips": "both",
+                              "model.gen_output": "residual", "loss.weights.app": 0.0},
 }
 # (label, task, key, scale) of the table's columns.
 COLUMNS = (
