@@ -94,11 +94,17 @@ def arm_config(arm: str, args, videos: str, demo: str | None, seed: int):
       config.model[key] = value
   for override in args.set or ():
     key, _, value = override.partition("=")
-    section, _, field = key.partition(".")
-    if not value or section not in config or field not in config[section]:
-      raise SystemExit(f"--set={override}: give FIELD=VALUE with a field of the clips config, e.g. model.gen_output=residual")
-    config[section][field] = type(config[section][field])(value) if not isinstance(config[section][field], bool) \
-        else value.lower() in ("1", "true", "yes")
+    *parents, field = key.split(".")
+    node = config
+    for parent in parents:
+      node = node[parent] if parent in node else None
+      if node is None:
+        break
+    if not value or not parents or node is None or field not in node:
+      raise SystemExit(f"--set={override}: give FIELD=VALUE with a field of the clips config, e.g. model.gen_output=residual "
+                       f"or loss.weights.app=0")
+    old = node[field]
+    node[field] = value.lower() in ("1", "true", "yes") if isinstance(old, bool) else type(old)(value)
   if arm == "finetune":
     config.init_from = demo
   return config
