@@ -105,6 +105,13 @@ VARIANTS = {
     # the scene already carries X_p's background, hair and pose.
     "both_residual_app_off": {"loss.disc_real": "intra", "model.emb_downsamples": 4, "model.gen_skips": "both",
                               "model.gen_output": "residual", "loss.weights.app": 0.0},
+    # ... which made the patches larger, in the background. What they answer is D: conditioned on
+    # X_i, D's real pairs (intra samples) always share X_i's background and its inter fakes never
+    # do, and a residual G, free off the face on inter samples, paints at the background to close
+    # that gap. The papers' D sees the image alone (eq. 8/10: D(Y)).
+    "both_residual_unconditional": {"loss.disc_real": "intra", "model.emb_downsamples": 4,
+                                    "model.gen_skips": "both", "model.gen_output": "residual",
+                                    "model.disc_conditional": False},
 }
 # (label, task, key, scale) of the table's columns.
 COLUMNS = (
