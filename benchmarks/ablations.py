@@ -112,6 +112,11 @@ VARIANTS = {
     "both_residual_unconditional": {"loss.disc_real": "intra", "model.emb_downsamples": 4,
                                     "model.gen_skips": "both", "model.gen_output": "residual",
                                     "model.disc_conditional": False},
+    # ... which took the patches away and let the face drift to the target's colouring (L_app on the
+    # frame asks E(Y) for X_p's face): the unconditional D with L_app blind to the face.
+    "both_residual_unconditional_app_background": {"loss.disc_real": "intra", "model.emb_downsamples": 4,
+                                                   "model.gen_skips": "both", "model.gen_output": "residual",
+                                                   "model.disc_conditional": False, "loss.app_region": "background"},
 }
 # (label, task, key, scale) of the table's columns.
 COLUMNS = (
