@@ -105,15 +105,15 @@ VARIANTS = {
     # the scene already carries X_p's background, hair and pose.
     "both_residual_app_off": {"loss.disc_real": "intra", "model.emb_downsamples": 4, "model.gen_skips": "both",
                               "model.gen_output": "residual", "loss.weights.app": 0.0},
-    # ... which made the patches larger, in the background. What they answer is D: conditioned on
-    # X_i, D's real pairs (intra samples) always share X_i's background and its inter fakes never
-    # do, and a residual G, free off the face on inter samples, paints at the background to close
-    # that gap. The papers' D sees the image alone (eq. 8/10: D(Y)).
+    # ... which made the patches larger, in the background. A conditional D could tell inter fakes
+    # by their background (its real pairs, intra samples, always share X_i's; its inter fakes never
+    # do): the papers' D sees the image alone (eq. 8/10: D(Y)).
     "both_residual_unconditional": {"loss.disc_real": "intra", "model.emb_downsamples": 4,
                                     "model.gen_skips": "both", "model.gen_output": "residual",
                                     "model.disc_conditional": False},
     # ... which took the patches away and let the face drift to the target's colouring (L_app on the
-    # frame asks E(Y) for X_p's face): the unconditional D with L_app blind to the face.
+    # frame asks E(Y) for X_p's face): the unconditional D with L_app blind to the face (the patches
+    # came back, over the face).
     "both_residual_unconditional_app_background": {"loss.disc_real": "intra", "model.emb_downsamples": 4,
                                                    "model.gen_skips": "both", "model.gen_output": "residual",
                                                    "model.disc_conditional": False, "loss.app_region": "background"},
