@@ -387,9 +387,7 @@ def expected_identity_shift(model: face3d.MorphableModel, source_ids: np.ndarray
     model: the morphable model the identities, expressions and cameras were fitted with.
     source_ids, target_ids: [N, K_id]; target_exp: [N, T, K_exp]; target_cameras: [N, T, 6].
   """
-  landmarks = np.asarray(model.landmarks)
-  basis = fit_lib.LandmarkBasis(*(jnp.asarray(np.asarray(a)[landmarks], jnp.float32)
-                                  for a in (model.mean, model.id_basis, model.exp_basis)))
+  basis = fit_lib.landmark_basis(model, model.landmarks)
   project = jax.jit(jax.vmap(lambda i, e, c: fit_lib.reproject(basis, i, e, c)))
   args = [jnp.asarray(np.nan_to_num(np.asarray(a, np.float32))) for a in (target_exp, target_cameras)]
   return np.asarray(project(jnp.asarray(np.nan_to_num(source_ids)), *args)
@@ -444,7 +442,7 @@ def swap_identity_references(output: LandmarkErrors, inputs: LandmarkErrors, pai
   shift = expected_identity_shift(model, inputs.id_coeffs[sources], inputs.id_coeffs[targets],
                                   target_rows.exp_coeffs, target_rows.cameras)
   count, num_frames = output.used.shape
-  scene = np.clip(np.asarray(result["render"]) + np.asarray(result["hint"]) - 0.5, 0.0, 1.0)
+  scene = np.asarray(scene_image(result))
   scene = landmark_errors(to_uint8(scene).reshape(count, num_frames, *scene.shape[1:]),
                           drivers["landmarks"].reshape(count, num_frames, 68, 2),
                           drivers["camera"].reshape(count, num_frames, -1), model, landmarker, min_face_score)
@@ -637,10 +635,15 @@ def identity_frame_ssim(reenactment: dict) -> float:
 
 def scene_ssim(reenactment: dict) -> float:
   """The reenactment SSIM of the scene without G: R + M, the recombined face textured from X_i
-  pasted into the kept frame (what `models.generator.residual_over_scene` corrects), against X_p.
-  `evaluation_outputs` gives R and M in [0, 1] (0.5 where they are 0), so R + M is R + M - 0.5 there."""
-  scene = jnp.clip(jnp.asarray(reenactment["render"]) + jnp.asarray(reenactment["hint"]) - 0.5, 0.0, 1.0)
-  return float(np.mean(metrics.ssim_per_sample(scene, jnp.asarray(reenactment["appearance"]))))
+  pasted into the kept frame (what `models.generator.residual_over_scene` corrects), against X_p
+  (`scene_image`)."""
+  return float(np.mean(metrics.ssim_per_sample(scene_image(reenactment), jnp.asarray(reenactment["appearance"]))))
+
+
+def scene_image(outputs: dict) -> jax.Array:
+  """[B, S, S, 3] the scene R + M of `inference.evaluation_outputs` in [0, 1]: they give R and M in
+  [0, 1] (0.5 where they are 0), so R + M is R + M - 0.5 there."""
+  return jnp.clip(jnp.asarray(outputs["render"]) + jnp.asarray(outputs["hint"]) - 0.5, 0.0, 1.0)
 
 
 def results_notes(num_videos: int, num_frames: int, inception, face_recognition, landmarker,

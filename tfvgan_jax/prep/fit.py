@@ -134,6 +134,12 @@ class LandmarkBasis(NamedTuple):
   exp_basis: jax.Array
 
 
+def landmark_basis(model: face3d.MorphableModel, vertex_ids) -> LandmarkBasis:
+  """The model restricted to the vertices `vertex_ids` [L], float32."""
+  return LandmarkBasis(*(jnp.asarray(np.asarray(a)[np.asarray(vertex_ids)], jnp.float32)
+                         for a in (model.mean, model.id_basis, model.exp_basis)))
+
+
 class ClipSystem(NamedTuple):
   """Gauss-Newton normal equations H x = b of a clip, in the clip's block structure.
 
@@ -536,8 +542,7 @@ def prepare_clip(model: face3d.MorphableModel, points, *, vertex_ids=None, valid
   normalized = np.zeros((padded, num_points, 2), np.float32)
   normalized[:num_frames][valid] = (points[valid] - norm.centre) / norm.size
   problem = ClipProblem(
-      basis=LandmarkBasis(*(jnp.asarray(np.asarray(a)[vertex_ids], jnp.float32)
-                            for a in (model.mean, model.id_basis, model.exp_basis))),
+      basis=landmark_basis(model, vertex_ids),
       points=jnp.asarray(normalized),
       valid=jnp.asarray(np.pad(valid, (0, padded - num_frames)), jnp.float32),
       real=jnp.asarray(np.arange(padded) < num_frames, jnp.float32),
