@@ -117,6 +117,12 @@ VARIANTS = {
     "both_residual_unconditional_app_background": {"loss.disc_real": "intra", "model.emb_downsamples": 4,
                                                    "model.gen_skips": "both", "model.gen_output": "residual",
                                                    "model.disc_conditional": False, "loss.app_region": "background"},
+    # ... which brought them back over the face. Off the face, an inter sample's Y is to be the frame
+    # it is pasted into, X_p's, which the hint shows G and no loss asks of it: L_rec there
+    # (`loss.weights.bg`), on the best of the residual combinations.
+    "both_residual_app_background_bg": {"loss.disc_real": "intra", "model.emb_downsamples": 4,
+                                        "model.gen_skips": "both", "model.gen_output": "residual",
+                                        "loss.app_region": "background", "loss.weights.bg": 10.0},
 }
 # (label, task, key, scale) of the table's columns.
 COLUMNS = (

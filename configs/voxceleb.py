@@ -101,7 +101,7 @@ def paper_config(variant: dict | None = None):
 
   config.loss = ml_collections.ConfigDict()
   config.loss.adversarial = "hinge"
-  config.loss.weights = {"adv": 10.0, "app": 1.0, "rec": 10.0, "tmp": 5.0, "fm": 0.0}
+  config.loss.weights = {"adv": 10.0, "app": 1.0, "rec": 10.0, "tmp": 5.0, "fm": 0.0, "bg": 0.0}
   config.loss.rec_target = "appearance"
   config.loss.tmp_region = "face"
   config.loss.tmp_on_inter = False

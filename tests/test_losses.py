@@ -92,6 +92,31 @@ def test_reconstruction_loss_over_enabled_samples_and_both_targets():
   assert float(losses.reconstruction_loss(output, target, jnp.zeros(3, bool))) == 0.0
 
 
+def test_background_loss_is_the_l1_off_the_face_by_hand():
+  rng = np.random.default_rng(0)
+  appearance = rng.uniform(-1, 1, (3, 4, 4, 3)).astype(np.float32)
+  mask = np.zeros((3, 4, 4, 1), np.float32)
+  mask[:, 1:3, 1:3] = 1.0                                  # a 2 x 2 face in a 4 x 4 frame
+  mask[2] = 1.0                                            # sample 2: the face covers the frame
+  output = appearance.copy()
+  output[0, 1:3, 1:3] += 0.7                               # sample 0 differs only on the face: 0
+  output[1] += 0.2                                         # sample 1 differs by 0.2 everywhere
+  output[1, 0, 0, 1] += 1.2                                # and by 1.4 at one pixel and channel off the face
+  output[2] -= 0.5                                         # sample 2 has nothing off the face: 0
+  expected = [0.0, (0.2 * (12 * 3 - 1) + 1.4) / (12 * 3), 0.0]
+  np.testing.assert_allclose(losses.background_loss_per_sample(jnp.asarray(output), jnp.asarray(appearance),
+                                                               jnp.asarray(mask)), expected, rtol=1e-5, atol=1e-7)
+  # [B, H, W] masks read the same; the mean is over the enabled samples only.
+  np.testing.assert_allclose(losses.background_loss(jnp.asarray(output), jnp.asarray(appearance),
+                                                    jnp.asarray(mask[..., 0]), jnp.asarray([False, True, True])),
+                             expected[1] / 2, rtol=1e-5)
+  assert float(losses.background_loss(jnp.asarray(output), jnp.asarray(appearance), jnp.asarray(mask),
+                                      jnp.zeros(3, bool))) == 0.0
+  gradient = jax.grad(lambda y: losses.background_loss(y, jnp.asarray(appearance), jnp.asarray(mask),
+                                                       jnp.asarray([1.0, 1.0, 1.0])))(jnp.asarray(output))
+  assert np.all(np.isfinite(gradient)) and np.all(np.asarray(gradient)[:, 1:3, 1:3] == 0.0)
+
+
 def test_reconstruction_target_rejects_unknown():
   with pytest.raises(ValueError, match="expression"):
     losses.reconstruction_target(const_images([0.0]), const_images([0.0]), "expression")

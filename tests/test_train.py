@@ -165,7 +165,7 @@ def test_paper_configs_follow_the_papers():
   assert (uniface.data.sampling, uniface.data.sigma, uniface.model.image_size, uniface.data.batch_size) == (
       "intra_inter", 0.5, 256, 24)
   assert (tfvgan.data.sampling, tfvgan.data.sigma) == ("video_image", 0.5)
-  assert dict(uniface.loss.weights) == {"adv": 10.0, "app": 1.0, "rec": 10.0, "tmp": 5.0, "fm": 0.0}
+  assert dict(uniface.loss.weights) == {"adv": 10.0, "app": 1.0, "rec": 10.0, "tmp": 5.0, "fm": 0.0, "bg": 0.0}
   assert (uniface.optim.gen_lr, uniface.optim.disc_lr, uniface.optim.b1, uniface.optim.b2) == (1e-4, 4e-4, 0.5, 0.999)
   assert uniface.model.norm == "rcn"
   assert paper_config("voxceleb", "res=128").model.image_size == 128

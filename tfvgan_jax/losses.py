@@ -267,6 +267,35 @@ def reconstruction_loss(output: jax.Array, target: jax.Array, sample_weight: jax
   return weighted_mean(reconstruction_loss_per_sample(output, target), sample_weight)
 
 
+def background_loss_per_sample(output: jax.Array, appearance: jax.Array, face_mask: jax.Array) -> jax.Array:
+  """||(Y - X_p)(1 - M^)||_1 per sample, as a mean over the pixels off the face region and the
+  channels (0 for a sample whose face region covers the frame).
+
+  Not a term of the papers (`loss.weights.bg`, default 0): on an inter-video sample no pixel of Y
+  has a ground truth under eq. 18, yet off the recombined face Y is to be the frame it is pasted
+  into, X_p's, which the hint M = X_p (1 - M^) shows G. This is L_rec (eq. 9) restricted to there.
+
+  Args:
+    output, appearance: Y and X_p [B, H, W, C].
+    face_mask: M^ [B, H, W] or [B, H, W, 1], bool or float in [0, 1] (1 on the face).
+
+  Returns:
+    [B] float32.
+  """
+  keep = 1.0 - jnp.reshape(jnp.asarray(face_mask, jnp.float32), output.shape[:3] + (1,))
+  channels = output.shape[-1]
+  error = jnp.sum(jnp.abs(output - appearance) * keep, axis=(1, 2, 3))
+  area = jnp.sum(keep, axis=(1, 2, 3)) * channels
+  return jnp.where(area > 0, error / jnp.where(area > 0, area, 1.0), 0.0)
+
+
+def background_loss(output: jax.Array, appearance: jax.Array, face_mask: jax.Array,
+                    sample_weight: jax.Array | None) -> jax.Array:
+  """`background_loss_per_sample` averaged over the samples whose weight is nonzero (the
+  inter-video ones in training); a batch with none enabled gives 0."""
+  return weighted_mean(background_loss_per_sample(output, appearance, face_mask), sample_weight)
+
+
 # Temporal loss.
 
 

@@ -9,7 +9,7 @@ One jitted step does a whole sample at t and t-1 (TFVGAN ยง3.3-3.4, UniFaceGAN ย
   networks    P = E(X_p, M), Y = G(R, P, M^), D(Y, X_i) and D(X_p, X_i) (D(Y), D(X_p) with
               `model.disc_conditional=False`; real X_p of intra samples only with
               `loss.disc_real='intra'`)
-  losses      adv, app, rec, tmp (and fm, on intra samples), weighted as eq. 18; the recipe
+  losses      adv, app, rec, tmp (and fm, on intra samples; bg, on inter ones), weighted as eq. 18; the recipe
               switches are checked by `check_recipe` before any work
   updates     G+E with Adam 1e-4, D with Adam 4e-4, betas (0.5, 0.999); optional EMA of G+E
 
@@ -238,6 +238,8 @@ def generator_objective(params, state: TrainState, networks: Networks, scene: Sc
   if "rec" in weights:
     target = losses.reconstruction_target(scene.identity, scene.appearance, loss_config.rec_target)
     terms["rec"] = losses.reconstruction_loss(output, target, intra)
+  if "bg" in weights:  # off the face on inter samples, where L_rec has no ground truth
+    terms["bg"] = losses.background_loss(output, scene.appearance, scene.face_mask, jnp.logical_not(intra))
   if "tmp" in weights:
     enabled = jnp.ones_like(scene.intra) if loss_config.tmp_on_inter else scene.intra
     terms["tmp"] = losses.temporal_loss(at_t(output), at_prev(output), scene.flow, scene.flow_valid,
