@@ -123,6 +123,15 @@ VARIANTS = {
     "both_residual_app_background_bg": {"loss.disc_real": "intra", "model.emb_downsamples": 4,
                                         "model.gen_skips": "both", "model.gen_output": "residual",
                                         "loss.app_region": "background", "loss.weights.bg": 10.0},
+    # R re-shaded to the light of the frame the output is pasted into (`render.relight`): the
+    # scene's own swaps come 4-5 dB nearer the truth on the face, and its expression margin turns
+    # positive more often (benchmarks/margin_references.py). On the defaults, and on the residual G
+    # whose inter outputs follow the scene.
+    "both_relight": {"loss.disc_real": "intra", "model.emb_downsamples": 4, "model.gen_skips": "both",
+                     "render.relight": True},
+    "both_residual_app_background_relight": {"loss.disc_real": "intra", "model.emb_downsamples": 4,
+                                             "model.gen_skips": "both", "model.gen_output": "residual",
+                                             "loss.app_region": "background", "render.relight": True},
 }
 # (label, task, key, scale) of the table's columns.
 COLUMNS = (

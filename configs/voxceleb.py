@@ -98,6 +98,10 @@ def paper_config(variant: dict | None = None):
   # Extra chunks per frame of the rasterizer: 'auto' is exact for any face; a number N is a fixed
   # pool (no loop) whose overflows are logged as render/overflow_frames (`render.rasterize`).
   config.render.capacity = "auto"
+  # Re-shade R from X_i's light to the light of the frame the output is pasted into (second-order
+  # spherical harmonics fitted to both frames, `inference.reshade_render`); the papers' R keeps
+  # X_i's shading and leaves the light to G.
+  config.render.relight = False
 
   config.loss = ml_collections.ConfigDict()
   config.loss.adversarial = "hinge"

@@ -372,6 +372,18 @@ def test_synthetic_evaluation_reports_every_task_against_its_truth(synthetic_res
   output = synthetic_result.outputs["disentangled"]["output"]
   mse = np.mean((output - samples.truth / 255.0) ** 2, axis=(1, 2, 3))
   np.testing.assert_allclose(tasks["disentangled"]["psnr"], np.mean(10 * np.log10(1 / mse)), rtol=1e-4)
+  # The scene rows are the same measures of R + M, G's input, against the same truth.
+  assert list(synthetic_result.scene) == list(ground_truth.TASK_NAMES)
+  scene = np.clip(synthetic_result.outputs["disentangled"]["render"]
+                  + synthetic_result.outputs["disentangled"]["hint"] - 0.5, 0, 1)
+  mse = np.mean((scene - samples.truth / 255.0) ** 2, axis=(1, 2, 3))
+  np.testing.assert_allclose(synthetic_result.scene["disentangled"]["psnr"], np.mean(10 * np.log10(1 / mse)), rtol=1e-4)
+  region = np.maximum(samples.truth_coverage, samples.expression_coverage) >= 0.5
+  margin = [np.mean(((scene[n] - samples.expression_reference[n] / 255.0) ** 2)[region[n]])
+            - np.mean(((scene[n] - samples.truth[n] / 255.0) ** 2)[region[n]]) for n in range(len(scene))]
+  np.testing.assert_allclose(synthetic_result.scene["disentangled"]["expression_margin"], np.mean(margin),
+                             rtol=1e-3, atol=1e-7)
+  assert synthetic_result.scene["disentangled"]["e_tmp"] is None
   # X_e of disentangled manipulation is the third video's frame (the scene took its expression).
   np.testing.assert_allclose(synthetic_result.outputs["disentangled"]["expression"],
                              samples.batch["expression_t"]["image"] / 255.0, atol=1e-6)
@@ -384,7 +396,8 @@ def test_synthetic_command_line_writes_the_documented_keys(checkpoint, run, synt
     evaluate.main([])
   assert "| swap |" in capsys.readouterr().out
   document = json.loads((tmp_path / "results.json").read_text())
-  assert set(document) == {"tasks", "keys", "details"}
+  assert set(document) == {"tasks", "scene", "keys", "details"}
+  assert set(document["scene"]["swap"]) == set(evaluate.SYNTHETIC_KEYS)
   assert document["tasks"]["swap"]["identity_margin_positive_fraction"] == pytest.approx(
       synthetic_result.tasks["swap"]["identity_margin_positive_fraction"])
   ssim = synthetic_result.tasks["self_reenactment"]["ssim"]

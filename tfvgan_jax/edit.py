@@ -199,10 +199,11 @@ class EditReport(NamedTuple):
 def _synthesis_function(checkpoint: Checkpoint):
   """The jitted pass from a batch of `inference.FrameInputs` to output crops (uint8) and face masks."""
   tolerance = float(checkpoint.config.render.tolerance)
+  relight = bool(checkpoint.config.render.get("relight", False))
   networks = checkpoint.networks
 
   def synthesize(params, variables, model, frames: inference.FrameInputs):
-    rendered = inference.render_frames(model, frames, tolerance)
+    rendered = inference.render_frames(model, frames, tolerance, relight=relight)
     output, _, _ = inference.blend_scene(networks, params, variables, rendered, train=False)
     return metrics.to_unit_range(output), rendered.face_mask[..., 0]
 
@@ -554,7 +555,9 @@ class Editor:
         identity_camera=repeat(identity_fit.cameras[texture_index]), appearance=np.stack([c for _, _, c in edits]),
         exp_coeffs=np.stack([faces[n].expression(k) for n, k, _ in edits]).astype(np.float32),
         camera=np.stack([faces[n].camera(k) for n, k, _ in edits]).astype(np.float32),
-        hint_from_identity=np.full(count, hint_from_identity))
+        hint_from_identity=np.full(count, hint_from_identity),
+        appearance_id=np.stack([faces[n].prepared.fitted.fit.id_coeffs for n, _, _ in edits]).astype(np.float32),
+        appearance_exp=np.stack([faces[n].prepared.fitted.fit.exp_coeffs[k] for n, k, _ in edits]).astype(np.float32))
     # One compilation serves every batch: the last one is padded (G runs with its running statistics).
     frames, _ = inference.pad_batch(frames, self.settings.batch_size)
     outputs, masks = self._synthesize(self.checkpoint.params, self.checkpoint.variables, self._model, frames)

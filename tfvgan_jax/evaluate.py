@@ -236,10 +236,11 @@ def evaluation_pass(checkpoint: inference.InferenceCheckpoint, expression_source
   """The jitted (params, variables, batch, model) -> `inference.evaluation_outputs` of a checkpoint,
   its scenes built with `expression_source` (`inference.build_scene`)."""
   tolerance = float(checkpoint.config.render.tolerance)
+  relight = bool(checkpoint.config.render.get("relight", False))
 
   @jax.jit
   def generate(params, variables, chunk, model):
-    scene = inference.build_scene(model, chunk, tolerance, expression_source)
+    scene = inference.build_scene(model, chunk, tolerance, expression_source, relight=relight)
     return inference.evaluation_outputs(checkpoint.networks, params, variables, scene)
 
   return generate
@@ -728,8 +729,11 @@ class SyntheticEvaluation(NamedTuple):
     tasks: {task name: {key of SYNTHETIC_KEYS: value or None}}.
     per_sample: {task name: {'psnr', 'psnr_face', 'ssim', 'ssim_face', 'identity_margin',
       'expression_margin': [N] NumPy or None}}.
+    scene: the same rows for the scene R + M without G (`scene_image`), each task's input to G:
+      how far the recombined, textured and pasted face alone goes ('e_tmp' None: the scene of t - 1
+      is not kept).
     markdown: the table and the notes below it.
-    document: the results.json contents: {'tasks', 'keys', 'details'}.
+    document: the results.json contents: {'tasks', 'scene', 'keys', 'details'}.
     outputs: {task name: `inference.evaluation_outputs` as NumPy, [N, ...] video-major, and the
       truth as "truth" ([N, S, S, 3] in [0, 1])}; `write_results` draws them as grid_TASK.png.
   """
@@ -739,6 +743,7 @@ class SyntheticEvaluation(NamedTuple):
   markdown: str
   document: dict
   outputs: dict
+  scene: dict
 
 
 def margin_per_sample(output, truth, truth_coverage, reference, reference_coverage) -> np.ndarray:
@@ -766,10 +771,10 @@ def truth_metrics(output: np.ndarray, samples) -> dict:
   return {key: None if value is None else np.asarray(value) for key, value in result.items()}
 
 
-def summarize_task(per_sample: dict, outputs: dict) -> dict:
-  """One task's row of results.json (`SYNTHETIC_KEYS`)."""
+def summarize_task(per_sample: dict, outputs: Optional[dict]) -> dict:
+  """One task's row of results.json (`SYNTHETIC_KEYS`); 'e_tmp' None without `outputs`."""
   row = {key: float(np.mean(per_sample[key])) for key in ("psnr", "psnr_face", "ssim", "ssim_face")}
-  row["e_tmp"] = mean_temporal_error(outputs)
+  row["e_tmp"] = None if outputs is None else mean_temporal_error(outputs)
   for key in ("identity_margin", "expression_margin"):
     values = per_sample[key]
     row[key] = None if values is None else float(np.mean(values))
@@ -833,20 +838,23 @@ def evaluate_synthetic(checkpoint, seed: int = DEFAULT_SYNTHETIC_SEED, num_video
   videos = ground_truth.held_out_videos(checkpoint.face_model, seed, num_videos, num_frames, size)
   generate = evaluation_pass(checkpoint, expression_source="expression")
   model = jax.tree.map(jnp.asarray, checkpoint.face_model)
-  tasks, per_sample, outputs = {}, {}, {}
+  tasks, per_sample, outputs, scene = {}, {}, {}, {}
   for task in ground_truth.TASKS:
     samples = ground_truth.task_samples(checkpoint.face_model, videos, task, num_frames, size)
     result = generate_outputs(generate, checkpoint, samples.batch, model, batch_size)
     per_sample[task.name] = truth_metrics(result["output"], samples)
     tasks[task.name] = summarize_task(per_sample[task.name], result)
+    scene[task.name] = summarize_task(truth_metrics(np.asarray(scene_image(result)), samples), None)
     outputs[task.name] = {**result, "truth": samples.truth.astype(np.float32) / 255.0}
   markdown = synthetic_table(tasks) + (
       f"\n{num_videos} held-out synthetic videos (seed {seed}) x {num_frames} frames per task, {size} px. "
       "Truth: the identity video's shape and skin, the expression video's expression, the appearance video's "
       "pose, and the light and background of the video the output is pasted into (the identity video's in "
       "reenactment, the appearance video's otherwise). Margins: MSE of [0, 1] images on the face region, positive = closer to "
-      "what was asked (in brackets: the share of samples with a positive margin).\n")
-  document = {"tasks": tasks, "keys": SYNTHETIC_KEYS, "details": {
+      "what was asked (in brackets: the share of samples with a positive margin).\n"
+      "\nThe scene R + M without G, each task's input to G (the recombined face textured from X_i, pasted into "
+      "the kept frame), against the same truths:\n\n" + synthetic_table(scene))
+  document = {"tasks": tasks, "scene": scene, "keys": SYNTHETIC_KEYS, "details": {
       "checkpoint_step": checkpoint.step, "seed": seed, "num_videos": num_videos, "num_frames": num_frames,
       "image_size": size, "face_model": checkpoint.face_model.name,
       "roles": {task.name: {"identity": f"video v+{task.identity_offset}",
@@ -854,7 +862,7 @@ def evaluate_synthetic(checkpoint, seed: int = DEFAULT_SYNTHETIC_SEED, num_video
                             "hint": "X_i (1 - M^)" if task.branch == sampling.INTRA else "X_p (1 - M^)",
                             "light_and_background": f"video v+{ground_truth.scene_offset(task)}"}
                 for task in ground_truth.TASKS}}}
-  return SyntheticEvaluation(tasks, per_sample, markdown, document, outputs)
+  return SyntheticEvaluation(tasks, per_sample, markdown, document, outputs, scene)
 
 
 # ----- command line -----

@@ -82,6 +82,9 @@ class FrameInputs(NamedTuple):
     camera: [N, 6] the camera the output takes (X_p's).
     hint_from_identity: [N] bool: the hint M is X_i (1 - M^) (self-reenactment, reenactment) rather
       than X_p (1 - M^).
+    appearance_id, appearance_exp: [N, K_id], [N, K_exp] X_p's own identity and expression (its
+      own mesh tells which of its pixels show its face): read only to re-shade R (`render_frames`
+      with relight), None otherwise.
   """
 
   identity: jax.Array
@@ -92,6 +95,8 @@ class FrameInputs(NamedTuple):
   exp_coeffs: jax.Array
   camera: jax.Array
   hint_from_identity: jax.Array
+  appearance_id: Optional[jax.Array] = None
+  appearance_exp: Optional[jax.Array] = None
 
 
 class RenderedFrames(NamedTuple):
@@ -116,7 +121,7 @@ class RenderedFrames(NamedTuple):
 
 
 def render_frames(face_model: face3d.MorphableModel, frames: FrameInputs, tolerance: float,
-                  capacity="auto") -> RenderedFrames:
+                  capacity="auto", relight: bool = False) -> RenderedFrames:
   """Recombines and renders N frames: R, M^ and the hint M (TFVGAN §3.3, UniFaceGAN §III-C).
 
   Args:
@@ -124,6 +129,8 @@ def render_frames(face_model: face3d.MorphableModel, frames: FrameInputs, tolera
     frames: `FrameInputs`.
     tolerance: depth slack of the visibility tests, in pixels (`render.visible`).
     capacity: the rasterizer's extra-chunk capacity, 'auto' or N (`config.render.capacity`, `render.rasterize`).
+    relight: re-shade R from X_i's light to the light of the frame the hint comes from
+      (`config.render.relight`, `reshade_render`); the papers' R keeps X_i's shading.
   """
   identity = to_model_range(frames.identity)
   appearance = to_model_range(frames.appearance)
@@ -132,10 +139,57 @@ def render_frames(face_model: face3d.MorphableModel, frames: FrameInputs, tolera
   identity_screen = face3d.project_face(face_model, frames.id_coeffs, frames.identity_exp, frames.identity_camera)
   face = render.render_face(target_screen, identity_screen, face_model.triangles, identity, size, size,
                             tolerance=tolerance, capacity=capacity)
+  rendered_face = face.render
+  if relight:
+    rendered_face = reshade_render(face_model, frames, face, target_screen, identity_screen, capacity)
   hint_source = jnp.where(jnp.asarray(frames.hint_from_identity)[:, None, None, None], identity, appearance)
-  return RenderedFrames(identity=identity, appearance=appearance, render=face.render, face_mask=face.face_mask,
+  return RenderedFrames(identity=identity, appearance=appearance, render=rendered_face, face_mask=face.face_mask,
                         hint=render.appearance_hint(hint_source, face.face_mask), screen=target_screen,
                         fragments=face.fragments)
+
+
+def reshade_render(face_model: face3d.MorphableModel, frames: FrameInputs, face: render.FaceRender,
+                   target_screen: jax.Array, identity_screen: jax.Array, capacity="auto") -> jax.Array:
+  """R re-shaded from the light of X_i to the light of the frame the output is pasted into (X_i
+  on intra rows, X_p on the others), both fitted as second-order spherical harmonics to the
+  frames' face pixels, their normals from the frames' own meshes (`render.light`).
+
+  A texel of R keeps X_i's colour divided by X_i's shading at its normal in X_i and multiplied by
+  the target light's shading at its normal in the output (`render.shading_ratio`). On intra rows
+  this moves the shading with the pose (X_i's frame 0 seen turned); on inter rows it also takes
+  X_p's light. The skin's mean brightness stays X_i's.
+
+  Returns:
+    R [N, S, S, 3] in [-1, 1], 0 where there is no texture.
+
+  Raises:
+    ValueError: `frames` without X_p's own coefficients (`FrameInputs.appearance_id`, `appearance_exp`).
+  """
+  if frames.appearance_id is None or frames.appearance_exp is None:
+    raise ValueError("relighting R needs X_p's own identity and expression (FrameInputs.appearance_id and "
+                     "appearance_exp): its own mesh tells which of its pixels show its face")
+  triangles = face_model.triangles
+  size = frames.appearance.shape[1]
+  appearance_screen = face3d.project_face(face_model, frames.appearance_id, frames.appearance_exp, frames.camera)
+  appearance_fragments = render.rasterize(appearance_screen, triangles, size, size, capacity=capacity)
+  per_frame = lambda fn: jax.vmap(fn, in_axes=(0, 0, None))  # noqa: E731
+  normals = {name: render.vertex_normals(screen, triangles)
+             for name, screen in (("identity", identity_screen), ("target", target_screen),
+                                  ("appearance", appearance_screen))}
+
+  def light_of(fragments, vertex_normals, image):
+    pixel = per_frame(render.pixel_normals)(fragments, vertex_normals, triangles)
+    intensity = render.luminance(image.astype(jnp.float32) / 255.0)
+    return jax.vmap(render.fit_sh_light)(pixel, intensity, fragments.mask)
+
+  identity_light = light_of(face.identity_fragments, normals["identity"], frames.identity)
+  appearance_light = light_of(appearance_fragments, normals["appearance"], frames.appearance)
+  target_light = jnp.where(jnp.asarray(frames.hint_from_identity)[:, None], identity_light, appearance_light)
+  source_normals = per_frame(render.pixel_normals)(face.fragments, normals["identity"], triangles)
+  target_normals = per_frame(render.pixel_normals)(face.fragments, normals["target"], triangles)
+  ratio = jax.vmap(render.shading_ratio)(identity_light, source_normals, target_light, target_normals)
+  reshaded = jnp.clip((face.render * 0.5 + 0.5) * ratio[..., None], 0.0, 1.0) * 2.0 - 1.0
+  return jnp.where(face.texture_valid[..., None], reshaded, face.render)
 
 
 class Scene(NamedTuple):
@@ -188,7 +242,7 @@ def step_batch(batch: dict) -> dict:
 
 
 def build_scene(face_model: face3d.MorphableModel, batch: dict, tolerance: float,
-                expression_source: str = "appearance", capacity="auto") -> Scene:
+                expression_source: str = "appearance", capacity="auto", relight: bool = False) -> Scene:
   """Recombines, renders and computes the flow for a batch (on one device's samples).
 
   Args:
@@ -197,6 +251,7 @@ def build_scene(face_model: face3d.MorphableModel, batch: dict, tolerance: float
     tolerance: depth slack of the visibility tests, in pixels (`render.visible`).
     expression_source: whose expression inter-video samples take (`EXPRESSION_SOURCES`).
     capacity: the rasterizer's extra-chunk capacity, 'auto' or N (`render_frames`).
+    relight: re-shade R to the light of the frame the hint comes from (`render_frames`).
   """
   if expression_source not in EXPRESSION_SOURCES:
     raise ValueError(f"unknown expression source {expression_source!r}; expected one of {list(EXPRESSION_SOURCES)}")
@@ -217,8 +272,10 @@ def build_scene(face_model: face3d.MorphableModel, batch: dict, tolerance: float
                        identity_exp=both_times("identity", "exp_coeffs"),
                        identity_camera=both_times("identity", "camera"),
                        appearance=both_times("appearance", "image"), exp_coeffs=exp_coeffs,
-                       camera=both_times("appearance", "camera"), hint_from_identity=rows_intra)
-  rendered = render_frames(face_model, frames, tolerance, capacity)
+                       camera=both_times("appearance", "camera"), hint_from_identity=rows_intra,
+                       appearance_id=both_times("appearance", "id_coeffs"),
+                       appearance_exp=both_times("appearance", "exp_coeffs"))
+  rendered = render_frames(face_model, frames, tolerance, capacity, relight)
   flow, valid = jax.vmap(render.dense_flow, in_axes=(0, 0, None, 0, 0, None))(
       at_t(rendered.screen), at_prev(rendered.screen), face_model.triangles,
       jax.tree.map(at_t, rendered.fragments), jax.tree.map(at_prev, rendered.fragments), tolerance)

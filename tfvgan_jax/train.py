@@ -53,13 +53,14 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def sharded_scene(mesh: jax.sharding.Mesh, face_model, batch: dict, tolerance: float,
-                  expression_source: str = "appearance", capacity="auto") -> Scene:
+                  expression_source: str = "appearance", capacity="auto", relight: bool = False) -> Scene:
   """`inference.build_scene` on each device's slice of a batch sharded over BATCH_AXES."""
   spec = P(sharding.BATCH_AXES)
   out_specs = Scene(*([spec] * (len(Scene._fields) - 1)), overflow=P())
 
   def local(model, local_batch):
-    scene = inference.build_scene(model, local_batch, tolerance, expression_source, capacity=capacity)
+    scene = inference.build_scene(model, local_batch, tolerance, expression_source, capacity=capacity,
+                                  relight=relight)
     return scene._replace(overflow=jax.lax.psum(scene.overflow, sharding.BATCH_AXES))
 
   return jax.shard_map(local, mesh=mesh, in_specs=(P(), spec), out_specs=out_specs)(face_model, batch)
@@ -285,9 +286,10 @@ def make_train_step(config, networks: Networks, mesh: jax.sharding.Mesh, optimiz
   expression_source = config.data.inter_expression
   intra_reals_only = config.loss.disc_real == "intra"
   capacity = config.render.capacity
+  relight = bool(config.render.get("relight", False))
 
   def train_step(state: TrainState, batch: dict, face_model: face3d.MorphableModel):
-    scene = sharded_scene(mesh, face_model, batch, tolerance, expression_source, capacity)
+    scene = sharded_scene(mesh, face_model, batch, tolerance, expression_source, capacity, relight)
     (gen_total, (output, generator_vars, terms)), gen_grads = jax.value_and_grad(
         generator_objective, has_aux=True)(state.params, state, networks, scene, config.loss, conditional)
     updates, gen_opt = optimizers.generator.update(gen_grads, state.gen_opt, state.params)
@@ -340,9 +342,10 @@ def make_generate(config, networks: Networks, mesh: jax.sharding.Mesh):
   (render.capacity 'auto') whatever the training pool: a measurement never misses pixels."""
   tolerance = float(config.render.tolerance)
   expression_source = config.data.inter_expression
+  relight = bool(config.render.get("relight", False))
 
   def generate(state: TrainState, batch: dict, face_model: face3d.MorphableModel) -> dict:
-    scene = sharded_scene(mesh, face_model, batch, tolerance, expression_source)
+    scene = sharded_scene(mesh, face_model, batch, tolerance, expression_source, relight=relight)
     if state.ema:
       return inference.evaluation_outputs(networks, state.ema, inference.evaluation_variables(state.variables), scene)
     return inference.evaluation_outputs(networks, state.params, state.variables, scene)

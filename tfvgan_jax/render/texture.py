@@ -28,12 +28,14 @@ class FaceRender(NamedTuple):
     face_mask: [H, W, 1] float32 M^: 1 where the recombined face covers the pixel.
     texture_valid: [H, W] bool, face pixels whose surface point is visible in X_i.
     fragments: the target frame's fragments.
+    identity_fragments: X_i's own mesh's fragments at X_i's size (its z-buffer).
   """
 
   render: jax.Array
   face_mask: jax.Array
   texture_valid: jax.Array
   fragments: Fragments
+  identity_fragments: Fragments
 
 
 def surface_points(fragments: Fragments, screen_vertices: jax.Array, triangles: jax.Array) -> jax.Array:
@@ -130,4 +132,4 @@ def render_face(
     transfer = jax.vmap(transfer)
   render, valid = transfer(fragments, identity_screen=identity_screen, identity_image=identity_image,
                            identity_fragments=identity_fragments)
-  return FaceRender(render, face_mask(fragments), valid, fragments)
+  return FaceRender(render, face_mask(fragments), valid, fragments, identity_fragments)
