@@ -3,6 +3,7 @@
     python benchmarks/train_bench.py                                # paper-sized networks, 128 px, batch 8
     python benchmarks/train_bench.py --sizes=128,256 --batch=24 --dtypes=float32,bfloat16 --peak_tflops=989
     python benchmarks/train_bench.py --config=configs/synthetic.py --sizes=64
+    python benchmarks/train_bench.py --config=configs/synthetic.py --sizes=64 --relight   # R re-shaded
     python benchmarks/train_bench.py --sizes=256 --batch=24 --flops_only   # FLOPs for a device timed elsewhere
 
 The step is the real jitted `train.make_train_step` (rendering, E, G, D forward and backward,
@@ -10,7 +11,7 @@ both Adam updates) on a real batch of the synthetic corpus, placed on a mesh ove
 Its parts are jitted apart on the same batch and state, each timed alone (interleaved repetitions,
 medians):
 
-  scene      `train.sharded_scene`: recombined meshes, rasterization, R, M^, M, dense flow
+  scene      `train.sharded_scene`: recombined meshes, rasterization, R (re-shaded with --relight), M^, M, dense flow
   G+E fwd    P = E(X_p, M), Y = G(R, P, M^)
   G+E f+b    the G+E objective (E, G, D on Y, the losses) and its gradient
   D f+b      D's objective on real and fake and its gradient
@@ -58,6 +59,7 @@ _FACE_MODEL = flags.DEFINE_string("face_model", "procedural:high", "morphable mo
 _PEAK = flags.DEFINE_float("peak_tflops", 0.0, "the device's peak TFLOP/s, for utilization")
 _DATA = flags.DEFINE_string("data", None, "where corpora are cached (default: a temporary folder)")
 _PARTS = flags.DEFINE_bool("parts", True, "also time the step's parts (each is compiled apart)")
+_RELIGHT = flags.DEFINE_bool("relight", None, "config.render.relight for the measured step (default: the config's)")
 _INPUT_WORKERS = flags.DEFINE_integer("input_workers", -1, "grain worker processes of the input pipeline "
                                       "(-1: the config's data.num_workers, as training runs it)")
 _FLOPS_ONLY = flags.DEFINE_bool("flops_only", False, "only count each program's FLOPs (lowered for CPU, nothing "
@@ -78,6 +80,8 @@ def load_config(path: str, size: int, dtype: str):
   if _INPUT_WORKERS.value >= 0:
     config.data.num_workers = _INPUT_WORKERS.value
   config.face_model = _FACE_MODEL.value
+  if _RELIGHT.value is not None:
+    config.render.relight = _RELIGHT.value
   return config
 
 
@@ -101,7 +105,7 @@ def part_functions(config, networks, mesh, optimizers):
   conditional = bool(config.model.disc_conditional)
 
   def scene(state, batch, face_model, scene, grads):
-    return train.sharded_scene(mesh, face_model, batch, tolerance)
+    return train.sharded_scene(mesh, face_model, batch, tolerance, relight=bool(config.render.get("relight", False)))
 
   def blend(state, batch, face_model, scene, grads):
     return inference.blend_scene(networks, state.params, state.variables, scene, train=True)[0]

@@ -6,6 +6,7 @@ still picture (`edit_inputs`), faces the MediaPipe detector and landmarks find (
 checks that).
 """
 
+import copy
 import json
 
 import av
@@ -60,6 +61,22 @@ def test_swap_keeps_the_targets_frames_rate_size_and_audio(editor, inputs, tmp_p
   assert changed > 1.0  # the face was replaced by the network's output
   corner = np.mean([np.abs(a[:8, :8].astype(int) - b[:8, :8]).mean() for a, b in zip(frames, originals)])
   assert corner < 3.0  # far from the face the target is kept
+
+
+def test_a_checkpoint_trained_with_reshaded_renders_edits_with_them(editor, inputs, tmp_path):
+  """render.relight reaches the editor's scene: the same checkpoint told to re-shade R swaps the
+  same frames into a different, finite output, with the target's frames kept far from the face."""
+  config = copy.deepcopy(editor.checkpoint.config)
+  config.render.relight = True
+  relit = edit.Editor(editor.checkpoint._replace(config=config), cache_dir=editor.cache_dir,
+                      settings=edit.EditSettings(batch_size=4))
+  plain_report = editor.swap(inputs["source"], inputs["target"], tmp_path / "plain.mp4")
+  report = relit.swap(inputs["source"], inputs["target"], tmp_path / "relit.mp4")
+  assert report.edited == plain_report.edited == FRAMES
+  plain = [f.image for f in video.read_frames(tmp_path / "plain.mp4")]
+  frames = [f.image for f in video.read_frames(tmp_path / "relit.mp4")]
+  assert np.mean([np.abs(a.astype(int) - b).mean() for a, b in zip(frames, plain)]) > 0.05
+  assert np.mean([np.abs(a[:8, :8].astype(int) - b[:8, :8]).mean() for a, b in zip(frames, plain)]) < 1.0
 
 
 @pytest.mark.parametrize("relative", [False, True])
