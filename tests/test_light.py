@@ -55,20 +55,28 @@ def test_shading_ratio_by_hand():
   c0, c1 = 0.282095, 0.488603
   uniform = jnp.zeros(9).at[0].set(1.0)
   from_front = jnp.zeros(9).at[0].set(1.0).at[2].set(0.5)   # DC plus a light along +z (toward the camera)
-  facing = jnp.array([0.0, 0.0, 1.0])
-  sideways = jnp.array([1.0, 0.0, 0.0])
-  # uniform -> from the front: a normal toward the camera brightens by (c0 + 0.5 c1) / c0, one
-  # sideways keeps its shading.
-  np.testing.assert_allclose(render.shading_ratio(uniform, facing, from_front, facing), (c0 + 0.5 * c1) / c0,
+  normals = jnp.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])    # one texel facing the camera, one sideways
+  both = jnp.ones(2)
+  # uniform -> from the front: shadings c0, c0 and c0 + c1 / 2, c0, each over its mean.
+  mean = c0 + 0.25 * c1
+  np.testing.assert_allclose(render.shading_ratio(uniform, normals, from_front, normals, both),
+                             [(c0 + 0.5 * c1) / mean, c0 / mean], rtol=1e-5)
+  # The means keep the texture's mean brightness: the ratio averages to 1 over the texels.
+  np.testing.assert_allclose(np.mean(render.shading_ratio(uniform, normals, from_front, normals, both)), 1.0,
                              rtol=1e-5)
-  np.testing.assert_allclose(render.shading_ratio(uniform, sideways, from_front, sideways), 1.0, rtol=1e-5)
-  # The same light at the same normal is 1, and so is a brighter copy of it (the DC sets the scale:
-  # how bright the skin is stays the texture's).
-  np.testing.assert_allclose(render.shading_ratio(from_front, facing, 3.0 * from_front, facing), 1.0, rtol=1e-5)
-  # Beyond the limits it is clipped; without a fitted light it is 1.
-  dark = jnp.zeros(9).at[0].set(1.0).at[2].set(-2.0)
-  assert float(render.shading_ratio(dark, facing, uniform, facing)) == 4.0
-  assert float(render.shading_ratio(jnp.zeros(9), facing, from_front, facing)) == 1.0
+  # Only the weighted texels set the means.
+  np.testing.assert_allclose(render.shading_ratio(uniform, normals, from_front, normals, jnp.array([1.0, 0.0])),
+                             [1.0, c0 / (c0 + 0.5 * c1)], rtol=1e-5)
+  # The same light at the same normals is 1, and so is a brighter copy of it.
+  np.testing.assert_allclose(render.shading_ratio(from_front, normals, 3.0 * from_front, normals, both), 1.0,
+                             rtol=1e-5)
+  # Beyond the limits it is clipped: lit strongly from the front -> uniform, the sideways texel
+  # would be brightened (c0 + c1) / c0 = 2.73 times.
+  strong = jnp.zeros(9).at[0].set(1.0).at[2].set(2.0)
+  np.testing.assert_allclose(render.shading_ratio(strong, normals, uniform, normals, both, limits=(0.5, 2.0)),
+                             [(c0 + c1) / (c0 + 2 * c1), 2.0], rtol=1e-5)
+  # Without a fitted light (or with a shading whose mean is not positive) it is 1.
+  assert np.all(np.asarray(render.shading_ratio(jnp.zeros(9), normals, from_front, normals, both)) == 1.0)
 
 
 def test_screen_normals_are_the_model_normals_turned_and_face_the_camera():

@@ -157,7 +157,7 @@ def reshade_render(face_model: face3d.MorphableModel, frames: FrameInputs, face:
   A texel of R keeps X_i's colour divided by X_i's shading at its normal in X_i and multiplied by
   the target light's shading at its normal in the output (`render.shading_ratio`). On intra rows
   this moves the shading with the pose (X_i's frame 0 seen turned); on inter rows it also takes
-  X_p's light. The skin's mean brightness stays X_i's.
+  X_p's light. R's mean brightness over the face stays X_i's.
 
   Returns:
     R [N, S, S, 3] in [-1, 1], 0 where there is no texture.
@@ -187,7 +187,8 @@ def reshade_render(face_model: face3d.MorphableModel, frames: FrameInputs, face:
   target_light = jnp.where(jnp.asarray(frames.hint_from_identity)[:, None], identity_light, appearance_light)
   source_normals = per_frame(render.pixel_normals)(face.fragments, normals["identity"], triangles)
   target_normals = per_frame(render.pixel_normals)(face.fragments, normals["target"], triangles)
-  ratio = jax.vmap(render.shading_ratio)(identity_light, source_normals, target_light, target_normals)
+  ratio = jax.vmap(render.shading_ratio)(identity_light, source_normals, target_light, target_normals,
+                                         face.texture_valid)
   reshaded = jnp.clip((face.render * 0.5 + 0.5) * ratio[..., None], 0.0, 1.0) * 2.0 - 1.0
   return jnp.where(face.texture_valid[..., None], reshaded, face.render)
 

@@ -10,9 +10,9 @@ and Hanrahan 2001, "An efficient representation for irradiance environment maps"
 model fits the illumination in 3DMM face reconstruction, e.g. Deng et al. 2019). Fitting it to a
 frame's face pixels (their normals from the fitted mesh, their intensities from the image) gives
 that frame's light up to the face's mean albedo; `shading_ratio` divides X_i's shading out of R
-and multiplies the target's in. Both lights are scaled to the same mean over all directions (the
-DC term), so that the ratio changes where the face is lit, not how bright its skin is: the mean
-albedo is the identity's and stays X_i's.
+and multiplies the target's in. Each shading is divided by its mean over R's pixels, so that the
+ratio changes where the face is lit, not how bright its skin is: the mean albedo is the
+identity's and stays X_i's.
 
 Normals are those of the mesh in screen space (x right, y down, z toward the camera), as
 `vertex_normals` computes them from screen vertices; light and normals only meet in this space.
@@ -96,19 +96,26 @@ def shading(light: jax.Array, normals: jax.Array) -> jax.Array:
 
 
 def shading_ratio(source_light: jax.Array, source_normals: jax.Array, target_light: jax.Array,
-                  target_normals: jax.Array, limits: tuple[float, float] = (0.25, 4.0)) -> jax.Array:
+                  target_normals: jax.Array, weight: jax.Array, limits: tuple[float, float] = (0.25, 4.0)) -> jax.Array:
   """[...] the factor that takes a texture lit by `source_light` at `source_normals` to
   `target_light` at `target_normals` (the same surface points, e.g. in X_i's frame and in the
-  target's), both lights scaled to the same DC term:
+  target's), each shading divided by its mean over the points (weighted by `weight`):
 
-      ratio = (Y(n_t) . L_t / L_t[0]) / (Y(n_s) . L_s / L_s[0]),
+      ratio = (Y(n_t) . L_t / mean_w Y(n_t) . L_t) / (Y(n_s) . L_s / mean_w Y(n_s) . L_s),
 
   clipped to `limits` (a texel lit near zero or a normal the fit did not see cannot be trusted
-  beyond them). 1 where either light has no DC term (nothing was fitted).
+  beyond them). The means keep the texture's mean brightness over the points: where the face is
+  lit changes, how bright its skin is does not (a face shows few normals, so a fit cannot tell a
+  bright uniform light from a dim one toward the camera). 1 where either shading's mean is not
+  positive (nothing was fitted).
   """
+  w = jnp.asarray(weight, jnp.float32)
+  total = jnp.maximum(jnp.sum(w), 1e-6)
+
   def normalized(light, normals):
-    dc = light[0]
-    return shading(light, normals) / jnp.where(jnp.abs(dc) > 1e-6, dc, 1.0), jnp.abs(dc) > 1e-6
+    values = shading(light, normals)
+    mean = jnp.sum(w * values) / total
+    return values / jnp.where(mean > 1e-6, mean, 1.0), mean > 1e-6
 
   target, target_ok = normalized(target_light, target_normals)
   source, source_ok = normalized(source_light, source_normals)
