@@ -123,6 +123,7 @@ VARIANTS = {
     "both_residual_app_background_bg": {"loss.disc_real": "intra", "model.emb_downsamples": 4,
                                         "model.gen_skips": "both", "model.gen_output": "residual",
                                         "loss.app_region": "background", "loss.weights.bg": 10.0},
+    # (which moved the patches onto the swapped faces and lowered every column.)
     # R re-shaded to the light of the frame the output is pasted into (`render.relight`): the
     # scene's own swaps come 4-5 dB nearer the truth on the face, and its expression margin turns
     # positive more often (benchmarks/margin_references.py). On the defaults, and on the residual G
@@ -146,16 +147,13 @@ COLUMNS = (
 
 def variant_config(name: str, seed: int, steps: int | None, cache_dir: str | None):
   """The demo config with `BASE` and `VARIANTS[name]` applied, seeded, its evaluation and saves at the end."""
-  from configs import synthetic
+  from configs import common, synthetic
   config = synthetic.get_config()
   for path, value in {**BASE, **VARIANTS[name]}.items():
-    node = config
-    *parents, leaf = path.split(".")
-    for parent in parents:
-      node = node[parent]
-    if leaf not in node:
-      raise KeyError(f"variant {name!r}: the config has no field {path!r}")
-    node[leaf] = value
+    try:
+      common.set_field(config, path, value)
+    except KeyError as error:
+      raise KeyError(f"variant {name!r}: {error.args[0]}") from None
   config.seed = config.data.seed = seed
   if steps:
     config.train.num_steps = steps

@@ -92,19 +92,17 @@ def arm_config(arm: str, args, videos: str, demo: str | None, seed: int):
     config.face_model = base["face_model"]
     for key, value in base["model"].items():  # the demo's networks, for both arms: equal compute
       config.model[key] = value
+  from configs import common
   for override in args.set or ():
     key, _, value = override.partition("=")
-    *parents, field = key.split(".")
-    node = config
-    for parent in parents:
-      node = node[parent] if parent in node else None
-      if node is None:
-        break
-    if not value or not parents or node is None or field not in node:
+    try:
+      old = common.get_field(config, key) if value and "." in key else None
+    except KeyError:
+      old = None
+    if old is None or hasattr(old, "keys"):
       raise SystemExit(f"--set={override}: give FIELD=VALUE with a field of the clips config, e.g. model.gen_output=residual "
                        f"or loss.weights.app=0")
-    old = node[field]
-    node[field] = value.lower() in ("1", "true", "yes") if isinstance(old, bool) else type(old)(value)
+    common.set_field(config, key, value.lower() in ("1", "true", "yes") if isinstance(old, bool) else type(old)(value))
   if arm == "finetune":
     config.init_from = demo
   return config

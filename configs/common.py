@@ -63,3 +63,30 @@ def parse_variant(arg: str | None, known: dict[str, type]) -> dict[str, Any]:
       raise ValueError(f"config variant {key!r} needs a value ({key}=...)")
     values[key] = _parse_value(key, text if has_value else "", known[key])
   return values
+
+
+def set_field(config, path: str, value: Any) -> None:
+  """Sets the field a dotted path names (e.g. 'loss.weights.app') at any depth.
+
+  Raises:
+    KeyError: a path that names no existing field; the message names the path.
+  """
+  *parents, leaf = path.split(".")
+  node = config
+  for parent in parents:
+    if not hasattr(node, "keys") or parent not in node:
+      raise KeyError(f"the config has no field {path!r}")
+    node = node[parent]
+  if not hasattr(node, "keys") or leaf not in node:
+    raise KeyError(f"the config has no field {path!r}")
+  node[leaf] = value
+
+
+def get_field(config, path: str) -> Any:
+  """The value of the field a dotted path names (`set_field`'s)."""
+  node = config
+  for part in path.split("."):
+    if not hasattr(node, "keys") or part not in node:
+      raise KeyError(f"the config has no field {path!r}")
+    node = node[part]
+  return node

@@ -26,6 +26,20 @@ def test_variants_parse_strictly():
     common.parse_variant("res=1,res=2", known)
 
 
+def test_fields_are_set_and_read_by_dotted_path_at_any_depth():
+  from configs import common, synthetic
+  config = synthetic.get_config()
+  common.set_field(config, "loss.weights.app", 0.0)
+  common.set_field(config, "model.gen_output", "residual")
+  assert config.loss.weights["app"] == 0.0 and config.model.gen_output == "residual"
+  assert common.get_field(config, "loss.weights.app") == 0.0 and common.get_field(config, "seed") == config.seed
+  for path in ("loss.weights.nothing", "nothing.at.all", "seed.deeper", "model.nothing"):
+    with pytest.raises(KeyError, match=f"no field '{path}'"):
+      common.set_field(config, path, 1)
+    with pytest.raises(KeyError, match=f"no field '{path}'"):
+      common.get_field(config, path)
+
+
 def test_every_config_rejects_unknown_variants_and_reads_booleans():
   """Before: `:tiy` ran the full config, and `:tiny=False` still applied the tiny settings."""
   for name in ("synthetic", "voxceleb", "ffhq_voxceleb", "clips"):
