@@ -128,6 +128,11 @@ VARIANTS = {
     # scene's own swaps come 4-5 dB nearer the truth on the face, and its expression margin turns
     # positive more often (benchmarks/margin_references.py). On the defaults, and on the residual G
     # whose inter outputs follow the scene.
+    # The residual G's patches answer a D conditioned on X_i whose real pairs (intra) always share
+    # X_i's background while its inter fakes never do: G's adversarial term on intra outputs only.
+    "both_residual_app_background_adv_intra": {"loss.disc_real": "intra", "model.emb_downsamples": 4,
+                                               "model.gen_skips": "both", "model.gen_output": "residual",
+                                               "loss.app_region": "background", "loss.adv_samples": "intra"},
     "both_relight": {"loss.disc_real": "intra", "model.emb_downsamples": 4, "model.gen_skips": "both",
                      "render.relight": True},
     "both_residual_app_background_relight": {"loss.disc_real": "intra", "model.emb_downsamples": 4,

@@ -107,6 +107,8 @@ def paper_config(variant: dict | None = None):
   config.loss.adversarial = "hinge"
   config.loss.weights = {"adv": 10.0, "app": 1.0, "rec": 10.0, "tmp": 5.0, "fm": 0.0, "bg": 0.0}
   config.loss.rec_target = "appearance"
+  # Which outputs G's adversarial term covers: 'all' (the papers) or 'intra' (`losses.ADV_SAMPLES`).
+  config.loss.adv_samples = "all"
   config.loss.tmp_region = "face"
   config.loss.tmp_on_inter = False
   # What E sees in L_app: 'frame' (the papers: E(Y) against E(X_p), faces included) or 'background'

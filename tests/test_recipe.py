@@ -32,6 +32,19 @@ def test_discriminator_real_weight_counts_only_the_weighted_samples():
     np.testing.assert_allclose(loss(real, fake, np.ones(4, bool)), loss(real, fake), rtol=1e-6)
 
 
+def test_generator_adversarial_weight_counts_only_the_weighted_samples():
+  rng = np.random.default_rng(1)
+  fake = [jnp.asarray(rng.normal(size=(4, 3, 3, 1)), jnp.float32), jnp.asarray(rng.normal(size=(4, 2, 2, 1)))]
+  keep = np.array([False, True, True, False])
+  for loss, term in ((losses.generator_hinge_loss, lambda f: -f),
+                     (losses.generator_non_saturating_loss, lambda f: np.log1p(np.exp(-f)))):
+    expected = np.mean([np.mean(term(np.asarray(f)[keep])) for f in fake])
+    np.testing.assert_allclose(loss(fake, keep), expected, rtol=1e-5)
+    np.testing.assert_allclose(loss(fake, np.ones(4, bool)), loss(fake), rtol=1e-6)
+    np.testing.assert_allclose(loss(fake), np.mean([np.mean(term(np.asarray(f))) for f in fake]), rtol=1e-5)
+    assert float(loss(fake, np.zeros(4, bool))) == 0.0  # a batch without intra samples
+
+
 def test_feature_matching_weighs_samples():
   real = [[jnp.zeros((2, 2, 2, 3)), jnp.zeros((2, 1, 1, 2))]]
   fake = [[jnp.asarray([1.0, 3.0])[:, None, None, None] * jnp.ones((2, 2, 2, 3)),

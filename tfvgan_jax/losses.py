@@ -52,6 +52,11 @@ def _per_sample_mean(values: jax.Array) -> jax.Array:
 # (X_p of intra-video samples only: a D conditioned on X_i then never sees a real pair of two people
 # against a fake pair of one, DESIGN.md choice 6).
 DISC_REAL = ("all", "intra")
+# Which of G's outputs the adversarial term of G's objective covers (`loss.adv_samples`): 'all'
+# (the papers), or 'intra' only. A D conditioned on X_i with real pairs from intra samples sees
+# X_i's background in every real pair and another video's in every inter fake, a difference G
+# cannot remove (an inter output is pasted into X_p's frame); D still sees every fake.
+ADV_SAMPLES = ("all", "intra")
 
 
 def _real_mean(values: jax.Array, sample_weight: jax.Array | None) -> jax.Array:
@@ -80,18 +85,19 @@ def discriminator_hinge_loss(real_logits_per_scale: Sequence[jax.Array], fake_lo
   return jnp.mean(jnp.stack(terms))
 
 
-def generator_hinge_loss(fake_logits_per_scale: Sequence[jax.Array]) -> jax.Array:
+def generator_hinge_loss(fake_logits_per_scale: Sequence[jax.Array], sample_weight: jax.Array | None = None) -> jax.Array:
   """G's side of the multi-scale hinge adversarial loss (TFVGAN eq. 8 / UniFaceGAN eq. 10).
 
   (1/K) sum_k -mean(D_k(fake)).
 
   Args:
     fake_logits_per_scale: K arrays, [B, h_k, w_k, 1].
+    sample_weight: [B] weights of the samples (`weighted_mean`; `loss.adv_samples`), None for all.
 
   Returns:
     [] float32.
   """
-  return jnp.mean(jnp.stack([-jnp.mean(fake) for fake in fake_logits_per_scale]))
+  return jnp.mean(jnp.stack([_real_mean(-fake, sample_weight) for fake in fake_logits_per_scale]))
 
 
 def discriminator_non_saturating_loss(real_logits_per_scale: Sequence[jax.Array],
@@ -114,7 +120,8 @@ def discriminator_non_saturating_loss(real_logits_per_scale: Sequence[jax.Array]
   return jnp.mean(jnp.stack(terms))
 
 
-def generator_non_saturating_loss(fake_logits_per_scale: Sequence[jax.Array]) -> jax.Array:
+def generator_non_saturating_loss(fake_logits_per_scale: Sequence[jax.Array],
+                                  sample_weight: jax.Array | None = None) -> jax.Array:
   """G's side of the multi-scale log-form adversarial loss (TFVGAN eq. 8 / UniFaceGAN eq. 10).
 
   (1/K) sum_k mean(-log sigmoid(D_k(fake))): the non-saturating form of minimizing log(1 - D),
@@ -122,11 +129,12 @@ def generator_non_saturating_loss(fake_logits_per_scale: Sequence[jax.Array]) ->
 
   Args:
     fake_logits_per_scale: K arrays, [B, h_k, w_k, 1].
+    sample_weight: as `generator_hinge_loss`.
 
   Returns:
     [] float32.
   """
-  return jnp.mean(jnp.stack([jnp.mean(jax.nn.softplus(-fake)) for fake in fake_logits_per_scale]))
+  return jnp.mean(jnp.stack([_real_mean(jax.nn.softplus(-fake), sample_weight) for fake in fake_logits_per_scale]))
 
 
 ADVERSARIAL: dict[str, tuple[Callable[..., jax.Array], Callable[..., jax.Array]]] = {

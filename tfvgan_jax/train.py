@@ -72,6 +72,7 @@ def sharded_scene(mesh: jax.sharding.Mesh, face_model, batch: dict, tolerance: f
 RECIPE_CHOICES = {
     "data.inter_expression": inference.EXPRESSION_SOURCES,
     "loss.disc_real": losses.DISC_REAL,
+    "loss.adv_samples": losses.ADV_SAMPLES,
     "loss.tmp_region": losses.TMP_REGIONS,
     "loss.app_region": losses.APP_REGIONS,
     "loss.rec_target": losses.REC_TARGETS,
@@ -233,7 +234,8 @@ def generator_objective(params, state: TrainState, networks: Networks, scene: Sc
   intra = jnp.repeat(scene.intra, 2)
   terms = {}
   if "adv" in weights:
-    terms["adv"] = generator_adversarial([logits for _, logits in fake])
+    adv_weight = intra if loss_config.get("adv_samples", "all") == "intra" else None
+    terms["adv"] = generator_adversarial([logits for _, logits in fake], adv_weight)
   if "app" in weights:
     terms["app"] = appearance_term(networks, params, state.variables, output, code, scene, loss_config.app_region)
   if "rec" in weights:
