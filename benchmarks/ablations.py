@@ -138,6 +138,11 @@ VARIANTS = {
     "both_residual_app_background_relight": {"loss.disc_real": "intra", "model.emb_downsamples": 4,
                                              "model.gen_skips": "both", "model.gen_output": "residual",
                                              "loss.app_region": "background", "render.relight": True},
+    # ... with G's adversarial term on intra outputs only.
+    "both_residual_app_background_relight_adv_intra": {
+        "loss.disc_real": "intra", "model.emb_downsamples": 4, "model.gen_skips": "both",
+        "model.gen_output": "residual", "loss.app_region": "background", "render.relight": True,
+        "loss.adv_samples": "intra"},
 }
 # (label, task, key, scale) of the table's columns.
 COLUMNS = (
