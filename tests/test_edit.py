@@ -48,14 +48,21 @@ def read_back(path):
   return info, frames, audio, metadata
 
 
-def test_swap_keeps_the_targets_frames_rate_size_and_audio(editor, inputs, tmp_path):
-  report = editor.swap(inputs["source"], inputs["target"], tmp_path / "swap.mp4")
-  info, frames, audio, _ = read_back(tmp_path / "swap.mp4")
+@pytest.fixture(scope="module")
+def swapped(editor, inputs, tmp_path_factory):
+  """A swap of the inputs by the tiny checkpoint: (report, output path)."""
+  out = tmp_path_factory.mktemp("swapped") / "swap.mp4"
+  return editor.swap(inputs["source"], inputs["target"], out), out
+
+
+def test_swap_keeps_the_targets_frames_rate_size_and_audio(swapped, inputs):
+  report, out = swapped
+  info, frames, audio, _ = read_back(out)
   target = video.probe(inputs["target"])
   assert report.frames == len(frames) == FRAMES and report.edited == FRAMES and report.passed_through == 0
   assert (info.width, info.height) == (target.width, target.height) and info.fps == pytest.approx(target.fps)
   assert audio == 1
-  assert video.is_marked_synthetic(tmp_path / "swap.mp4")
+  assert video.is_marked_synthetic(out)
   originals = [f.image for f in video.read_frames(inputs["target"])]
   changed = np.mean([np.abs(a.astype(int) - b).mean() for a, b in zip(frames, originals)])
   assert changed > 1.0  # the face was replaced by the network's output
@@ -63,17 +70,17 @@ def test_swap_keeps_the_targets_frames_rate_size_and_audio(editor, inputs, tmp_p
   assert corner < 3.0  # far from the face the target is kept
 
 
-def test_a_checkpoint_trained_with_reshaded_renders_edits_with_them(editor, inputs, tmp_path):
+def test_a_checkpoint_trained_with_reshaded_renders_edits_with_them(editor, swapped, inputs, tmp_path):
   """render.relight reaches the editor's scene: the same checkpoint told to re-shade R swaps the
-  same frames into a different, finite output, with the target's frames kept far from the face."""
+  same frames into a different output, with the target's frames kept far from the face."""
   config = copy.deepcopy(editor.checkpoint.config)
   config.render.relight = True
   relit = edit.Editor(editor.checkpoint._replace(config=config), cache_dir=editor.cache_dir,
                       settings=edit.EditSettings(batch_size=4))
-  plain_report = editor.swap(inputs["source"], inputs["target"], tmp_path / "plain.mp4")
+  plain_report, plain_path = swapped
   report = relit.swap(inputs["source"], inputs["target"], tmp_path / "relit.mp4")
   assert report.edited == plain_report.edited == FRAMES
-  plain = [f.image for f in video.read_frames(tmp_path / "plain.mp4")]
+  plain = [f.image for f in video.read_frames(plain_path)]
   frames = [f.image for f in video.read_frames(tmp_path / "relit.mp4")]
   assert np.mean([np.abs(a.astype(int) - b).mean() for a, b in zip(frames, plain)]) > 0.05
   assert np.mean([np.abs(a[:8, :8].astype(int) - b[:8, :8]).mean() for a, b in zip(frames, plain)]) < 1.0
